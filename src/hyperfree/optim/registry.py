@@ -107,7 +107,7 @@ class OptimInfo:
 _REGISTRY: dict[str, OptimInfo] = {}
 _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 # Modules that register entries when imported (kept lazy so `import hyperfree` stays light).
-_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin"]
+_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin"]  # + "hyperfree.hyper.integration" once it exists
 _loaded = False
 
 

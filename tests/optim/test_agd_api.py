@@ -1,0 +1,134 @@
+"""AGD as a torch.optim.Optimizer: bad input, skipping non-finite steps, state_dict resume,
+param groups, the return value of step() and the registry entry."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import hyperfree
+from hyperfree.optim import OptimArgs, build_optimizer
+
+from .conftest import FCN, make
+
+
+def _grads(model, x, seed=0):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    model(x).square().mean().backward()
+
+
+def test_unsupported_parameter_names_param_and_shape():
+    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.LayerNorm(3))
+    with pytest.raises(ValueError, match=r"'1\.weight' of shape \(3,\).*2-D.*4-D"):
+        hyperfree.AGD(model)
+    with pytest.raises(ValueError, match=r"param 1.*\(2, 3, 4\)"):
+        hyperfree.AGD([torch.zeros(2, 2, requires_grad=True), torch.zeros(2, 3, 4, requires_grad=True)])
+
+
+def test_empty_model_and_bad_gain():
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        hyperfree.AGD(nn.ReLU())
+    frozen = nn.Linear(2, 2, bias=False).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        hyperfree.AGD(frozen)
+    for gain in (0.0, -1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="gain"):
+            hyperfree.AGD(FCN(), gain=gain)
+
+
+def test_step_returns_0dim_tensor_on_param_device_and_float_works():
+    model, x = make("fcn")
+    opt = hyperfree.AGD(model)
+    _grads(model, x)
+    eta = opt.step()
+    assert isinstance(eta, torch.Tensor) and eta.dim() == 0 and eta.device == x.device
+    assert 0 < float(eta) < 10
+
+
+def test_no_grad_param_not_updated_but_counts():
+    model = FCN()
+    opt = hyperfree.AGD(model)
+    _grads(model, torch.randn(4, 12))
+    model.layers[1].weight.grad = None
+    before = model.layers[1].weight.detach().clone()
+    opt.step()
+    assert torch.equal(model.layers[1].weight, before)
+    assert opt.L == 4
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_gradient_skips_whole_step(gated, bad):
+    model, x = make("resnet")
+    opt = hyperfree.AGD(model)
+    opt._device_gated = gated
+    _grads(model, x)
+    names = [n for n, _ in model.named_parameters()]
+    dict(model.named_parameters())[names[3]].grad.view(-1)[5] = bad
+    dict(model.named_parameters())[names[5]].grad.view(-1)[0] = bad
+    before = copy.deepcopy(model.state_dict())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eta = opt.step()
+    assert float(eta) == 0.0
+    msgs = [str(w.message) for w in caught if "AGD skipped" in str(w.message)]
+    assert len(msgs) == 1 and repr(names[3]) in msgs[0]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert opt.skipped_steps == 1
+    _grads(model, x)  # a clean step afterwards works and is counted as such
+    assert float(opt.step()) > 0 and opt.skipped_steps == 1
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    torch.manual_seed(0)
+    model, x = make("vgg")
+    opt = hyperfree.AGD(model, gain=2.0)
+    opt.init_weights()
+    for t in range(3):
+        _grads(model, x, t)
+        opt.step()
+    ckpt = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    for t in range(3, 6):
+        _grads(model, x, t)
+        opt.step()
+    straight = copy.deepcopy(model.state_dict())
+
+    model2, _ = make("vgg")
+    opt2 = hyperfree.AGD(model2)  # default gain: must be restored from the state dict
+    model2.load_state_dict(ckpt[0])
+    opt2.load_state_dict(ckpt[1])
+    assert opt2.param_groups[0]["gain"] == 2.0 and opt2.state_dict()["agd"]["steps"] == 3
+    for t in range(3, 6):
+        _grads(model2, x, t)
+        opt2.step()
+    for k, v in model2.state_dict().items():
+        assert torch.equal(v, straight[k]), k
+
+
+def test_add_param_group_counts_in_L_and_validates():
+    a = nn.Linear(4, 4, bias=False)
+    b = nn.Linear(4, 2, bias=False)
+    opt = hyperfree.AGD(a)
+    opt.add_param_group({"params": b.parameters(), "gain": 0.5})
+    assert opt.L == 2 and opt.param_groups[1]["gain"] == 0.5
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+    with pytest.raises(ValueError, match="gain"):
+        opt.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)], "gain": -1})
+
+
+def test_registry_entry_builds_agd_and_refuses_lr():
+    model = FCN()
+    stepper = build_optimizer("agd", model, OptimArgs(gain=2.0))
+    stepper.init_weights()
+    out = stepper.step(model(torch.randn(3, 12)).square().mean())
+    assert set(out) == {"eta"} and out["eta"].dim() == 0
+    with pytest.raises(ValueError, match="--lr"):
+        build_optimizer("agd", model, OptimArgs(lr=0.1))
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        build_optimizer("nope", model)
