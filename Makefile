@@ -10,9 +10,7 @@ BIN    := $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q $(TORCH) -e ".[dev]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -21,7 +19,7 @@ train: setup
 	$(BIN)/hyperfree train
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2
 
 bench: setup
 	$(BIN)/python benchmarks/step.py

@@ -200,7 +200,9 @@ class AGD(torch.optim.Optimizer):
         if gated:
             self._drain(block=False)
             eta, terms = _multi_tensor_agd(params, grads, scales, L, gains, None)
-            self._record_flags(terms, [names[_owner(i, params)] for i in range(terms.numel())])
+            owners = [n for n, p in zip(names, params)
+                      for _ in range(1 if p.dim() == 2 else p.shape[2] * p.shape[3])]
+            self._record_flags(terms, owners)
             return eta
         path = _multi_tensor_agd if foreach else _single_tensor_agd
         eta, terms = path(params, grads, scales, L, gains, _finite)

@@ -49,6 +49,8 @@ class Stepper(Protocol):
     scalars to log for this step as 0-dim tensors (e.g. ``{"eta": η}`` for AGD) without forcing
     a host-device synchronisation. ``init_weights()`` applies the optimiser's own
     initialisation (AGD's orthogonal one) or does nothing (PyTorch's default initialisation).
+    ``train()`` / ``eval()`` are called by the loop when it switches between training and
+    evaluation (optimisers such as Schedule-Free evaluate at a different point than they train).
     """
 
     module: nn.Module
@@ -56,6 +58,10 @@ class Stepper(Protocol):
     def init_weights(self) -> None: ...
 
     def step(self, loss: Tensor) -> dict[str, Tensor]: ...
+
+    def train(self) -> None: ...
+
+    def eval(self) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -75,6 +81,16 @@ class TorchStepper:
     def init_weights(self) -> None:
         if self._init is not None:
             self._init()
+
+    def train(self) -> None:
+        hook = getattr(self.optimizer, "train", None)
+        if callable(hook):
+            hook()
+
+    def eval(self) -> None:
+        hook = getattr(self.optimizer, "eval", None)
+        if callable(hook):
+            hook()
 
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
