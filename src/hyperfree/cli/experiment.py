@@ -1,0 +1,92 @@
+"""``hyperfree experiment NAME``: run a registered experiment of the suite, resumably.
+
+Every run goes to ``<runs-dir>/experiments/NAME/<profile>/<label>-seed<k>/`` (the ``hyperfree
+train`` layout plus ``experiment.json``); finished runs are skipped and half-finished ones
+resume from their checkpoint, so an interrupted suite continues where it stopped when the same
+command is run again. ``NAME`` may be ``all``. Ctrl-C stops at the next step boundary.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+__all__ = ["add_arguments", "run", "parse_data_dirs"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the ``experiment`` flags."""
+    from hyperfree.experiments import PROFILES, list_experiments
+
+    p.add_argument("name", choices=[*list_experiments(), "all"],
+                   help="the experiment to run, or 'all' for the whole suite in order")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick = minutes on a CPU (default); full = hours, 3 seeds; gpu = the "
+                        "papers' CIFAR/ImageNet scale; smoke = a few batches (tests)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per run (default: the profile's, 1 for quick, 3 for full/gpu)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda if available else cpu (default)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR",
+                   help="root of the run directories (default runs)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice); 1 is much faster on a "
+                        "CPU shared with other jobs")
+    p.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH",
+                   help="where a dataset lives, e.g. cifar10=/data/cifar or "
+                        "tinyshakespeare=/path/file.txt; a bare PATH applies to every "
+                        "non-vendored dataset (repeatable)")
+
+
+def parse_data_dirs(items: list[str]) -> dict[str, str]:
+    """``["cifar10=/d", "/x"]`` -> ``{"cifar10": "/d", "": "/x"}`` (ValueError if repeated)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        key, value = (name.strip(), path) if sep else ("", item)
+        if not value:
+            raise ValueError(f"--data-dir {item!r} has no path; write DATASET=PATH or PATH")
+        if key in out:
+            raise ValueError(f"--data-dir for {key or 'every dataset'!r} given twice; keep one")
+        out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment(s); print one line per run. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
+    from hyperfree.experiments import DataCache, list_experiments, run_experiment
+    from hyperfree.train import StopFlag
+
+    names = list_experiments() if args.name == "all" else [args.name]
+    data_dirs = parse_data_dirs(args.data_dir)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    stop, cache = StopFlag(), DataCache()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.request()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    t0 = time.perf_counter()
+    try:
+        for name in names:
+            run_experiment(name, args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
+                           device=args.device, data_dirs=data_dirs, cache=cache,
+                           callbacks=[stop], log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume (finished runs are kept)",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"done: {', '.join(names)} ({args.profile}) in {time.perf_counter() - t0:.0f}s; "
+          f"runs under {args.runs_dir}/experiments/. Next: hyperfree report")
+    return 0

@@ -1,0 +1,157 @@
+"""``hyperfree train``: flags -> :class:`~hyperfree.train.TrainConfig` -> ``train()``.
+
+Every flag defaults to "not given" (``argparse.SUPPRESS``), so the settings a user typed are
+known: a new run fills the rest from ``TrainConfig``'s defaults, and ``--resume DIR`` fills
+them from the stored run (the library then refuses changes that matter, e.g. another --arch).
+Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set) this layer starts the process group and passes
+the context to the library. Ctrl-C stops at the next step boundary, saves a checkpoint and
+exits with status 130.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run", "config_from_args", "default_out_dir"]
+
+# flag dest -> TrainConfig field, where the names differ
+_FIELD = {"out": "out_dir", "workers": "num_workers"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the ``train`` flags (all default to SUPPRESS = not given)."""
+    from hyperfree.data import list_datasets
+    from hyperfree.models import list_models
+    from hyperfree.optim.registry import list_optimizers
+    from hyperfree.train import DEFAULT_EPOCHS
+
+    S = argparse.SUPPRESS
+    p.set_defaults(resume=None)
+    p.add_argument("--arch", choices=list_models(), default=S,
+                   help="model (default fcn; resnet50 on imagenet is resnet50_imagenet)")
+    p.add_argument("--dataset", choices=list_datasets(), default=S,
+                   help="dataset (default fashion-mnist, vendored)")
+    p.add_argument("--data-dir", default=S, metavar="DIR",
+                   help="folder (or text file) holding the dataset's official files")
+    p.add_argument("--download", action="store_true", default=S,
+                   help="fetch missing dataset files (checksummed)")
+    p.add_argument("--loss", choices=("mse", "xent"), default=S,
+                   help="objective: mse = the AGD paper's square loss (default), xent")
+    p.add_argument("--optimizer", default=S, metavar="SPEC",
+                   help=f"registry name ({', '.join(list_optimizers())}) or a hypergradient "
+                        "stack such as 'sgd(0.01)/sgd(1e-4)' (default agd)")
+    p.add_argument("--lr", type=float, default=S, help="learning rate of sgd/adam (not agd)")
+    p.add_argument("--momentum", type=float, default=S, help="momentum of sgd")
+    p.add_argument("--gain", type=float, default=S, help="AGD's dimensionless gain (default 1)")
+    p.add_argument("--epochs", type=int, default=S,
+                   help=f"number of epochs (default {DEFAULT_EPOCHS}: ~2 min for the default run)")
+    p.add_argument("--train-bs", type=int, default=S, help="global training batch (default 128)")
+    p.add_argument("--test-bs", type=int, default=S, help="evaluation batch (default 1000)")
+    p.add_argument("--depth", type=int, default=S, help="model depth (fcn default 8)")
+    p.add_argument("--width", type=int, default=S, help="model width (fcn default 256)")
+    p.add_argument("--seed", type=int, default=S, help="seed of init, order and augmentation")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=S,
+                   help="auto = cuda if available else cpu (default)")
+    p.add_argument("--workers", type=int, default=S,
+                   help="decoding workers of streamed datasets (imagenet; default 4)")
+    p.add_argument("--out", default=S, metavar="DIR",
+                   help="run directory (default runs/<timestamp>-<arch>-<optimizer>)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (other flags default to its settings)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=S,
+                   help="hide the progress bar")
+    p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
+                   help="do not draw figure.png at the end")
+    p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
+
+
+def default_out_dir(arch: str, optimizer: str, now: datetime.datetime) -> str:
+    """``runs/<UTC timestamp>-<arch>-<optimizer>`` with the spec made filename-safe."""
+    opt = re.sub(r"[^A-Za-z0-9._-]+", "_", optimizer).strip("_") or "opt"
+    return str(Path("runs") / f"{now:%Y%m%d-%H%M%S}-{arch}-{opt}")
+
+
+def config_from_args(args: argparse.Namespace, now: datetime.datetime) -> Any:
+    """The TrainConfig the flags ask for (a stored run's settings under ``--resume``)."""
+    from hyperfree.train import TrainConfig, read_config
+
+    given = {_FIELD.get(k, k): v for k, v in vars(args).items()
+             if k not in ("command", "_run", "resume")}
+    if args.resume is None:
+        base = TrainConfig()
+        out = given.pop("out_dir", None) or default_out_dir(
+            given.get("arch", base.arch), given.get("optimizer", base.optimizer), now)
+        return base.replace(**given, out_dir=out)
+    stored = read_config(args.resume)
+    out = given.pop("out_dir", None)
+    if out is not None and Path(out).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--out {out} differs from --resume {args.resume}; a resumed run stays "
+                         "in its directory: drop --out")
+    base = TrainConfig.from_dict({**stored, "resume": False})
+    return base.replace(**{k: v for k, v in given.items() if k in base.to_dict()},
+                        out_dir=args.resume, resume=True)
+
+
+def _dist_context(device: str) -> Any:
+    """The torchrun context, process group started; SINGLE when not under torchrun."""
+    from hyperfree.train import SINGLE, dist_from_env, init_distributed, resolve_device
+
+    ctx = dist_from_env(os.environ)
+    if ctx is None or not ctx.enabled:
+        return SINGLE
+    addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = os.environ.get("MASTER_PORT", "29500")
+    device_type = resolve_device(device).type
+    return init_distributed(ctx, device_type=device_type, init_method=f"tcp://{addr}:{port}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print where the results went. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
+    from hyperfree.train import StopFlag, TrainingInterrupted, close_distributed, train
+
+    cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
+    dist = _dist_context(cfg.device)
+    stop = StopFlag()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        stop.request()  # training: stop at the next step boundary; before it: at once
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        history = train(cfg, callbacks=[stop], dist=dist)
+    except KeyboardInterrupt as exc:
+        if dist.is_main:
+            where = getattr(exc, "checkpoint", None) if isinstance(exc, TrainingInterrupted) \
+                else None
+            print(f"\ninterrupted: {_resume_hint(where, cfg.out_dir)}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        close_distributed(dist)
+    if dist.is_main:
+        _report(history, cfg)
+    return 0
+
+
+def _resume_hint(checkpoint: Path | None, out_dir: str | None) -> str:
+    if checkpoint is None:
+        return ("stopped outside a step boundary; nothing new saved (the last epoch's "
+                "checkpoint, if any, is kept)")
+    return f"checkpoint saved to {checkpoint}; continue with: hyperfree train --resume {out_dir}"
+
+
+def _report(history: Any, cfg: Any) -> None:
+    last = history.records[-1] if history.records else None
+    if last is not None:
+        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4g}, "
+              f"train acc {last['train_acc']:.2%}, test acc {last['test_acc']:.2%}")
+    files = "config.json, metrics.jsonl, checkpoint.pt" + (", figure.png" if cfg.plots else "")
+    print(f"results in {history.run_dir}/ ({files})")

@@ -1,0 +1,27 @@
+"""The training harness: ``train(TrainConfig(...)) -> History`` and its run-directory records.
+
+>>> from hyperfree.train import TrainConfig, train
+>>> history = train(TrainConfig(epochs=1, out_dir=None, progress=False))  # doctest: +SKIP
+
+Modules: config (TrainConfig), loop (train), losses, stats (device-side metrics), checkpoint,
+record (config.json, metrics.jsonl), plots (Figure-4-style PNGs), distributed (DDP context),
+progress (tqdm bar), callbacks.
+"""
+from __future__ import annotations
+
+from .callbacks import Callback, StepInfo, StopFlag
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable
+from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
+from .loop import FIGURE_NAME, History, TrainingInterrupted, build_model, resolve_device, train
+from .losses import cross_entropy, get_loss, square_loss
+from .plots import plot_runs
+from .record import CONFIG_NAME, METRICS_NAME, read_config, read_metrics
+
+__all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
+           "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
+           "check_resumable", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
+           "init_distributed",
+           "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "resolve_device",
+           "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
+           "METRICS_NAME", "read_config", "read_metrics"]

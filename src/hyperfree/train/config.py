@@ -1,0 +1,107 @@
+"""The training run's settings: one frozen dataclass, :class:`TrainConfig`.
+
+Every setting of a run lives here (snake_case fields; the CLI's kebab-case flags map one to one).
+``TrainConfig.to_dict()`` is what ``config.json`` and ``checkpoint.pt`` store, and
+``TrainConfig.from_dict()`` reads it back. :func:`check_resumable` decides whether a stored run
+may be continued under a new config (fields that change the trajectory must match).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["TrainConfig", "RESUME_FIXED_FIELDS", "check_resumable", "DEFAULT_EPOCHS"]
+
+# Chosen so that the default run (FCN 8x256, AGD, Fashion-MNIST) takes about two minutes on a
+# 2-core CPU, start-up and data loading included (see benchmarks/epoch.py and the report).
+DEFAULT_EPOCHS = 50
+
+_LOSSES = ("mse", "xent")
+_DEVICES = ("auto", "cpu", "cuda")
+
+# Fields that change what a run computes: a stored run may only be resumed if these are equal.
+RESUME_FIXED_FIELDS: tuple[str, ...] = ("arch", "dataset", "optimizer", "loss", "lr", "momentum",
+                                        "gain", "depth", "width", "seed", "train_bs")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """All settings of one training run.
+
+    ``out_dir=None`` runs in memory (no config.json, metrics.jsonl, checkpoint or figure);
+    ``resume=True`` continues the run stored in ``out_dir``. ``limit_batches`` caps the train
+    and test batches per epoch (for tests). ``rel_update_samples`` is how many steps per epoch
+    measure the relative update size ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the
+    progress bar syncs with the device.
+    """
+
+    arch: str = "fcn"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    loss: str = "mse"
+    optimizer: str = "agd"
+    lr: float | None = None
+    momentum: float | None = None
+    gain: float | None = None
+    epochs: int = DEFAULT_EPOCHS
+    train_bs: int = 128
+    test_bs: int = 1000
+    depth: int | None = None
+    width: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str | None = None
+    resume: bool = False
+    limit_batches: int | None = None
+    num_workers: int = 4
+    rel_update_samples: int = 4
+    log_every: int = 20
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {', '.join(_LOSSES)}")
+        if self.device not in _DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device!r} is not one of {', '.join(_DEVICES)}")
+        for name in ("epochs", "train_bs", "test_bs", "log_every"):
+            _require_int(name, getattr(self, name), 1)
+        for name in ("rel_update_samples", "num_workers"):
+            _require_int(name, getattr(self, name), 0)
+        if self.limit_batches is not None:
+            _require_int("limit_batches", self.limit_batches, 1)
+        if self.resume and self.out_dir is None:
+            raise ValueError("resume=True needs out_dir, the run directory to continue")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict (field name -> value)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; "
+                             f"known fields are {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_resumable(stored: dict[str, Any], cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first field in which ``cfg`` differs from a stored run's."""
+    for name in RESUME_FIXED_FIELDS:
+        old, new = stored.get(name), getattr(cfg, name)
+        if old != new:
+            raise ValueError(f"cannot resume: the run used {name}={old!r} but this config has "
+                             f"{name}={new!r}; drop the flag or start a new run with --out")

@@ -1,0 +1,280 @@
+"""The training loop: ``train(cfg, callbacks=...) -> History``.
+
+One run, in the code's symbols::
+
+    torch.manual_seed(seed); model = create_model(arch, ...); stepper = build_optimizer(...)
+    stepper.init_weights()                       # AGD: orthogonal init (Bernstein et al. 2023)
+    for epoch e:                                  # resumes at (epoch, batch) from checkpoint.pt
+        for (x, y) in train batches of epoch e:   # order/augmentation = f(seed, e)
+            loss = loss_fn(stepper.module(x), y)  # square loss or cross-entropy (losses.py)
+            logs = stepper.step(loss)             # backward + update; e.g. {"eta": η}
+            accumulate loss, hits, logs on device # (stats.py) — no per-step sync
+        evaluate on the test set; write metrics.jsonl, checkpoint.pt (atomic)
+    write figure.png
+
+The optimiser comes only from the registry (``hyperfree.optim.registry.build_optimizer``), so
+AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
+``DistributedDataParallel`` the forward pass goes through the DDP wrapper (gradients are averaged
+in backward), each rank takes its share of the global batch, metrics are reduced across ranks
+and only rank 0 writes files or shows progress. ``KeyboardInterrupt`` at a step boundary (e.g.
+from :class:`~hyperfree.train.callbacks.StopFlag`) saves a checkpoint and is re-raised as
+:class:`TrainingInterrupted`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from hyperfree.optim.registry import OptimArgs, Stepper, build_optimizer
+
+from .callbacks import Callback, StepInfo
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, check_resumable
+from .distributed import SINGLE, DistContext
+from .losses import correct_count, get_loss
+from .progress import Progress
+from .record import append_metrics, environment, write_config, write_metrics
+from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
+
+__all__ = ["History", "TrainingInterrupted", "train", "resolve_device", "build_model",
+           "FIGURE_NAME"]
+
+FIGURE_NAME = "figure.png"
+
+
+@dataclasses.dataclass
+class History:
+    """What a run produced: per-epoch ``records``, the ``run_dir`` (or None), model, stepper."""
+
+    records: list[dict[str, Any]]
+    run_dir: Path | None
+    model: nn.Module
+    stepper: Stepper
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by ``KeyboardInterrupt``; ``checkpoint`` is where it was saved (or None)."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted; checkpoint: {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+def resolve_device(name: str, dist: DistContext = SINGLE) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` -> this rank's GPU under DDP."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available; "
+                         "use --device cpu or auto")
+    if name == "cuda" and dist.enabled:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
+    """``create_model`` for ``cfg.arch`` on dataset ``info`` (resnet50 on imagenet -> _imagenet)."""
+    from hyperfree.models import create_model, get_model_info
+
+    arch = cfg.arch
+    if arch == "resnet50" and info.name == "imagenet":
+        arch = "resnet50_imagenet"
+    wanted = "tokens" if info.kind == "text" else "image"
+    kind = get_model_info(arch).input_kind
+    if kind != wanted:
+        raise ValueError(f"model {arch!r} takes {kind} input but dataset {info.name!r} is "
+                         f"{info.kind}; pick a matching --arch/--dataset pair")
+    return create_model(arch, in_channels=info.in_channels, num_classes=info.num_classes,
+                        image_size=info.image_size, depth=cfg.depth, width=cfg.width)
+
+
+def _prepare_run_dir(cfg: TrainConfig) -> Path | None:
+    if cfg.out_dir is None:
+        return None
+    run_dir = Path(cfg.out_dir)
+    if not cfg.resume and (run_dir / CHECKPOINT_NAME).exists():
+        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                         "or choose another --out")
+    return run_dir
+
+
+class _Run:
+    """Bookkeeping of one run: model, stepper, loaders, position and accumulators."""
+
+    def __init__(self, cfg: TrainConfig, dist: DistContext, device: torch.device,
+                 bundle: Any, callbacks: Sequence[Callback], run_dir: Path | None) -> None:
+        self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, run_dir
+        self.callbacks = list(callbacks)
+        self.loss_fn = get_loss(cfg.loss)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, bundle.info).to(device)
+        self.stepper = build_optimizer(cfg.optimizer, self.model,
+                                       OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain))
+        self.stepper.init_weights()
+        common = dict(rank=dist.rank, world_size=dist.world_size, num_workers=cfg.num_workers)
+        self.train_loader = bundle.train_loader(cfg.train_bs, seed=cfg.seed, **common)
+        self.test_loader = bundle.test_loader(cfg.test_bs, **common)
+        self.records: list[dict[str, Any]] = []
+        self.epoch = self.batch = self.global_step = 0
+        self.stats = EpochStats(device)
+        self.epoch_t0 = time.perf_counter()
+        self.at_boundary = True
+        self.train_seconds = 0.0
+        self.forward: nn.Module = self.stepper.module
+        self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=cfg.epochs)
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load a checkpoint's model, stepper, position, accumulators and RNG state."""
+        self.model.load_state_dict(ckpt["model"])
+        self.stepper.load_state_dict(ckpt["stepper"])
+        self.epoch, self.batch = int(ckpt["epoch"]), int(ckpt["batch"])
+        self.global_step = int(ckpt["global_step"])
+        self.stats.load_state_dict(ckpt["stats"])
+        self.records = [dict(r) for r in ckpt["metrics"]]
+        set_rng_state(ckpt["rng"])
+
+    def wrap_ddp(self) -> None:
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.stepper.module, device_ids=ids)
+
+    def _limit(self, loader: Any) -> int:
+        n = len(loader)
+        return n if self.cfg.limit_batches is None else min(n, self.cfg.limit_batches)
+
+    def payload(self) -> dict[str, Any]:
+        stats = self.stats.state_dict()
+        stats["seconds"] = time.perf_counter() - self.epoch_t0
+        return {"model": self.model.state_dict(), "stepper": self.stepper.state_dict(),
+                "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+                "stats": stats, "rng": rng_state(), "config": self.cfg.to_dict(),
+                "metrics": self.records}
+
+    def save(self) -> Path | None:
+        if self.run_dir is None or not self.dist.is_main:
+            return None
+        path = self.run_dir / CHECKPOINT_NAME
+        save_checkpoint(path, self.payload())
+        return path
+
+    def train_epoch(self) -> None:
+        """Steps ``self.batch .. n-1`` of epoch ``self.epoch`` (no host sync but the bar's)."""
+        cfg, n = self.cfg, self._limit(self.train_loader)
+        sample = sampled_steps(n, cfg.rel_update_samples)
+        weights = weight_tensors(self.model) if sample else []
+        self.train_loader.set_epoch(self.epoch)
+        batches = itertools.islice(iter(self.train_loader), n)
+        for _ in range(self.batch):  # resume mid-epoch: replay the order, skip the work
+            next(batches)
+        self.epoch_t0 = time.perf_counter() - self.stats.seconds
+        self.forward.train()
+        self.progress.start(self.epoch, n, self.batch)
+        shown = self.batch
+        for i, (x, y) in zip(range(self.batch, n), batches):
+            self.at_boundary = False
+            before = [w.detach().clone() for w in weights] if i in sample else None
+            logits = self.forward(x)
+            loss = self.loss_fn(logits, y)
+            logs = self.stepper.step(loss)
+            self.stats.add_batch(loss, correct_count(logits.detach(), y), y.numel())
+            self.stats.add_scalars(logs)
+            if before is not None:
+                self.stats.add_rel_update(relative_update(before, weights))
+            self.batch, self.global_step = i + 1, self.global_step + 1
+            self.at_boundary = True
+            if self.progress.active and (self.batch % cfg.log_every == 0 or self.batch == n):
+                self.progress.update(self.batch - shown, self.stats.running(logs))
+                shown = self.batch
+            for cb in self.callbacks:
+                cb.on_step_end(StepInfo(self.epoch, i, self.global_step, loss.detach(), logs))
+        self.progress.close()
+        self.train_seconds = time.perf_counter() - self.epoch_t0
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced."""
+        module = self.stepper.module
+        module.eval()
+        stats = EpochStats(self.device)
+        self.test_loader.set_epoch(0)
+        for x, y in itertools.islice(iter(self.test_loader), self._limit(self.test_loader)):
+            logits = module(x)
+            stats.add_batch(self.loss_fn(logits, y), correct_count(logits, y), y.numel())
+        module.train()
+        out = stats.summary("test", self.dist)
+        return {"test_loss": out["test_loss"], "test_acc": out["test_acc"]}
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Summarise, record, checkpoint; advance to the next epoch."""
+        record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step}
+        record.update(self.stats.summary("train", self.dist))
+        record.update(self.evaluate())
+        record["train_seconds"] = self.train_seconds
+        record["seconds"] = time.perf_counter() - self.epoch_t0
+        self.records.append(record)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.stats = EpochStats(self.device)
+        self.epoch_t0 = time.perf_counter()
+        if self.run_dir is not None and self.dist.is_main:
+            append_metrics(self.run_dir, record)
+            self.save()
+        for cb in self.callbacks:
+            cb.on_epoch_end(record["epoch"] - 1, record)
+        return record
+
+
+def _load_bundle(cfg: TrainConfig, device: torch.device) -> Any:
+    from hyperfree.data import load_dataset
+
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                        device=device)
+
+
+def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistContext = SINGLE,
+          data: Any = None) -> History:
+    """Run ``cfg`` and return its :class:`History`.
+
+    ``data`` is an already loaded ``DataBundle`` (default: ``load_dataset(cfg.dataset, ...)``);
+    ``dist`` is an initialised process-group context (default: one process). Raises ValueError
+    (bad settings, unknown names, a run dir that holds another run), ``CheckpointError`` (resume
+    from a missing/corrupt checkpoint) and :class:`TrainingInterrupted` on Ctrl-C.
+    """
+    device = resolve_device(cfg.device, dist)
+    run_dir = _prepare_run_dir(cfg)
+    ckpt = None
+    if cfg.resume:
+        assert run_dir is not None  # TrainConfig enforces out_dir with resume
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+        check_resumable(ckpt["config"], cfg)
+    bundle = data if data is not None else _load_bundle(cfg, device)
+    run = _Run(cfg, dist, device, bundle, callbacks, run_dir)
+    if ckpt is not None:
+        run.restore(ckpt)
+    run.wrap_ddp()
+    if run_dir is not None and dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        n_params = sum(p.numel() for p in run.model.parameters())
+        write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
+                     {"num_parameters": n_params})
+        write_metrics(run_dir, run.records)
+    try:
+        while run.epoch < cfg.epochs:
+            run.train_epoch()
+            run.end_epoch()
+    except KeyboardInterrupt:
+        run.progress.close()
+        saved = run.save() if run.at_boundary else None
+        raise TrainingInterrupted(saved) from None
+    if run_dir is not None and dist.is_main and cfg.plots:
+        from .plots import plot_runs
+
+        plot_runs([run_dir], run_dir / FIGURE_NAME)
+    return History(run.records, run_dir, run.model, run.stepper)
