@@ -176,6 +176,7 @@ class _Run:
             next(batches)
         self.epoch_t0 = time.perf_counter() - self.stats.seconds
         self.forward.train()
+        _hook(self.stepper, "train")
         self.progress.start(self.epoch, n, self.batch)
         shown = self.batch
         for i, (x, y) in zip(range(self.batch, n), batches):
@@ -202,6 +203,7 @@ class _Run:
     def evaluate(self) -> dict[str, float]:
         """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced."""
         module = self.stepper.module
+        _hook(self.stepper, "eval")  # e.g. Schedule-Free evaluates at its averaged point
         module.eval()
         stats = EpochStats(self.device)
         self.test_loader.set_epoch(0)
@@ -209,6 +211,7 @@ class _Run:
             logits = module(x)
             stats.add_batch(self.loss_fn(logits, y), correct_count(logits, y), y.numel())
         module.train()
+        _hook(self.stepper, "train")
         out = stats.summary("test", self.dist)
         return {"test_loss": out["test_loss"], "test_acc": out["test_acc"]}
 
@@ -278,3 +281,10 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
 
         plot_runs([run_dir], run_dir / FIGURE_NAME)
     return History(run.records, run_dir, run.model, run.stepper)
+
+
+def _hook(stepper: Any, name: str) -> None:
+    """Call the stepper's optional ``train()`` / ``eval()`` hook, if it has one."""
+    hook = getattr(stepper, name, None)
+    if callable(hook):
+        hook()
