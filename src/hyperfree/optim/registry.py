@@ -123,7 +123,7 @@ class OptimInfo:
 _REGISTRY: dict[str, OptimInfo] = {}
 _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 # Modules that register entries when imported (kept lazy so `import hyperfree` stays light).
-_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin"]  # + "hyperfree.hyper.integration" once it exists
+_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin", "hyperfree.hyper.integration"]
 _loaded = False
 
 

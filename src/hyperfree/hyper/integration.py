@@ -1,0 +1,78 @@
+"""Hook the towers into the optimiser registry: ``build_optimizer("adam(1e-3)/sgd(1e-5)", ...)``.
+
+Importing this module registers :func:`parse_spec` with
+:func:`hyperfree.optim.registry.register_spec_parser`; the harness then accepts every stack that
+:func:`hyperfree.hyper.parse` accepts (``hyperfree train --optimizer "sgd(0.01)/sgd(1e-4)"``).
+The stepper logs every hyperparameter of every level (``lr``, ``momentum``, ``alpha``,
+``beta1``, ``beta2`` for level 0; ``lr@1`` … for level 1, …). Towers are single-process only.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..optim.registry import OptimArgs, Stepper, register_spec_parser
+from .module import HyperModule
+from .optimizers import OPTIMIZERS
+from .parse import parse
+
+__all__ = ["HyperStepper", "parse_spec"]
+
+
+class HyperStepper:
+    """The registry's :class:`~hyperfree.optim.registry.Stepper` around a :class:`HyperModule`."""
+
+    def __init__(self, module: HyperModule) -> None:
+        self.module = module
+
+    def init_weights(self) -> None:
+        """Towers keep PyTorch's default initialisation: nothing to do."""
+
+    def train(self) -> None:
+        """Nothing to switch: a tower trains and evaluates at the same weights."""
+
+    def eval(self) -> None:
+        """Nothing to switch: a tower trains and evaluates at the same weights."""
+
+    def step(self, loss: Tensor) -> dict[str, Tensor]:
+        return self.module.step(loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state)
+
+
+def _looks_like_stack(text: str) -> bool:
+    key = text.strip().lower()
+    return "/" in key or "(" in key or key in OPTIMIZERS
+
+
+def parse_spec(text: str) -> Callable[[nn.Module, OptimArgs], Stepper] | None:
+    """A builder for the stack ``text``; ``None`` if ``text`` is clearly not a stack.
+
+    Text that looks like a stack but is malformed raises ``StackSyntaxError`` here, pointing at
+    the offending token.
+    """
+    if not isinstance(text, str) or not _looks_like_stack(text):
+        return None
+    parse(text)  # validate now, so errors surface before any model is touched
+
+    def build(model: nn.Module, args: OptimArgs) -> Stepper:
+        for flag in ("lr", "momentum", "gain"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} cannot be combined with the stack {text!r}: the "
+                                 "stack text carries its hyperparameters, e.g. "
+                                 "'sgd(0.01, 0.9)/sgd(1e-4)'")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise ValueError(f"hypergradient stacks ({text!r}) do not support distributed "
+                             "(DDP) training; run single-process or pick a registry optimiser")
+        return HyperStepper(HyperModule(model, parse(text)))
+
+    return build
+
+
+register_spec_parser(parse_spec)
