@@ -58,11 +58,16 @@ def _block(t: Tensor) -> tuple[int, int]:
     return m, t.shape[2] * t.shape[3]
 
 
-_CHUNK = 1 << 18  # elements per block of the CPU reduction: the squared temporary stays in cache
+_CHUNK = 1 << 17  # elements of the CPU accumulator: it stays in cache while the rows stream by
 
 
 def slice_sq_norms(g: Tensor) -> Tensor:
-    """Squared Frobenius norm of every slice: shape ``(1,)`` for 2-D, ``(k_x·k_y,)`` for 4-D."""
+    """Squared Frobenius norm of every slice: shape ``(1,)`` for 2-D, ``(k_x·k_y,)`` for 4-D.
+
+    On CPU a 4-D gradient viewed as rows of ``m·k`` values (:func:`_block`) is squared and
+    summed into a cache-sized ``(rows, m·k)`` accumulator, block of rows by block of rows
+    (``acc += x ⊙ x``, one fused pass, no full-size temporary), then folded to ``k`` sums.
+    """
     if g.dim() == 2 or (g.dim() == 4 and g.shape[2] * g.shape[3] == 1):
         flat = g.reshape(-1)
         return torch.dot(flat, flat).reshape(1)
@@ -73,10 +78,11 @@ def slice_sq_norms(g: Tensor) -> Tensor:
     step = max(1, _CHUNK // (m * k))
     if rows.shape[0] <= step:
         return rows.square().sum(0).view(m, k).sum(0)
-    acc = torch.zeros(m * k, dtype=g.dtype)
+    acc = torch.zeros(step, m * k, dtype=g.dtype)
     for i in range(0, rows.shape[0], step):
-        acc += rows[i:i + step].square().sum(0)
-    return acc.view(m, k).sum(0)
+        block = rows[i:i + step]
+        acc[:block.shape[0]].addcmul_(block, block)
+    return acc.sum(0).view(m, k).sum(0)
 
 
 def _slice_vectors(shapes: Sequence[Sequence[int]], scales: Sequence[float], L: int,
@@ -157,6 +163,8 @@ def _multi_tensor_agd(params: list[Tensor], grads: list[Tensor], scales: list[fl
     ``where(finite, g, 0)``), so no host round trip is needed to skip it.
     """
     sq = [slice_sq_norms(g) for g in grads]
+    if should_apply is not None and grads[0].device.type == "cpu":
+        return _host_scalars_agd(params, grads, sq, scales, L, gain, should_apply)
     eta, terms, coeffs = agd_coefficients(sq, [g.shape for g in grads], scales, L, gain)
     if should_apply is None:
         ok = torch.isfinite(terms.sum())
@@ -168,3 +176,36 @@ def _multi_tensor_agd(params: list[Tensor], grads: list[Tensor], scales: list[fl
     for p, g, c in zip(params, grads, coeffs):
         _apply(p, g, c)
     return eta, terms
+
+
+def _host_scalars_agd(params: list[Tensor], grads: list[Tensor], sq: list[Tensor],
+                      scales: list[float], L: int, gain: list[float], should_apply: ShouldApply
+                      ) -> tuple[Tensor, Tensor]:
+    """CPU variant of the fast path: the handful of scalars (G, η, one coefficient per slice)
+    are computed in Python floats, since on CPU reading them costs nothing and a dozen tiny
+    tensor ops cost more than the arithmetic; matrices then take the plain ``add_(g, alpha)``.
+    """
+    flat = torch.cat([q.reshape(-1) for q in sq]).tolist()
+    norms, owner_scale = [], []
+    for q, s in zip(sq, scales):
+        for _ in range(q.numel()):
+            owner_scale.append(s)
+    norms = [math.sqrt(x) if x >= 0 else math.nan for x in flat]
+    terms_list = [s * n for s, n in zip(owner_scale, norms)]
+    terms = torch.tensor(terms_list, dtype=grads[0].dtype)
+    total = math.fsum(terms_list)
+    if not math.isfinite(total):
+        should_apply(terms)
+        return torch.tensor(math.nan, dtype=grads[0].dtype), terms
+    eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2)
+    if not should_apply(terms):
+        return torch.tensor(eta, dtype=grads[0].dtype), terms
+    start = 0
+    for p, g, q, s, gn in zip(params, grads, sq, scales, gain):
+        cs = [(-gn * s / L) * eta / n if n > 0 else 0.0 for n in norms[start:start + q.numel()]]
+        start += q.numel()
+        if len(cs) == 1:
+            p.add_(g, alpha=cs[0])
+        else:
+            _apply(p, g, torch.tensor(cs, dtype=g.dtype))
+    return torch.tensor(eta, dtype=grads[0].dtype), terms
