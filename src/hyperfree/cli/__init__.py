@@ -16,7 +16,9 @@ import argparse
 import sys
 from typing import Callable, NoReturn, Sequence, Union
 
+from . import experiment as _experiment
 from . import plot as _plot
+from . import report as _report
 from . import train as _train
 
 __all__ = ["AddArguments", "Run", "Entry", "SUBCOMMANDS", "OneLineParser", "register_subcommand",
@@ -30,6 +32,10 @@ SUBCOMMANDS: dict[str, Entry] = {
     "train": (_train.add_arguments, _train.run, "train a model (default: FCN + AGD on "
               "Fashion-MNIST, ~2 min on a CPU)"),
     "plot": (_plot.add_arguments, _plot.run, "draw Figure-4-style panels of one or more runs"),
+    "experiment": (_experiment.add_arguments, _experiment.run,
+                   "run a registered experiment of the papers (depth, tuned, shape, batch, conv, towers, peers, all)"),
+    "report": (_report.add_arguments, _report.run,
+               "regenerate docs/results.md and its figures from the run directories"),
 }
 
 
