@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_sigint)
     t0 = time.perf_counter()
     try:
-        for name in names:
+        for i, name in enumerate(names, start=1):
+            if len(names) > 1:
+                print(f"== experiment {i}/{len(names)}: {name} ({args.profile}) ==", flush=True)
             run_experiment(name, args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
                            device=args.device, data_dirs=data_dirs, cache=cache,
                            callbacks=[stop], log=lambda line: print(line, flush=True))

@@ -6,24 +6,16 @@ Each entry wraps a third-party optimiser, at its documented defaults, as a
 ``--gain``: the point of the race is that nobody tunes anything. A missing package raises a
 one-line ``ValueError`` naming it (``pip install 'hyperfree[peers]'``).
 
-=====================  ===============================================  =======================
-name                   optimiser (paper)                                logged scalar
-=====================  ===============================================  =======================
-``prodigy``            ``prodigyopt.Prodigy(lr=1.0)`` (Mishchenko &     ``d_lr`` = d · lr
-                       Defazio 2023, arXiv 2306.06101)
-``dadapt-adam``        ``dadaptation.DAdaptAdam(lr=1.0)`` (Defazio &    ``d_lr`` = d · lr
-                       Mishchenko 2023, arXiv 2301.07733)
-``schedulefree-adamw`` ``schedulefree.AdamWScheduleFree`` (Defazio et   —
-                       al. 2024, arXiv 2405.15682); evaluated at x
-                       through ``train()``/``eval()``
-``dog``                ``dog.DoG`` + ``PolynomialDecayAverager(γ=8)``   ``eta``
-                       (Ivgi, Hinder & Carmon 2023, arXiv 2302.12022);
-                       evaluated with the averaged weights, as its
-                       README requires
-``gdtuo``              ``gdtuo.ModuleWrapper`` with ``SGD(0.01) /       ``lr`` = α of level 0
-                       SGD(1e-5)`` (Chandra et al. 2022, arXiv
-                       1909.13371), the paper library's own towers
-=====================  ===============================================  =======================
+* ``prodigy`` — ``prodigyopt.Prodigy(lr=1.0)`` (Mishchenko & Defazio 2023, arXiv 2306.06101);
+  logs ``d_lr`` = d · lr.
+* ``dadapt-adam`` — ``dadaptation.DAdaptAdam(lr=1.0)`` (Defazio & Mishchenko 2023, arXiv
+  2301.07733); logs ``d_lr`` = d · lr.
+* ``schedulefree-adamw`` — ``schedulefree.AdamWScheduleFree()`` (Defazio et al. 2024, arXiv
+  2405.15682); trains at y, evaluated at x through the stepper's ``train()``/``eval()``.
+* ``dog`` — ``dog.DoG()`` plus ``dog.PolynomialDecayAverager(γ=8)`` (Ivgi, Hinder & Carmon 2023,
+  arXiv 2302.12022); evaluated with the averaged weights, as its README requires; logs ``eta``.
+* ``gdtuo`` — ``gdtuo.ModuleWrapper`` with the tower ``SGD(0.01) / SGD(1e-5)`` (Chandra et al.
+  2022, arXiv 1909.13371), the paper library's own; logs ``lr`` = α of level 0.
 
 DoG and gdtuo need more than ``optimizer.step()`` (an averaged copy of the model; a
 ``begin()`` before each forward pass and ``backward(create_graph=True)``), so they get their
@@ -32,6 +24,7 @@ own stepper classes below.
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -177,7 +170,9 @@ class GdtuoStepper:
 
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         self.wrapper.zero_grad()
-        loss.backward(create_graph=True)
+        with warnings.catch_warnings():  # gdtuo's README: this warning "is normal and expected"
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            loss.backward(create_graph=True)
         self.wrapper.step()
         self.wrapper.begin()
         return {"lr": self.wrapper.optimizer.parameters["alpha"].detach().reshape(()).clone()}

@@ -123,7 +123,8 @@ class OptimInfo:
 _REGISTRY: dict[str, OptimInfo] = {}
 _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 # Modules that register entries when imported (kept lazy so `import hyperfree` stays light).
-_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin", "hyperfree.hyper.integration"]
+_PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin", "hyperfree.hyper.integration",
+                               "hyperfree.optim.peers"]
 _loaded = False
 
 

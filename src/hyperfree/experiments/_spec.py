@@ -1,0 +1,147 @@
+"""Experiments as data: :class:`RunSpec`, :class:`Experiment` and their registry.
+
+An experiment is a frozen record: its name, the paper's claim, which figure the report draws,
+and per *profile* (``smoke``, ``quick``, ``full``, ``gpu``) the tuple of runs it consists of.
+A run is a set of :class:`~hyperfree.train.TrainConfig` overrides plus where it sits in the
+figure: its ``group`` (a series, e.g. ``"adam"``), its sweep coordinate ``x`` (e.g. the
+learning rate) and its ``panel`` (e.g. the model). Seeds multiply every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = ["PROFILES", "PROFILE_SEEDS", "FIGURE_KINDS", "RunSpec", "Row", "Verdict",
+           "Experiment", "register_experiment", "get_experiment", "list_experiments"]
+
+PROFILES: tuple[str, ...] = ("smoke", "quick", "full", "gpu")
+PROFILE_SEEDS: Mapping[str, int] = MappingProxyType({"smoke": 1, "quick": 1, "full": 3,
+                                                     "gpu": 3})
+FIGURE_KINDS: tuple[str, ...] = ("curves", "sweep", "heatmap", "bars")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of an experiment (before seeds): TrainConfig ``overrides`` and its place.
+
+    ``label`` names the run directory (``<label>-seed<k>``) and must be filename-safe;
+    ``group`` is the series, ``x`` the sweep coordinate (learning rate, batch size, width),
+    ``y`` a second coordinate (depth, for heatmaps) and ``panel`` the sub-figure.
+    """
+
+    label: str
+    group: str
+    overrides: Mapping[str, Any]
+    x: float | None = None
+    y: float | None = None
+    panel: str = ""
+
+    def __post_init__(self) -> None:
+        if not _LABEL.match(self.label):
+            raise ValueError(f"run label {self.label!r} must be filename-safe "
+                             "(letters, digits, '.', '_', '-')")
+        object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One run label's results aggregated over seeds (what verdicts and tables read)."""
+
+    label: str
+    group: str
+    panel: str
+    x: float | None
+    y: float | None
+    n: int
+    metrics: Mapping[str, tuple[float, float]]  # name -> (mean, std) of the final epoch
+    seconds: float  # mean wall time of one seed
+
+    def mean(self, name: str) -> float:
+        """Mean over seeds of final-epoch metric ``name`` (NaN if never recorded)."""
+        return self.metrics.get(name, (float("nan"), float("nan")))[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether a claim reproduced: ``status`` (yes / partly / no / n/a) and why, in words."""
+
+    status: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    ``runs[profile]`` is the tuple of :class:`RunSpec` of that profile; ``figure`` is one of
+    :data:`FIGURE_KINDS` (``curves``: accuracy and objective per epoch; ``sweep``: final
+    metric against ``x``; ``heatmap``: final metric over ``x`` × ``y``; ``bars``: final
+    accuracy per group). ``verdict(rows)`` compares the measured rows with the claim.
+    """
+
+    name: str
+    title: str
+    claim: str
+    figure: str
+    runs: Mapping[str, tuple[RunSpec, ...]]
+    verdict: Callable[[Sequence[Row]], Verdict]
+    x_label: str = ""
+    y_label: str = ""
+    log_x: bool = False
+    notes: str = ""
+    rel_update_table: bool = False  # list each group's best ‖ΔW‖/‖W‖ per epoch in the report
+
+    def __post_init__(self) -> None:
+        if self.figure not in FIGURE_KINDS:
+            raise ValueError(f"figure {self.figure!r} of {self.name!r} is not one of "
+                             f"{', '.join(FIGURE_KINDS)}")
+        for profile, specs in self.runs.items():
+            if profile not in PROFILES:
+                raise ValueError(f"profile {profile!r} of {self.name!r} is not one of "
+                                 f"{', '.join(PROFILES)}")
+            labels = [s.label for s in specs]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"{self.name!r} profile {profile!r} repeats a run label")
+        object.__setattr__(self, "runs", MappingProxyType({k: tuple(v)
+                                                           for k, v in self.runs.items()}))
+
+    def specs(self, profile: str) -> tuple[RunSpec, ...]:
+        """The runs of ``profile``; ValueError naming the profiles it has if none."""
+        if profile not in self.runs:
+            raise ValueError(f"experiment {self.name!r} has no profile {profile!r}; choose one "
+                             f"of {', '.join(self.runs)}")
+        return self.runs[profile]
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register_experiment(exp: Experiment) -> Experiment:
+    """Add ``exp`` to the registry (ValueError if another experiment has its name)."""
+    if exp.name in _REGISTRY and _REGISTRY[exp.name] is not exp:
+        raise ValueError(f"experiment {exp.name!r} is already registered; pick another name")
+    _REGISTRY[exp.name] = exp
+    return exp
+
+
+def _load() -> None:
+    from . import suite  # noqa: F401  (registers the built-in experiments)
+
+
+def list_experiments() -> list[str]:
+    """Names of the registered experiments, in registration order."""
+    _load()
+    return list(_REGISTRY)
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment registered as ``name``; ValueError listing the choices if none."""
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown experiment {name!r}; choose one of "
+                         f"{', '.join(_REGISTRY)}") from None

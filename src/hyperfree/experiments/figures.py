@@ -1,0 +1,185 @@
+"""The report's PNG figures, one per experiment, drawn from collected runs (no pyplot state).
+
+Kinds (``Experiment.figure``):
+
+* ``curves`` — per label (mean over seeds): test accuracy, training objective and relative
+  update size ‖ΔW‖/‖W‖ against the epoch.
+* ``sweep`` — per panel: final test accuracy and objective against ``x`` (one line per group;
+  groups without ``x`` are horizontal dashed lines), and the relative update per epoch of each
+  group's best run.
+* ``heatmap`` — final test accuracy and objective over ``x`` (columns) × ``y`` (rows).
+* ``bars`` — per panel: each group's best final test accuracy, ± std over seeds.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._spec import Experiment, Row
+from ._verdicts import best
+from .collect import RunResult
+
+__all__ = ["draw_figure", "mean_curve"]
+
+
+def mean_curve(runs: Sequence[RunResult], label: str, key: str) -> tuple[list[int], list[float]]:
+    """Epochs and the seed-mean of ``key`` per epoch for ``label`` (epochs all seeds have)."""
+    series = [[r.get(key) for r in run.records] for run in runs if run.info["label"] == label]
+    n = min((len(s) for s in series), default=0)
+    xs, ys = [], []
+    for i in range(n):
+        vals = [s[i] for s in series if s[i] is not None]
+        if vals:
+            xs.append(i + 1)
+            ys.append(sum(float(v) for v in vals) / len(vals))
+    return xs, ys
+
+
+def _new(rows: int, cols: int) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _integer_ticks(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _log_if_positive(ax: Any, values: Sequence[float]) -> None:
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and all(v > 0 for v in finite):
+        ax.set_yscale("log")
+
+
+def _curves(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row]) -> None:
+    axes = fig_axes[1][0]
+    keys = [("test_acc", "test accuracy"), ("train_loss", "training objective"),
+            ("rel_update", "‖ΔW‖ / ‖W‖ (mean over the epoch)")]
+    for ax, (key, title) in zip(axes, keys):
+        values: list[float] = []
+        for row in rows:
+            xs, ys = mean_curve(runs, row.label, key)
+            values += ys
+            ax.plot(xs, ys, marker="o", ms=3, label=row.label)
+        if key != "test_acc":
+            _log_if_positive(ax, values)
+        ax.set(title=title, xlabel="epoch")
+        _integer_ticks(ax)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+
+
+def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: Experiment,
+           panels: list[str]) -> None:
+    axes = fig_axes[1]
+    if len(panels) == 1:  # one panel: lay its three plots out in a row
+        axes = [[ax] for ax in axes[0]]
+    colour = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(r.group for r in rows))}
+    for col, panel in enumerate(panels):
+        prow = [r for r in rows if r.panel == panel]
+        groups = list(dict.fromkeys(r.group for r in prow))
+        for i, (key, title) in enumerate((("test_acc", "final test accuracy"),
+                                          ("train_loss", "final training objective"))):
+            ax, values = axes[i][col], []
+            for g in groups:
+                pts = sorted((r.x, r.mean(key)) for r in prow if r.group == g and r.x is not None)
+                fixed = [r.mean(key) for r in prow if r.group == g and r.x is None]
+                values += [p[1] for p in pts] + fixed
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=g,
+                            color=colour[g])
+                for v in fixed:
+                    ax.axhline(v, ls="--", color=colour[g], label=f"{g} (no tuning)")
+            if exp.log_x:
+                ax.set_xscale("log")
+            if key == "train_loss":
+                _log_if_positive(ax, values)
+            ax.set(title=f"{panel + ': ' if panel else ''}{title}", xlabel=exp.x_label)
+            ax.grid(alpha=0.3)
+        axes[0][col].legend(fontsize="small")
+        ax = axes[2][col]
+        for g in groups:
+            top = best(prow, g)
+            if top is not None:
+                ax.plot(*mean_curve(runs, top.label, "rel_update"), marker="o", ms=3,
+                        label=top.label, color=colour[g])
+        ax.set(title="‖ΔW‖/‖W‖ per epoch (best of each group)", xlabel="epoch")
+        _integer_ticks(ax)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+
+
+def _heatmap(fig_axes: Any, rows: Sequence[Row], exp: Experiment) -> None:
+    xs = sorted({r.x for r in rows if r.x is not None})
+    ys = sorted({r.y for r in rows if r.y is not None})
+    fig, axes = fig_axes
+    for ax, (key, title, cmap) in zip(axes[0], (("test_acc", "final test accuracy", "viridis"),
+                                                ("train_loss", "final training objective",
+                                                 "magma_r"))):
+        grid = [[math.nan] * len(xs) for _ in ys]
+        for r in rows:
+            if r.x in xs and r.y in ys:
+                grid[ys.index(r.y)][xs.index(r.x)] = r.mean(key)
+        im = ax.imshow(grid, origin="lower", cmap=cmap, aspect="auto")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if math.isfinite(v):
+                    text = f"{100 * v:.1f}" if key == "test_acc" else f"{v:.3g}"
+                    dark = im.norm(v) < 0.5 if cmap == "viridis" else im.norm(v) > 0.5
+                    ax.text(j, i, text, ha="center", va="center", fontsize="small",
+                            color="w" if dark else "k")
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set(title=title, xlabel=exp.x_label, ylabel=exp.y_label)
+        fig.colorbar(im, ax=ax)
+
+
+def _bars(fig_axes: Any, rows: Sequence[Row], panels: list[str]) -> None:
+    for ax, panel in zip(fig_axes[1][0], panels):
+        prow = [r for r in rows if r.panel == panel]
+        groups = list(dict.fromkeys(r.group for r in prow))
+        tops = [best(prow, g) for g in groups]
+        means = [t.mean("test_acc") if t else math.nan for t in tops]
+        stds = [t.metrics.get("test_acc", (0, 0))[1] if t else 0 for t in tops]
+        colors = ["C3" if g == "agd" else ("C7" if g == "tuned adam" else "C0") for g in groups]
+        ax.barh(range(len(groups)), means, xerr=stds, color=colors)
+        ax.set_yticks(range(len(groups)), groups)
+        ax.invert_yaxis()
+        for i, m in enumerate(means):
+            if math.isfinite(m):
+                ax.text(m, i, f" {100 * m:.1f}%", va="center", fontsize="small")
+        ax.set(title=f"{panel}: final test accuracy", xlim=(0, 1.15))
+        ax.grid(alpha=0.3, axis="x")
+
+
+def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
+                out_file: str | Path) -> Path:
+    """Draw ``exp``'s figure of ``rows`` (and the per-epoch ``runs``) into PNG ``out_file``."""
+    if not rows:
+        raise ValueError(f"no finished runs of {exp.name!r} to draw; run "
+                         f"`hyperfree experiment {exp.name}` first")
+    panels = list(dict.fromkeys(r.panel for r in rows))
+    if exp.figure == "curves":
+        fig_axes = _new(1, 3)
+        _curves(fig_axes, runs, rows)
+    elif exp.figure == "sweep":
+        fig_axes = _new(1, 3) if len(panels) == 1 else _new(3, len(panels))
+        _sweep(fig_axes, runs, rows, exp, panels)
+    elif exp.figure == "heatmap":
+        fig_axes = _new(1, 2)
+        _heatmap(fig_axes, rows, exp)
+    else:
+        fig_axes = _new(1, len(panels))
+        _bars(fig_axes, rows, panels)
+    fig_axes[0].suptitle(exp.title)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig_axes[0].savefig(out, dpi=90)
+    return out

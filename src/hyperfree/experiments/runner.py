@@ -1,0 +1,217 @@
+"""Run a registered experiment: every (run, seed) into its own run directory, resumably.
+
+.. code-block:: text
+
+    plan  = [(spec, seed) for spec in experiment.specs(profile) for seed in range(seeds)]
+    for k, (spec, seed) in enumerate(plan):      # runs/experiments/<exp>/<profile>/<label>-seed<k>
+        finished (metrics.jsonl has all epochs)  -> skip
+        checkpoint.pt present                    -> train(cfg, resume=True)   (harness resume)
+        otherwise                                -> train(cfg)
+        print "[k/N] label seed s ... ETA mm:ss" (ETA = mean wall time of runs done × runs left)
+
+Runs that share a dataset share one loaded :class:`~hyperfree.data.DataBundle` (a
+:class:`DataCache` lives for one :func:`run_experiment` call, or longer if the caller passes
+one). Next to the harness's files each run directory gets ``experiment.json``: the experiment,
+profile, label, group, coordinates, seed, wall time and CPU, which the report reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, read_metrics,
+                             train)
+from hyperfree.train.config import RESUME_FIXED_FIELDS
+
+from ._spec import PROFILE_SEEDS, Experiment, RunSpec, get_experiment
+
+__all__ = ["RUN_INFO_NAME", "DataCache", "PlannedRun", "plan_runs", "run_experiment",
+           "is_finished", "cpu_name", "format_eta"]
+
+RUN_INFO_NAME = "experiment.json"
+_VENDORED = ("fashion-mnist",)
+# Settings every suite run shares: the harness's per-run bar would drown the suite's lines, and
+# the report draws the figures (a per-run figure.png costs about a second each).
+_SUITE_DEFAULTS: Mapping[str, Any] = {"progress": False, "plots": False}
+
+
+class DataCache:
+    """Loaded datasets keyed by (name, data_dir, device): each is loaded once per cache."""
+
+    def __init__(self) -> None:
+        self._bundles: dict[tuple[str, str | None, str], Any] = {}
+
+    def get(self, cfg: TrainConfig) -> Any:
+        """The DataBundle ``train(cfg)`` would load, loaded at most once."""
+        from hyperfree.data import load_dataset
+        from hyperfree.train import resolve_device
+
+        device = resolve_device(cfg.device)
+        key = (cfg.dataset, cfg.data_dir, str(device))
+        if key not in self._bundles:
+            self._bundles[key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir,
+                                              download=cfg.download, device=device)
+        return self._bundles[key]
+
+    def __len__(self) -> int:
+        return len(self._bundles)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One (run, seed) of a plan: its spec, seed, directory and resolved config."""
+
+    spec: RunSpec
+    seed: int
+    run_dir: Path
+    config: TrainConfig
+
+
+def _data_dir(dataset: str, given: str | None, data_dirs: Mapping[str, str]) -> str | None:
+    if dataset in data_dirs:
+        return data_dirs[dataset]
+    if "" in data_dirs and dataset not in _VENDORED:
+        return data_dirs[""]
+    return given
+
+
+def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
+              runs_dir: str | os.PathLike[str] = "runs", device: str = "auto",
+              data_dirs: Mapping[str, str] | None = None) -> list[PlannedRun]:
+    """Every (run, seed) of ``exp`` under ``profile``, with its run dir and TrainConfig.
+
+    ``seeds`` defaults to the profile's (:data:`PROFILE_SEEDS`); ``data_dirs`` maps a dataset
+    name to its folder/file (key ``""``: every non-vendored dataset).
+    """
+    n_seeds = PROFILE_SEEDS[profile] if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    root = Path(runs_dir) / "experiments" / exp.name / profile
+    plan = []
+    for spec in exp.specs(profile):
+        for seed in range(n_seeds):
+            fields = {**_SUITE_DEFAULTS, **spec.overrides}
+            fields["data_dir"] = _data_dir(str(fields.get("dataset", "fashion-mnist")),
+                                           fields.get("data_dir"), data_dirs or {})
+            run_dir = root / f"{spec.label}-seed{seed}"
+            cfg = TrainConfig(**fields).replace(seed=seed, device=device, out_dir=str(run_dir))
+            plan.append(PlannedRun(spec, seed, run_dir, cfg))
+    return plan
+
+
+def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
+    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded.
+
+    Raises ValueError if it holds a different run (another optimiser, model, ...).
+    """
+    metrics, config = run_dir / METRICS_NAME, run_dir / "config.json"
+    if not metrics.is_file() or not config.is_file():
+        return False
+    stored = json.loads(config.read_text())["config"]
+    for name in (*RESUME_FIXED_FIELDS, "epochs", "limit_batches"):
+        if stored.get(name) != getattr(cfg, name):
+            raise ValueError(f"{run_dir} holds a run with {name}={stored.get(name)!r}, not "
+                             f"{getattr(cfg, name)!r}; delete it or pick another --runs-dir")
+    lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
+    return len(lines) >= cfg.epochs
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else ``platform.processor()`` or "unknown"."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_eta(seconds: float) -> str:
+    """``mm:ss`` (``h:mm:ss`` past an hour)."""
+    s = max(0, int(round(seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _write_info(run: PlannedRun, exp: Experiment, profile: str, wall: float) -> None:
+    info = {"experiment": exp.name, "profile": profile, "label": run.spec.label,
+            "group": run.spec.group, "panel": run.spec.panel, "x": run.spec.x, "y": run.spec.y,
+            "seed": run.seed, "wall_seconds": wall, "cpu": cpu_name(),
+            "cpu_count": os.cpu_count()}
+    (run.run_dir / RUN_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _load_all(cache: DataCache, plan: Sequence[PlannedRun], what: str) -> None:
+    """Load every dataset of ``plan`` now, so missing data fails before any run starts."""
+    from hyperfree.data import DataError
+
+    for run in plan:
+        try:
+            cache.get(run.config)
+        except DataError as err:
+            name = run.config.dataset
+            raise DataError(f"{what} needs {name}: {str(err).splitlines()[0]} (CLI: --data-dir "
+                            f"{name}=PATH)") from None
+
+
+def _summary(records: Sequence[dict[str, Any]]) -> str:
+    if not records:
+        return ""
+    last = records[-1]
+    return f"train loss {last['train_loss']:.4g}, test acc {last['test_acc']:.1%}"
+
+
+def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int | None = None,
+                   runs_dir: str | os.PathLike[str] = "runs", device: str = "auto",
+                   data_dirs: Mapping[str, str] | None = None, cache: DataCache | None = None,
+                   callbacks: Sequence[Any] = (), log: Callable[[str], None] | None = None
+                   ) -> list[Path]:
+    """Run experiment ``name`` (or an unregistered :class:`Experiment`) under ``profile``.
+
+    Returns the run directories, in plan order.
+
+    Finished runs are skipped, half-finished ones resumed from their checkpoint. ``log``
+    receives one line per run (``[k/N] label seed s ... ETA mm:ss``). All datasets are loaded
+    (once) before the first run, so missing data fails fast with the loader's error.
+    ``callbacks`` go to every ``train`` call (e.g. a StopFlag for Ctrl-C).
+    """
+    import hyperfree.hyper.integration  # noqa: F401  (towers' spec parser)
+    import hyperfree.optim.peers  # noqa: F401  (peer optimisers' registry entries)
+
+    exp = name if isinstance(name, Experiment) else get_experiment(name)
+    plan = plan_runs(exp, profile, seeds=seeds, runs_dir=runs_dir, device=device,
+                     data_dirs=data_dirs)
+    cache = cache if cache is not None else DataCache()
+    _load_all(cache, plan, f"{exp.name} ({profile})")
+    emit = log or (lambda line: None)
+    done_walls: list[float] = []
+    todo = [r for r in plan if not is_finished(r.run_dir, r.config)]
+    for run in plan:  # finished, but stopped before its experiment.json was written
+        if run not in todo and not (run.run_dir / RUN_INFO_NAME).is_file():
+            records = read_metrics(run.run_dir)
+            _write_info(run, exp, profile, sum(float(r.get("seconds", 0.0)) for r in records))
+    skipped = len(plan) - len(todo)
+    if skipped:
+        emit(f"{exp.name}/{profile}: {skipped} of {len(plan)} runs already finished, skipped")
+    for k, run in enumerate(todo, start=skipped + 1):
+        eta = "--:--" if not done_walls else format_eta(
+            sum(done_walls) / len(done_walls) * (len(plan) - k + 1))
+        resume = (run.run_dir / CHECKPOINT_NAME).is_file()
+        emit(f"[{k}/{len(plan)}] {exp.name} {run.spec.label} seed {run.seed}"
+             f"{' (resuming)' if resume else ''} ... ETA {eta}")
+        t0 = time.perf_counter()
+        history = train(run.config.replace(resume=resume), data=cache.get(run.config),
+                        callbacks=callbacks)
+        wall = time.perf_counter() - t0
+        done_walls.append(wall)
+        _write_info(run, exp, profile, wall)
+        emit(f"[{k}/{len(plan)}] {run.spec.label} seed {run.seed}: {_summary(history.records)}"
+             f" in {wall:.1f}s")
+    return [r.run_dir for r in plan]
