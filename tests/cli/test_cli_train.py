@@ -79,6 +79,7 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--lr", "0.1", "--optimizer", "agd"], "--lr is not used by agd"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["--arch", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "cifar10", "--data-dir", "MISSING"], "not found"),
     (["--epochs", "many"], "invalid int value"),

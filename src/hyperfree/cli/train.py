@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 __all__ = ["add_arguments", "run", "config_from_args", "default_out_dir"]
 
 # flag dest -> TrainConfig field, where the names differ
@@ -68,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hide the progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
+    p.add_argument("--threads", type=int, default=S, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a CPU "
+                        "shared with other jobs)")
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
 
 
@@ -82,7 +87,7 @@ def config_from_args(args: argparse.Namespace, now: datetime.datetime) -> Any:
     from hyperfree.train import TrainConfig, read_config
 
     given = {_FIELD.get(k, k): v for k, v in vars(args).items()
-             if k not in ("command", "_run", "resume")}
+             if k not in ("command", "_run", "resume", "threads")}
     if args.resume is None:
         base = TrainConfig()
         out = given.pop("out_dir", None) or default_out_dir(
@@ -115,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
     """Train; print where the results went. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
     from hyperfree.train import StopFlag, TrainingInterrupted, close_distributed, train
 
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
     dist = _dist_context(cfg.device)
     stop = StopFlag()

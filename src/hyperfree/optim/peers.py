@@ -216,7 +216,7 @@ def _schedulefree(model: nn.Module, args: OptimArgs) -> Stepper:
     return ScheduleFreeStepper(model, opt)
 
 
-@register_optimizer("dog",  # module `dog` != package name: import_peer checks it
+@register_optimizer("dog", requires="dog-optimizer", module="dog",
                     description="DoG (dog-optimizer) with its polynomial-decay averaging")
 def _dog(model: nn.Module, args: OptimArgs) -> Stepper:
     _no_flags("dog", args)

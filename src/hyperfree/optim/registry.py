@@ -118,6 +118,7 @@ class OptimInfo:
     builder: Builder
     description: str
     requires: str | None = None  # pip package (extra) that must be importable, if any
+    module: str | None = None  # its import name, when it differs from the package's
 
 
 _REGISTRY: dict[str, OptimInfo] = {}
@@ -128,16 +129,20 @@ _PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin", "hyperfree.hyper.integr
 _loaded = False
 
 
-def register_optimizer(name: str, *, description: str, requires: str | None = None
-                       ) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder(model, args) -> Stepper`` under ``name`` (lowercase)."""
+def register_optimizer(name: str, *, description: str, requires: str | None = None,
+                       module: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(model, args) -> Stepper`` under ``name`` (lowercase).
+
+    ``requires`` names the pip package the builder needs (``module`` its import name if that
+    differs); a missing one is a one-line ValueError saying what to install.
+    """
     if name != name.lower() or not name:
         raise ValueError(f"optimiser name {name!r} must be non-empty lowercase")
 
     def deco(builder: Builder) -> Builder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"optimiser {name!r} is already registered")
-        _REGISTRY[name] = OptimInfo(name, builder, description, requires)
+        _REGISTRY[name] = OptimInfo(name, builder, description, requires, module)
         return builder
 
     return deco
@@ -188,9 +193,8 @@ def get_optimizer_info(name: str) -> OptimInfo:
 def _check_requires(info: OptimInfo) -> None:
     if info.requires is None:
         return
-    module = info.requires.replace("-", "_")
     try:
-        importlib.import_module(module)
+        importlib.import_module(info.module or info.requires.replace("-", "_"))
     except ImportError:
         raise ValueError(f"optimiser {info.name!r} needs the package {info.requires!r}: "
                          f"pip install 'hyperfree[peers]' (or pip install {info.requires})") from None
