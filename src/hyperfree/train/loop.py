@@ -118,7 +118,9 @@ class _Run:
                                        OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain))
         self.stepper.init_weights()
         common = dict(rank=dist.rank, world_size=dist.world_size, num_workers=cfg.num_workers)
-        self.train_loader = bundle.train_loader(cfg.train_bs, seed=cfg.seed, **common)
+        # Under DDP a short last batch could leave a rank with an empty share: drop it there.
+        self.train_loader = bundle.train_loader(cfg.train_bs, seed=cfg.seed,
+                                                drop_last=dist.enabled, **common)
         self.test_loader = bundle.test_loader(cfg.test_bs, **common)
         self.records: list[dict[str, Any]] = []
         self.epoch = self.batch = self.global_step = 0
