@@ -31,8 +31,8 @@ def test_fast_path_matches_reference_float64(gated):
     scales = [target_scale(p.shape) for p in p1]
     gains = [1.0, 2.0, 1.0, 0.5, 1.0, 1.0, 1.0]
     L = len(p1) + 2
-    eta1, t1 = _single_tensor_agd(p1, grads, scales, L, gains, lambda t: True)
-    eta2, t2 = _multi_tensor_agd(p2, grads, scales, L, gains, None if gated else (lambda t: True))
+    eta1, t1 = _single_tensor_agd(p1, grads, scales, L, gains, lambda G: True)
+    eta2, t2 = _multi_tensor_agd(p2, grads, scales, L, gains, None if gated else (lambda G: True))
     torch.testing.assert_close(eta1, eta2, rtol=1e-13, atol=0)
     torch.testing.assert_close(t1, t2, rtol=1e-13, atol=0)
     for a, b in zip(p1, p2):
@@ -43,7 +43,7 @@ def test_zero_slices_unchanged_and_no_nan():
     params, grads = _data(1)
     before = [p.clone() for p in params]
     scales = [target_scale(p.shape) for p in params]
-    _multi_tensor_agd(params, grads, scales, len(params), [1.0] * len(params), lambda t: True)
+    _multi_tensor_agd(params, grads, scales, len(params), [1.0] * len(params), lambda G: True)
     assert torch.equal(params[0], before[0])
     assert torch.equal(params[2][:, :, 1, 1], before[2][:, :, 1, 1])
     assert not torch.equal(params[2][:, :, 0, 0], before[2][:, :, 0, 0])

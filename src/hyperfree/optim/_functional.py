@@ -123,18 +123,18 @@ def agd_coefficients(sq_norms: Sequence[Tensor], shapes: Sequence[Sequence[int]]
     return eta, terms, list(coeffs.split(sizes))
 
 
-ShouldApply = Callable[[Tensor], bool]
+ShouldApply = Callable[[float], bool]  # called with G's numerator Σ terms, on the host
 
 
 def _single_tensor_agd(params: list[Tensor], grads: list[Tensor], scales: list[float], L: int,
                        gain: list[float], should_apply: ShouldApply) -> tuple[Tensor, Tensor]:
     """Reference twin: literal per-slice norms and updates. Returns ``(η, terms)``.
 
-    The update is applied only if ``should_apply(terms)`` is true.
+    The update is applied only if ``should_apply(float(terms.sum()))`` is true.
     """
     sq = [(g.norm() if g.dim() == 2 else g.norm(dim=(0, 1)).flatten()) ** 2 for g in grads]
     eta, terms, _ = agd_coefficients(sq, [g.shape for g in grads], scales, L, gain)
-    if not should_apply(terms):
+    if not should_apply(float(terms.sum())):
         return eta, terms
     for p, g, s, gn in zip(params, grads, scales, gain):
         n = g.norm() if g.dim() == 2 else g.norm(dim=(0, 1))[None, None]
@@ -157,7 +157,7 @@ def _multi_tensor_agd(params: list[Tensor], grads: list[Tensor], scales: list[fl
                       ) -> tuple[Tensor, Tensor]:
     """Fast path: one reduction pass and one in-place update pass. Returns ``(η, terms)``.
 
-    ``should_apply(terms)`` decides on the host whether to update. ``None`` is the sync-free
+    ``should_apply(Σ terms)`` decides on the host whether to update. ``None`` is the sync-free
     mode for accelerators: a non-finite gradient turns the step into a no-op on the device
     (η and every coefficient become 0 and gradient entries are read through
     ``where(finite, g, 0)``), so no host round trip is needed to skip it.
@@ -171,7 +171,7 @@ def _multi_tensor_agd(params: list[Tensor], grads: list[Tensor], scales: list[fl
         eta = torch.where(ok, eta, 0.0)
         coeffs = [torch.where(ok, c, 0.0) for c in coeffs]
         grads = [torch.where(ok, g, 0.0) for g in grads]
-    elif not should_apply(terms):
+    elif not should_apply(float(terms.sum())):
         return eta, terms
     for p, g, c in zip(params, grads, coeffs):
         _apply(p, g, c)
@@ -194,12 +194,10 @@ def _host_scalars_agd(params: list[Tensor], grads: list[Tensor], sq: list[Tensor
     terms_list = [s * n for s, n in zip(owner_scale, norms)]
     terms = torch.tensor(terms_list, dtype=grads[0].dtype)
     total = math.fsum(terms_list)
-    if not math.isfinite(total):
-        should_apply(terms)
-        return torch.tensor(math.nan, dtype=grads[0].dtype), terms
-    eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2)
-    if not should_apply(terms):
+    if not should_apply(total):
+        eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2) if math.isfinite(total) else math.nan
         return torch.tensor(eta, dtype=grads[0].dtype), terms
+    eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2)
     start = 0
     for p, g, q, s, gn in zip(params, grads, sq, scales, gain):
         cs = [(-gn * s / L) * eta / n if n > 0 else 0.0 for n in norms[start:start + q.numel()]]

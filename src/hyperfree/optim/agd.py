@@ -68,8 +68,8 @@ def _named(params: Any) -> list[dict[str, Any]]:
     return [{"params": items}]
 
 
-def _finite(terms: Tensor) -> bool:
-    return bool(torch.isfinite(terms.sum()))
+def _finite(total: float) -> bool:
+    return math.isfinite(total)
 
 
 def _owner(slice_index: int, params: list[Tensor]) -> int:
@@ -206,7 +206,7 @@ class AGD(torch.optim.Optimizer):
             return eta
         path = _multi_tensor_agd if foreach else _single_tensor_agd
         eta, terms = path(params, grads, scales, L, gains, _finite)
-        if not bool(torch.isfinite(terms.sum())):
+        if not math.isfinite(float(eta)):  # skipped: the path applied nothing
             self._skipped += 1
             bad = int(torch.nonzero(~torch.isfinite(terms)).flatten()[0])
             self._warn_nonfinite(names[_owner(bad, params)])

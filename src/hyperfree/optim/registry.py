@@ -127,6 +127,7 @@ _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 _PLUGIN_MODULES: list[str] = ["hyperfree.optim.builtin", "hyperfree.hyper.integration",
                                "hyperfree.optim.peers"]
 _loaded = False
+_loading = False
 
 
 def register_optimizer(name: str, *, description: str, requires: str | None = None,
@@ -140,6 +141,8 @@ def register_optimizer(name: str, *, description: str, requires: str | None = No
         raise ValueError(f"optimiser name {name!r} must be non-empty lowercase")
 
     def deco(builder: Builder) -> Builder:
+        if not _loading:
+            _load_plugins()  # so that a user's entry cannot shadow a built-in one
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"optimiser {name!r} is already registered")
         _REGISTRY[name] = OptimInfo(name, builder, description, requires, module)
@@ -163,10 +166,14 @@ def add_plugin_module(module: str) -> None:
 
 
 def _load_plugins() -> None:
-    global _loaded
-    if not _loaded:
-        for mod in _PLUGIN_MODULES:
-            importlib.import_module(mod)
+    global _loaded, _loading
+    if not _loaded and not _loading:
+        _loading = True
+        try:
+            for mod in _PLUGIN_MODULES:
+                importlib.import_module(mod)
+        finally:
+            _loading = False
         _loaded = True
 
 
