@@ -68,6 +68,12 @@ def _named(params: Any) -> list[dict[str, Any]]:
     return [{"params": items}]
 
 
+def _check_gain(gain: Any) -> None:
+    if isinstance(gain, bool) or not (isinstance(gain, (int, float)) and math.isfinite(gain)
+                                      and gain > 0):
+        raise ValueError(f"AGD gain must be a finite number > 0, got {gain!r}")
+
+
 def _finite(total: float) -> bool:
     return math.isfinite(total)
 
@@ -103,8 +109,7 @@ class AGD(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Any, *, gain: float = 1.0, foreach: bool = True):
-        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
-            raise ValueError(f"AGD gain must be a finite number > 0, got {gain!r}")
+        _check_gain(gain)
         groups = _named(params)
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
@@ -131,9 +136,7 @@ class AGD(torch.optim.Optimizer):
             if not p.is_floating_point():
                 raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; "
                                  "it must be floating point")
-        gain = param_group.get("gain", self.defaults["gain"] if hasattr(self, "defaults") else 1.0)
-        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
-            raise ValueError(f"AGD gain must be a finite number > 0, got {gain!r}")
+        _check_gain(param_group.get("gain", self.defaults["gain"]))
         super().add_param_group({**param_group, "params": params, "names": list(names)})
 
     # ------------------------------------------------------------------ bookkeeping
