@@ -130,3 +130,13 @@ def test_experiment_without_runs_says_how_to_run_it(tmp_path: Path) -> None:
     assert "Not run yet: `hyperfree experiment fake --profile quick`." in text
     with pytest.raises(ValueError, match="profile 'huge'"):
         write_report(tmp_path, tmp_path / "r.md", profile="huge")
+
+
+def test_report_without_any_runs_never_overwrites_an_existing_report(tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    out.write_text("published results\n")
+    with pytest.raises(ValueError, match="left unchanged"):
+        write_report(tmp_path / "no-runs", out, experiments=["depth", "tuned"])
+    assert out.read_text() == "published results\n"
+    assert not list(out.parent.glob("*.tmp"))

@@ -174,8 +174,14 @@ def write_report(runs_dir: str | os.PathLike[str] = "runs",
         seeds = max((row.n for row in aggregate(runs)), default=0)
         summary.append(f"| {name} | {chosen} | {len(runs)} | {seeds} | "
                        f"{format_eta(wall)} | {exp.verdict(aggregate(runs)).status} |")
+    if all(line.endswith("| not run |") for line in summary[2:]) and out_path.exists():
+        raise ValueError(f"no finished runs under {runs_root.as_posix()}/experiments: {out_path} "
+                         "was left unchanged; run `hyperfree experiment NAME` first or pass "
+                         "--runs-dir")
     summary.append(f"| **total** | | | | **{format_eta(total)}** | |")
     text = "\n".join([_HEADER.format(runs=runs_root.as_posix()), *summary, "", *body])
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(text.rstrip() + "\n")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(text.rstrip() + "\n")
+    os.replace(tmp, out_path)  # a failed write never leaves a half-written report
     return out_path
