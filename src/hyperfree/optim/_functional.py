@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["target_scale", "agd_eta", "agd_coefficients", "slice_sq_norms",
+__all__ = ["target_scale", "num_slices", "agd_eta", "agd_coefficients", "slice_sq_norms",
            "_single_tensor_agd", "_multi_tensor_agd", "_block"]
 
 
@@ -37,6 +37,11 @@ def target_scale(shape: Sequence[int]) -> float:
         return math.sqrt(shape[0] / shape[1]) / math.sqrt(shape[2] * shape[3])
     raise ValueError(f"AGD target_scale: unsupported shape {tuple(shape)}; "
                      "expected 2-D (d_out, d_in) or 4-D (c_out, c_in, k_x, k_y)")
+
+
+def num_slices(shape: Sequence[int]) -> int:
+    """How many ``(d_out, d_in)`` slices a weight has: 1 for 2-D, ``k_x·k_y`` for 4-D."""
+    return 1 if len(shape) == 2 else shape[2] * shape[3]
 
 
 def agd_eta(G: Tensor) -> Tensor:
@@ -89,7 +94,7 @@ def _slice_vectors(shapes: Sequence[Sequence[int]], scales: Sequence[float], L: 
                    gain: Sequence[float], device: torch.device, dtype: torch.dtype
                    ) -> tuple[Tensor, Tensor, list[int]]:
     """Per-slice ``s`` and ``−gain·s/L`` as vectors, and the number of slices per tensor."""
-    sizes = [1 if len(sh) == 2 else sh[2] * sh[3] for sh in shapes]
+    sizes = [num_slices(sh) for sh in shapes]
     s_vec = [s for s, n in zip(scales, sizes) for _ in range(n)]
     c_vec = [-gn * s / L for s, gn, n in zip(scales, gain, sizes) for _ in range(n)]
     return (torch.tensor(s_vec, dtype=dtype, device=device),
@@ -186,18 +191,14 @@ def _host_scalars_agd(params: list[Tensor], grads: list[Tensor], sq: list[Tensor
     tensor ops cost more than the arithmetic; matrices then take the plain ``add_(g, alpha)``.
     """
     flat = torch.cat([q.reshape(-1) for q in sq]).tolist()
-    norms, owner_scale = [], []
-    for q, s in zip(sq, scales):
-        for _ in range(q.numel()):
-            owner_scale.append(s)
+    owner_scale = [s for q, s in zip(sq, scales) for _ in range(q.numel())]
     norms = [math.sqrt(x) if x >= 0 else math.nan for x in flat]
     terms_list = [s * n for s, n in zip(owner_scale, norms)]
     terms = torch.tensor(terms_list, dtype=grads[0].dtype)
     total = math.fsum(terms_list)
+    eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2) if math.isfinite(total) else math.nan
     if not should_apply(total):
-        eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2) if math.isfinite(total) else math.nan
         return torch.tensor(eta, dtype=grads[0].dtype), terms
-    eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2)
     start = 0
     for p, g, q, s, gn in zip(params, grads, sq, scales, gain):
         cs = [(-gn * s / L) * eta / n if n > 0 else 0.0 for n in norms[start:start + q.numel()]]

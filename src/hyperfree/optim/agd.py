@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._functional import _multi_tensor_agd, _single_tensor_agd, target_scale
+from ._functional import _multi_tensor_agd, _single_tensor_agd, num_slices, target_scale
 from .init import orthogonal_init_
 
 __all__ = ["AGD", "agd_update", "target_scale"]
@@ -78,13 +78,9 @@ def _finite(total: float) -> bool:
     return math.isfinite(total)
 
 
-def _owner(slice_index: int, params: list[Tensor]) -> int:
-    """Which tensor the ``slice_index``-th slice (in ``terms`` order) belongs to."""
-    for i, p in enumerate(params):
-        slice_index -= 1 if p.dim() == 2 else p.shape[2] * p.shape[3]
-        if slice_index < 0:
-            return i
-    raise IndexError("slice index out of range")
+def _slice_owners(names: list[str], params: list[Tensor]) -> list[str]:
+    """``owners[i]`` names the tensor that slice ``i`` (in ``terms`` order) belongs to."""
+    return [n for n, p in zip(names, params) for _ in range(num_slices(p.shape))]
 
 
 class AGD(torch.optim.Optimizer):
@@ -203,16 +199,14 @@ class AGD(torch.optim.Optimizer):
         if gated:
             self._drain(block=False)
             eta, terms = _multi_tensor_agd(params, grads, scales, L, gains, None)
-            owners = [n for n, p in zip(names, params)
-                      for _ in range(1 if p.dim() == 2 else p.shape[2] * p.shape[3])]
-            self._record_flags(terms, owners)
+            self._record_flags(terms, _slice_owners(names, params))
             return eta
         path = _multi_tensor_agd if foreach else _single_tensor_agd
         eta, terms = path(params, grads, scales, L, gains, _finite)
         if not math.isfinite(float(eta)):  # skipped: the path applied nothing
             self._skipped += 1
             bad = int(torch.nonzero(~torch.isfinite(terms)).flatten()[0])
-            self._warn_nonfinite(names[_owner(bad, params)])
+            self._warn_nonfinite(_slice_owners(names, params)[bad])
             return torch.zeros_like(eta)
         return eta
 
