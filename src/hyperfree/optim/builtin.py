@@ -19,11 +19,19 @@ def _require_positive(name: str, field: str, value: float) -> None:
         raise ValueError(f"{name} needs --{field} > 0, got {value}")
 
 
+class AGDStepper(TorchStepper):
+    """TorchStepper that logs AGD's automatic step size η of each step."""
+
+    def step(self, loss):
+        super().step(loss)
+        return {"eta": self.optimizer.eta.detach()}
+
+
 @register_optimizer("agd", description="Automatic Gradient Descent (paper-exact; no learning rate)")
 def _agd(model: nn.Module, args: OptimArgs) -> Stepper:
     _refuse("agd", args, "lr", "momentum")
     opt = AGD(model, gain=1.0 if args.gain is None else args.gain)
-    return TorchStepper(model, opt, log_name="eta", init=opt.init_weights)
+    return AGDStepper(model, opt, init=opt.init_weights)
 
 
 @register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)")
