@@ -143,26 +143,56 @@ class AGD(torch.optim.Optimizer):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")
         self._init_runtime()
+        # capturable: AGD never syncs with the host on devices (torch.compile sets the key)
         defaults = dict(gain=float(gain), lr=lr, foreach=bool(foreach), ns_steps=ns_steps,
-                        preset=self.preset.name)
+                        preset=self.preset.name, capturable=True)
         super().__init__(groups, defaults)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Build the plan of the full parameter set and the momentum buffers now, so the first
+        step does no set-up work (``torch.compile(opt.step)`` then captures one graph)."""
+        entries = self._entries()
+        self._counter("step"), self._counter("skipped")
+        if self.defaults["foreach"]:
+            self._plan([p for _, _, p, _ in entries], [k for _, _, _, k in entries])
+        if self.preset.momentum:
+            for _, _, p, _ in entries:
+                self.state[p].setdefault("momentum_buffer", torch.zeros_like(
+                    p, memory_format=torch.preserve_format))
+
+    def _plan(self, params: list[Tensor], kinds: list[Kind]) -> _foreach.Plan:
+        key = (params[0].device, *(id(p) for p in params))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _foreach.build_plan(params, kinds, self.preset.family)
+        return plan
 
     def _init_runtime(self) -> None:
         self._plans: dict[tuple, _foreach.Plan] = {}
         self._pending: list[tuple[Tensor, Any, list[str]]] = []
-        self._counters = {"step": 0, "skipped": 0}
+        # counters as 0-dim tensors next to the weights: steps need no host sync and
+        # torch.compile(opt.step) does not specialise on them (reading them may sync)
+        self._counters: dict[str, Tensor] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(preset=self.preset, _counters=dict(self._counters))
+        state.update(preset=self.preset, _counters={k: v.clone() for k, v in
+                                                    self._counters.items()})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        counters = state.pop("_counters", {"step": 0, "skipped": 0})
+        counters = state.pop("_counters", {})
         super().__setstate__(state)
         self._infos = {}
         self._init_runtime()
         self._counters = dict(counters)
+
+    def _counter(self, name: str) -> Tensor:
+        if name not in self._counters:
+            dev = self.param_groups[0]["params"][0].device if self.param_groups else "cpu"
+            self._counters[name] = torch.zeros((), dtype=torch.int64, device=dev)
+        return self._counters[name]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
@@ -190,8 +220,13 @@ class AGD(torch.optim.Optimizer):
             rules.check_shape(name, p.shape, kind)
         for key in ("gain", "lr"):
             _check_multiplier(key, param_group.get(key, self.defaults[key]))
+        eta = param_group.get("eta")
+        if eta is None:  # η of the last step, for loggers; present from the start
+            eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
+                              device=params[0].device if params else "cpu")
         super().add_param_group({**param_group, "params": params, "param_names": names,
-                                 "kinds": [(k.name, k.blocks, k.groups) for k in kinds]})
+                                 "kinds": [(k.name, k.blocks, k.groups) for k in kinds],
+                                 "eta": eta})
         self._plans.clear()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -205,20 +240,20 @@ class AGD(torch.optim.Optimizer):
         return sum(rules.mass(p.shape, k) for _, _, p, k in self._entries())
 
     @property
-    def eta(self) -> Tensor | None:
-        """η of the last step (a 0-dim tensor on the parameters' device), or None."""
-        return self.param_groups[0].get("eta")
+    def eta(self) -> Tensor:
+        """η of the last step (a 0-dim tensor on the parameters' device; 0 before any)."""
+        return self.param_groups[0]["eta"]
 
     @property
     def skipped_steps(self) -> int:
         """Steps skipped because of non-finite gradients (reading it may wait for the device)."""
         self._drain(block=True)
-        return self._counters["skipped"]
+        return int(self._counter("skipped"))
 
     @property
     def steps(self) -> int:
         """Steps taken (skipped ones included)."""
-        return self._counters["step"]
+        return int(self._counter("step"))
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
@@ -229,8 +264,8 @@ class AGD(torch.optim.Optimizer):
         the optimiser (Lightning), call :func:`hyperfree.optim.init_weights` on the model
         where the model is built instead.
         """
-        if self._counters["step"]:
-            raise ValueError(f"AGD.init_weights() after {self._counters['step']} steps would "
+        if self.steps:
+            raise ValueError(f"AGD.init_weights() after {self.steps} steps would "
                              "wipe the trained weights; initialise before training, where the "
                              "model is built (hyperfree.optim.init_weights(model))")
         for _, name, p, kind in self._entries():
@@ -251,8 +286,7 @@ class AGD(torch.optim.Optimizer):
                     still.append((flags, event, names))
                     continue
                 event.synchronize()
-            if not bool(flags[0]):
-                self._counters["skipped"] += 1
+            if not bool(flags[0]):  # counted on the device already
                 self._warn_nonfinite("one of " + ", ".join(names[:3])
                                      + (", ..." if len(names) > 3 else ""))
         self._pending = still
@@ -272,7 +306,7 @@ class AGD(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise ValueError(f"AGD does not support sparse gradients (parameter {n!r}); "
                                  "build the embedding with sparse=False")
-        self._counters["step"] += 1
+        self._counter("step").add_(1)
         params = [p for _, _, p, _ in live]
         grads = [p.grad for p in params]
         names = [n for _, n, _, _ in live]
@@ -284,10 +318,12 @@ class AGD(torch.optim.Optimizer):
             g["eta"] = eta
         if not device_guard:
             if not bool(ok):
-                self._counters["skipped"] += 1
+                self._counter("skipped").add_(1)
                 self._warn_nonfinite(_first_nonfinite(names, grads))
-        elif not torch.compiler.is_compiling():
-            self._record_flag(ok, names, grads)
+        else:
+            self._counter("skipped").add_((~ok).to(torch.int64))
+            if not torch.compiler.is_compiling():
+                self._record_flag(ok, names, grads)
         return loss
 
     def _update(self, live: list, params: list[Tensor], grads: list[Tensor], guard: str
@@ -304,7 +340,7 @@ class AGD(torch.optim.Optimizer):
                 params, grads, kinds, family=preset.family,
                 gains=[float(g["gain"]) for g, _, _, _ in live],
                 lrs=[float(g["lr"]) for g, _, _, _ in live], momentum=beta, buffers=bufs,
-                step=self._counters["step"], retract=preset.retract, ns_steps=first["ns_steps"])
+                step=self.steps, retract=preset.retract, ns_steps=first["ns_steps"])
             if beta:
                 for p, b in zip(params, bufs):
                     if b is not None:
@@ -312,10 +348,7 @@ class AGD(torch.optim.Optimizer):
             ok = torch.isfinite(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads]
                                             ).sum())
             return eta, ok
-        key = tuple(id(p) for p in params)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = _foreach.build_plan(params, kinds, preset.family)
+        plan = self._plan(params, kinds)
         multipliers = torch.cat([torch.full((1,), 1.0, dtype=acc, device=dev).mul_(g["gain"])
                                  .mul_(g["lr"]) for g, _, _, _ in live]) \
             if _varies(live) else None
@@ -350,8 +383,7 @@ class AGD(torch.optim.Optimizer):
         else:
             torch._foreach_lerp_(bufs, [torch.where(ok_g, g, b) for g, b in zip(grads, bufs)],
                                  1 - beta)
-        t = self._counters["step"]
-        bc = torch.full((), 1.0 / (1.0 - beta ** t), dtype=acc, device=params[0].device)
+        bc = 1.0 / (1.0 - torch.pow(beta, self._counter("step").to(acc)))
         return bufs, bc, ok_g
 
     def _record_flag(self, ok: Tensor, names: list[str], grads: list[Tensor]) -> None:
@@ -371,7 +403,7 @@ class AGD(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         self._drain(block=True)
-        sd["agd"] = {"steps": self._counters["step"], "skipped_steps": self._counters["skipped"],
+        sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
                      "preset": self.preset.name}
         return sd
 
@@ -390,8 +422,8 @@ class AGD(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for g in self.param_groups:
             g["kinds"] = [tuple(k) for k in g["kinds"]]
-        self._counters = {"step": int(counters["steps"]),
-                          "skipped": int(counters["skipped_steps"])}
+        self._counter("step").fill_(int(counters["steps"]))
+        self._counter("skipped").fill_(int(counters["skipped_steps"]))
         self._pending = []
         self._plans.clear()
 
