@@ -189,11 +189,12 @@ def test_memory_flat_over_2000_steps(text: str, one_thread: None) -> None:
             net.step(F.cross_entropy(net(x), y))
             if step == 199:
                 gc.collect()
-                rss, nodes = _rss_mib(), _graph_nodes(net._live + [lv.raw for lv in net._levels])
+                live = net._tower.live + [lv.raw for lv in net._levels]
+                rss, nodes = _rss_mib(), _graph_nodes(live)
     gc.collect()
     # one leaked weight copy per step would be 1800 × 77 kB ≈ 140 MiB
     assert _rss_mib() - rss < 20
-    assert _graph_nodes(net._live + [lv.raw for lv in net._levels]) == nodes > 0
+    assert _graph_nodes(net._tower.live + [lv.raw for lv in net._levels]) == nodes > 0
     assert gc.collect() == 0  # no reference cycles created by the steps
 
 

@@ -17,48 +17,27 @@ The weights stay the model's own ``nn.Parameter`` objects and are updated in pla
 copy used by the forward pass (through ``torch.func.functional_call``) aliases their storage, so
 the user's module is never re-parametrised. The graph kept between steps spans one update of
 each level: memory is flat, no reference cycles, and ``create_graph=True`` is never needed
-(hypergradients are first derivatives of the loss).
+(hypergradients are first derivatives of the loss). The live graph itself is built and rebuilt
+by ``_live``; the state dict's layout is ``_checkpoint``'s.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._fused import FusedAdam, FusedSGD
-from .optimizers import SGD, Adam, HyperOptimizer, SGDPerParam
+from . import _checkpoint
+from ._live import LiveTower
+from .optimizers import HyperOptimizer
 
 __all__ = ["HyperModule", "NonFiniteStepWarning"]
-
-State = dict[str, Any]  # tensors (reference path: flat) or lists of tensors (fused path)
-
-_FORMAT = 1
 
 
 class NonFiniteStepWarning(RuntimeWarning):
     """A step was skipped because the loss or a (hyper)gradient was not finite."""
-
-
-class _Attach(torch.autograd.Function):
-    """``target (+= delta if apply)``, returned as a tensor whose gradient flows to ``delta``.
-
-    ``target`` is a detached alias of the weights, so the result *is* the weights' storage: the
-    forward pass uses the model's own memory while autograd sees ``w = w.detach() + delta``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, delta: Tensor, target: Tensor, apply: bool) -> Tensor:
-        if apply:
-            target.add_(delta)
-        ctx.mark_dirty(target)
-        return target
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return grad, None, None
 
 
 class HyperModule(nn.Module):
@@ -77,7 +56,6 @@ class HyperModule(nn.Module):
     def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True
                  ) -> None:
         super().__init__()
-        self.fused = fused  # False: always the autograd reference path (for tests)
         if not isinstance(model, nn.Module):
             raise ValueError(f"HyperModule needs an nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, HyperOptimizer):
@@ -89,15 +67,14 @@ class HyperModule(nn.Module):
             raise ValueError("HyperModule: the model has no trainable parameters")
         self._params = [p for _, p in named]
         self._slots = self._parameter_slots(model, self._params)
-        self._sizes = [p.numel() for p in self._params]
         self.optimizer = optimizer
         self._levels = optimizer.levels()
         like = self._params[0]
         self._levels[0].bind(len(self._params), like)
         for below, level in zip(self._levels, self._levels[1:]):
             level.bind(below.raw.numel(), like)
-        self._live: list[Tensor] = list(self._params)
-        self._rebuild()
+        self._tower = LiveTower(self._levels, self._params, fused)
+        self._tower.rebuild()
 
     @staticmethod
     def _parameter_slots(model: nn.Module, params: list[Tensor]) -> list[tuple[str, int]]:
@@ -114,11 +91,16 @@ class HyperModule(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        live = {name: self._live[i] for name, i in self._slots}
+        live = {name: self._tower.live[i] for name, i in self._slots}
         return functional_call(self.model, live, args, kwargs, tie_weights=False)
 
     def extra_repr(self) -> str:
         return f"optimizer={self.optimizer!r}"
+
+    @property
+    def fused(self) -> bool:
+        """Whether level 0 may use its fused twin (``False``: the autograd reference path)."""
+        return self._tower.fused
 
     # ---- the step ------------------------------------------------------------------------
     def step(self, loss: Tensor) -> dict[str, Tensor]:
@@ -131,9 +113,9 @@ class HyperModule(nn.Module):
             raise ValueError("HyperModule.step needs the scalar loss of a forward pass through "
                              "the HyperModule with gradients enabled (call hyper_module(x))")
         tuned = self._levels[:-1]
-        inputs = self._live + [lv.raw for lv in tuned]
+        inputs = self._tower.live + [lv.raw for lv in tuned]
         grads = torch.autograd.grad(loss.reshape(()), inputs, allow_unused=True)
-        wgrads, hgrads = grads[:len(self._live)], grads[len(self._live):]
+        wgrads, hgrads = grads[:len(self._params)], grads[len(self._params):]
         if all(g is None for g in wgrads):
             raise ValueError("the loss does not depend on the HyperModule's weights: compute it "
                              "with hyper_module(x), not with the wrapped model")
@@ -142,11 +124,11 @@ class HyperModule(nn.Module):
             warnings.warn(f"non-finite loss or gradient (loss={float(loss.detach()):.4g}): "
                           "step skipped, weights, hyperparameters and optimiser state unchanged",
                           NonFiniteStepWarning, stacklevel=2)
-            self._rebuild()
+            self._tower.rebuild()
             return self.hyperparameter_tensors()
         for k in range(len(self._levels) - 1, 0, -1):
-            self._update_hyper(k, hgrads[k - 1])
-        self._update_weights(g)
+            self._tower.update_hyper(k, hgrads[k - 1])
+        self._tower.update_weights(g)
         return self.hyperparameter_tensors()
 
     @staticmethod
@@ -157,105 +139,6 @@ class HyperModule(nn.Module):
                           + [gi.sum(dtype=_sum_dtype(gi)).reshape(1).double() for gi in g]
                           + [h.reshape(-1).double() for h in hgrads if h is not None])
         return bool(torch.isfinite(small).all())
-
-    def _update_hyper(self, k: int, grad: Tensor | None) -> None:
-        """Level k updates the raw hyperparameters of level k-1 (live in level k's own)."""
-        level, below = self._levels[k], self._levels[k - 1]
-        old = below.raw.detach()
-        if grad is None:  # level k-1 has not influenced a loss yet (first step)
-            below.raw, level.last = old.requires_grad_(True), None
-            return
-        grad = grad.detach()
-        delta, state = level.delta(grad, [1] * old.numel())
-        level.last = {"grad": grad, "state": level.state, "step": level.step_count + 1,
-                      "old": old}
-        level.state, level.step_count = _detached(state), level.step_count + 1
-        below.raw = self._clamp(old + delta, below)
-
-    @staticmethod
-    def _clamp(raw: Tensor, level: HyperOptimizer) -> Tensor:
-        raw = torch.clamp(raw, min=level.lower, max=level.upper)
-        return raw if raw.requires_grad else raw.requires_grad_(True)
-
-    def _fast_path(self) -> str | None:
-        """"sgd" / "adam" when level 0 has a fused twin and a tuned (live) step size."""
-        level = self._levels[0]
-        if not (self.fused and level.raw.requires_grad):
-            return None
-        if type(level) in (SGD, SGDPerParam) and not getattr(level, "momentum", 0.0):
-            return "sgd"
-        return "adam" if isinstance(level, Adam) else None
-
-    def _fused_update(self, grads: list[Tensor], state: State, step: int, apply: bool
-                      ) -> tuple[list[Tensor], State]:
-        """Level 0's update through its fused twin; returns (live weights, new state)."""
-        level, n = self._levels[0], len(grads)
-        targets = [p.detach() for p in self._params]
-        hp = level.natural()
-        if self._fast_path() == "sgd":
-            return list(FusedSGD.apply(hp["lr"], n, apply, *targets, *grads)), {}
-        level = cast(Adam, level)
-        m_old = state.get("exp_avg") or [torch.zeros_like(g) for g in grads]
-        v_old = state.get("exp_avg_sq") or [torch.zeros_like(g) for g in grads]
-        out = FusedAdam.apply(hp["lr"], hp.get("beta1", level.betas[0]),
-                              hp.get("beta2", level.betas[1]), step, level.eps, n, apply,
-                              *targets, *grads, *m_old, *v_old)
-        return list(out[:n]), {"exp_avg": list(out[n:2 * n]), "exp_avg_sq": list(out[2 * n:])}
-
-    def _update_weights(self, grads: list[Tensor]) -> None:
-        level = self._levels[0]
-        if self._fast_path():
-            step = level.step_count + 1
-            self._live, state = self._fused_update(grads, level.state, step, apply=True)
-            level.last = {"grad": grads, "state": level.state, "step": step}
-            level.state, level.step_count = state, step
-            return
-        g = torch.cat([gi.reshape(-1) for gi in grads])
-        delta, state = level.delta(g, self._sizes)
-        level.last = {"grad": g, "state": level.state, "step": level.step_count + 1}
-        level.state, level.step_count = _detached(state), level.step_count + 1
-        self._live = self._attach(delta, apply=True)
-
-    def _attach(self, delta: Tensor, *, apply: bool) -> list[Tensor]:
-        """Weights (updated in place if ``apply``) as live tensors depending on ``delta``."""
-        deltas = [d.view_as(p) for d, p in zip(delta.split(self._sizes), self._params)]
-        if not delta.requires_grad:  # fixed hyperparameters: a plain optimiser step
-            if apply:
-                with torch.no_grad():
-                    torch._foreach_add_(self._params, deltas)
-            return list(self._params)
-        return [_Attach.apply(d, p.detach(), apply) for d, p in zip(deltas, self._params)]
-
-    def _rebuild(self) -> None:
-        """Re-create the live graph of the last update from the saved inputs (exact values).
-
-        Used after ``load_state_dict`` and after a skipped step, so that the next loss still
-        back-propagates into every hyperparameter exactly as in an uninterrupted run.
-        """
-        for k in range(len(self._levels) - 1, 0, -1):
-            level, below = self._levels[k], self._levels[k - 1]
-            stored = below.raw.detach().clone()
-            if level.last is None:
-                below.raw = stored.requires_grad_(True)
-                continue
-            last = level.last
-            delta, _ = level.delta(last["grad"], [1] * stored.numel(), state=last["state"],
-                                   step=last["step"])
-            live = torch.clamp(last["old"] + delta, min=below.lower, max=below.upper)
-            below.raw = (_Attach.apply(live, stored, False) if live.requires_grad
-                         else stored.requires_grad_(True))
-        level = self._levels[0]
-        if level.last is None:
-            self._live = list(self._params)
-            return
-        last = level.last
-        grads = last["grad"] if isinstance(last["grad"], list) else None
-        if grads is not None and self._fast_path():
-            self._live = self._fused_update(grads, last["state"], last["step"], apply=False)[0]
-            return
-        g = torch.cat([x.reshape(-1) for x in grads]) if grads is not None else last["grad"]
-        delta, _ = level.delta(g, self._sizes, state=last["state"], step=last["step"])
-        self._live = self._attach(delta, apply=False)
 
     # ---- reporting -----------------------------------------------------------------------
     def hyperparameters(self) -> list[dict[str, float]]:
@@ -278,45 +161,25 @@ class HyperModule(nn.Module):
     # ---- checkpointing -------------------------------------------------------------------
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Model, tower and optimiser state (plain tensors/primitives: ``weights_only`` safe)."""
-        levels = []
-        for level in self._levels:
-            last = None if level.last is None else {
-                **level.last, "state": dict(level.last["state"])}
-            levels.append({"raw": level.raw.detach(), "state": dict(level.state),
-                           "step": level.step_count, "last": last})
-        return {"format": _FORMAT, "stack": repr(self.optimizer),
-                "model": self.model.state_dict(), "levels": levels}
+        return {"format": _checkpoint.FORMAT, "stack": repr(self.optimizer),
+                "model": self.model.state_dict(),
+                "levels": [_checkpoint.level_state(level) for level in self._levels]}
 
     def load_state_dict(self, state: dict[str, Any], *args: Any, **kwargs: Any
                         ) -> Any:  # type: ignore[override]
         """Restore what :meth:`state_dict` saved; the next step equals an uninterrupted run."""
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError("not a HyperModule state dict (format 1); save it with "
-                             "HyperModule.state_dict()")
+        if not isinstance(state, dict) or state.get("format") != _checkpoint.FORMAT:
+            raise ValueError(f"not a HyperModule state dict (format {_checkpoint.FORMAT}); "
+                             "save it with HyperModule.state_dict()")
         if state["stack"] != repr(self.optimizer) or len(state["levels"]) != len(self._levels):
             raise ValueError(f"state dict is for the stack {state['stack']!r}, this HyperModule "
                              f"has {self.optimizer!r}; build the same stack before loading")
         self.model.load_state_dict(state["model"])
         for level, saved in zip(self._levels, state["levels"]):
-            level.raw = saved["raw"].detach().clone().to(level.lower)
-            level.state = _cloned(saved["state"])
-            level.step_count = int(saved["step"])
-            last = saved["last"]
-            level.last = None if last is None else {**last, "state": _cloned(last["state"])}
-        self._rebuild()
+            _checkpoint.restore_level(level, saved)
+        self._tower.rebuild()
         return None
 
 
 def _sum_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _detached(state: State) -> State:
-    """Optimiser state is carried detached: only one update per level stays live."""
-    return {k: [x.detach() for x in v] if isinstance(v, list) else v.detach()
-            for k, v in state.items()}
-
-
-def _cloned(state: State) -> State:
-    return {k: [x.detach().clone() for x in v] if isinstance(v, list) else v.detach().clone()
-            for k, v in state.items()}
