@@ -50,7 +50,7 @@ class HyperModule(nn.Module):
     Level 0 uses a fused twin (``_fused``: in-place update, analytic hypergradient) when it is
     SGD without momentum, SGDPerParam, Adam or AdamLR with a tuned step size; ``fused=False``
     forces the plain-autograd reference path everywhere (tests compare the two). A state dict
-    must be loaded into a module with the same ``fused`` setting.
+    loads across the two settings (level 0's state layout is converted).
     """
 
     def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True
@@ -167,7 +167,8 @@ class HyperModule(nn.Module):
 
     def load_state_dict(self, state: dict[str, Any], *args: Any, **kwargs: Any
                         ) -> Any:  # type: ignore[override]
-        """Restore what :meth:`state_dict` saved; the next step equals an uninterrupted run."""
+        """Restore what :meth:`state_dict` saved (with either ``fused`` setting); the next step
+        equals an uninterrupted run."""
         if not isinstance(state, dict) or state.get("format") != _checkpoint.FORMAT:
             raise ValueError(f"not a HyperModule state dict (format {_checkpoint.FORMAT}); "
                              "save it with HyperModule.state_dict()")
@@ -175,8 +176,10 @@ class HyperModule(nn.Module):
             raise ValueError(f"state dict is for the stack {state['stack']!r}, this HyperModule "
                              f"has {self.optimizer!r}; build the same stack before loading")
         self.model.load_state_dict(state["model"])
-        for level, saved in zip(self._levels, state["levels"]):
-            _checkpoint.restore_level(level, saved)
+        shapes = [p.shape for p in self._params] if self._tower.fast_path() else None
+        saved = [_checkpoint.to_layout(state["levels"][0], shapes), *state["levels"][1:]]
+        for level, level_saved in zip(self._levels, saved):
+            _checkpoint.restore_level(level, level_saved)
         self._tower.rebuild()
         return None
 
