@@ -10,6 +10,7 @@ raw hyperparameters ``h_k`` of level k, and the top level's hyperparameters are 
                 (w_t and h_k are "live": they still depend on the hyperparameters of the level
                 above through the previous update; nothing else is)
                 for k = top-1 … 0:   h_k ← clamp(h_k.detach() + δ_{k+1}(h_{k+1}, ∂L_t/∂h_k))
+                one host sync: L, g, ∂L/∂h and the new h finite?     (else skip, or raise)
                 w_{t+1} = w_t.detach() + δ_0(h_0, g_t.detach())       (live in h_0)
 
 For ``SGD(α) / SGD(κ)`` this is ``α_t = α_{t−1} + κ·⟨g_t, g_{t−1}⟩`` then ``w ← w − α_t·g_t``.
@@ -17,8 +18,11 @@ The weights stay the model's own ``nn.Parameter`` objects and are updated in pla
 copy used by the forward pass (through ``torch.func.functional_call``) aliases their storage, so
 the user's module is never re-parametrised. The graph kept between steps spans one update of
 each level: memory is flat, no reference cycles, and ``create_graph=True`` is never needed
-(hypergradients are first derivatives of the loss). The live graph itself is built and rebuilt
-by ``_live``; the state dict's layout is ``_checkpoint``'s.
+(hypergradients are first derivatives of the loss).
+
+The live graph itself is built and rebuilt by ``_live``, the state dict's layout is
+``_checkpoint``'s, and what a step that cannot be taken does (skip, warn once, raise
+:class:`TowerDivergedError`) is ``_divergence``'s.
 """
 from __future__ import annotations
 
@@ -30,14 +34,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import _checkpoint
+from ._divergence import (SKIP_MESSAGE, NonFiniteStepWarning, TowerDivergedError,
+                          hyperparameter_message, stuck_message, weights_message)
+from ._gradients import all_finite, finite_flags
 from ._live import LiveTower
 from .optimizers import HyperOptimizer
 
-__all__ = ["HyperModule", "NonFiniteStepWarning"]
-
-
-class NonFiniteStepWarning(RuntimeWarning):
-    """A step was skipped because the loss or a (hyper)gradient was not finite."""
+__all__ = ["HyperModule", "NonFiniteStepWarning", "TowerDivergedError"]
 
 
 class HyperModule(nn.Module):
@@ -45,28 +48,41 @@ class HyperModule(nn.Module):
     trains it and tunes its own hyperparameters online.
 
     ``forward`` is the model's (train/eval, BatchNorm buffers and tied parameters included).
-    ``step(loss)`` does the backward pass and updates every level; a loss or gradient that is
-    not finite skips the step with a :class:`NonFiniteStepWarning` and changes nothing.
-    Level 0 uses a fused twin (``_fused``: in-place update, analytic hypergradient) when it is
-    SGD without momentum, SGDPerParam, Adam or AdamLR with a tuned step size; ``fused=False``
-    forces the plain-autograd reference path everywhere (tests compare the two). A state dict
-    loads across the two settings (level 0's state layout is converted).
+    ``step(loss)`` does the backward pass and updates every level. Keyword arguments:
+
+    * ``fused`` (True): level 0 uses a fused twin (``_fused``: in-place update, analytic
+      hypergradient) when it is SGD without momentum, SGDPerParam, Adam or AdamLR with a tuned
+      step size; ``False`` forces the plain-autograd reference path everywhere. A state dict
+      loads across the two settings (its layout is converted).
+    * ``max_consecutive_skips`` (20): after this many skipped steps in a row, raise
+      :class:`TowerDivergedError` (None: never).
+
+    A loss or gradient that is not finite skips the step and changes nothing
+    (:class:`NonFiniteStepWarning`, shown once per call site; ``skipped_steps`` counts them).
+    A non-finite hyperparameter or non-finite weights raise :class:`TowerDivergedError`.
     """
 
-    def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True
-                 ) -> None:
+    def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True,
+                 max_consecutive_skips: int | None = 20) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ValueError(f"HyperModule needs an nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, HyperOptimizer):
             raise ValueError(f"HyperModule needs a hyperfree.hyper optimiser such as SGD(0.01), "
                              f"got {type(optimizer).__name__}; use hyper.parse('sgd(0.01)')")
+        _check_options(max_consecutive_skips)
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped_steps = 0  # steps skipped so far (non-finite values)
+        self.last_step_skipped = False
+        self._skips_in_a_row = 0
         self.model = model
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("HyperModule: the model has no trainable parameters")
         self._params = [p for _, p in named]
         self._slots = self._parameter_slots(model, self._params)
+        self._narrowest = min((p.dtype for p in self._params if p.is_floating_point()),
+                              key=lambda d: torch.finfo(d).max, default=torch.float32)
         self.optimizer = optimizer
         self._levels = optimizer.levels()
         like = self._params[0]
@@ -109,36 +125,58 @@ class HyperModule(nn.Module):
         Returns the hyperparameters now in use as detached 0-dim tensors, keyed ``lr``,
         ``momentum``, ``alpha``, ``beta1``, ``beta2`` for level 0 and ``lr@1`` … for level 1…
         """
-        if not (isinstance(loss, Tensor) and loss.numel() == 1 and loss.requires_grad):
-            raise ValueError("HyperModule.step needs the scalar loss of a forward pass through "
-                             "the HyperModule with gradients enabled (call hyper_module(x))")
-        tuned = self._levels[:-1]
-        inputs = self._tower.live + [lv.raw for lv in tuned]
+        _check_step_args(loss)
+        n = len(self._params)
+        inputs = self._tower.live + [lv.raw for lv in self._levels[:-1]]
         grads = torch.autograd.grad(loss.reshape(()), inputs, allow_unused=True)
-        wgrads, hgrads = grads[:len(self._params)], grads[len(self._params):]
-        if all(g is None for g in wgrads):
+        if all(g is None for g in grads[:n]):
             raise ValueError("the loss does not depend on the HyperModule's weights: compute it "
                              "with hyper_module(x), not with the wrapped model")
-        g = [torch.zeros_like(p) if gi is None else gi for gi, p in zip(wgrads, self._params)]
-        if not self._all_finite(loss, g, hgrads):
-            warnings.warn(f"non-finite loss or gradient (loss={float(loss.detach()):.4g}): "
-                          "step skipped, weights, hyperparameters and optimiser state unchanged",
-                          NonFiniteStepWarning, stacklevel=2)
-            self._tower.rebuild()
-            return self.hyperparameter_tensors()
-        for k in range(len(self._levels) - 1, 0, -1):
-            self._tower.update_hyper(k, hgrads[k - 1])
-        self._tower.update_weights(g)
+        value = loss.detach().reshape(1)
+        g: list[Tensor] = [torch.zeros_like(p) if gi is None else gi
+                           for gi, p in zip(grads[:n], self._params)]
+        self.last_step_skipped = not self._apply(value, g, list(grads[n:]))
+        if self.last_step_skipped:
+            self._skip()
+            warnings.warn(NonFiniteStepWarning(SKIP_MESSAGE), stacklevel=2)
+        else:
+            self._skips_in_a_row = 0
         return self.hyperparameter_tensors()
 
-    @staticmethod
-    def _all_finite(loss: Tensor, g: list[Tensor], hgrads: tuple[Tensor | None, ...]) -> bool:
-        # the sum of every gradient (one pass; nan/inf propagate; at least float32, so a sum
-        # that overflows means entries ~1e34: also treated as non-finite), then one host sync
-        small = torch.cat([loss.detach().reshape(1).double()]
-                          + [gi.sum(dtype=_sum_dtype(gi)).reshape(1).double() for gi in g]
-                          + [h.reshape(-1).double() for h in hgrads if h is not None])
-        return bool(torch.isfinite(small).all())
+    def _apply(self, value: Tensor, g: list[Tensor], hgrads: list[Tensor | None]) -> bool:
+        """Hyper-updates top-down, one finiteness check, then the weight update (True); or a
+        roll-back of the hyper-updates (False: skip); a non-finite hyperparameter raises."""
+        levels = self._levels
+        saved = [(lv.raw, lv.state, lv.step_count, lv.last) for lv in levels]
+        for k in range(len(levels) - 1, 0, -1):
+            self._tower.update_hyper(k, hgrads[k - 1])
+        hyper = [torch.cat([v.reshape(-1) for v in lv.natural(lv.raw.detach()).values()])
+                 for lv in levels[:-1]]
+        if hyper:  # level 0's hyperparameters act in the weights' dtype: in range there too
+            hyper[0] = hyper[0].to(self._narrowest)
+        grads_ok, hyper_ok = finite_flags(value, g, hgrads, hyper)
+        if not (grads_ok and all(hyper_ok)):
+            for lv, (raw, state, count, last) in zip(levels, saved):
+                lv.raw, lv.state, lv.step_count, lv.last = raw, state, count, last
+            if grads_ok:
+                self._tower.rebuild()
+                raise TowerDivergedError(hyperparameter_message(levels, hyper_ok))
+            return False
+        self._tower.update_weights(g)
+        return True
+
+    def _skip(self) -> None:
+        """Bookkeeping of a skipped step: count it, rebuild the live graph, and raise if the
+        weights are not finite or too many steps in a row were skipped."""
+        self.skipped_steps += 1
+        self._skips_in_a_row += 1
+        self._tower.rebuild()
+        if not all_finite(self._params):
+            raise TowerDivergedError(weights_message(self._levels))
+        limit = self.max_consecutive_skips
+        if limit is not None and self._skips_in_a_row >= limit:
+            raise TowerDivergedError(stuck_message(self._levels, self._skips_in_a_row,
+                                                   self.skipped_steps))
 
     # ---- reporting -----------------------------------------------------------------------
     def hyperparameters(self) -> list[dict[str, float]]:
@@ -163,7 +201,8 @@ class HyperModule(nn.Module):
         """Model, tower and optimiser state (plain tensors/primitives: ``weights_only`` safe)."""
         return {"format": _checkpoint.FORMAT, "stack": repr(self.optimizer),
                 "model": self.model.state_dict(),
-                "levels": [_checkpoint.level_state(level) for level in self._levels]}
+                "levels": [_checkpoint.level_state(level) for level in self._levels],
+                "skipped_steps": self.skipped_steps, "skips_in_a_row": self._skips_in_a_row}
 
     def load_state_dict(self, state: dict[str, Any], *args: Any, **kwargs: Any
                         ) -> Any:  # type: ignore[override]
@@ -180,9 +219,21 @@ class HyperModule(nn.Module):
         saved = [_checkpoint.to_layout(state["levels"][0], shapes), *state["levels"][1:]]
         for level, level_saved in zip(self._levels, saved):
             _checkpoint.restore_level(level, level_saved)
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._skips_in_a_row = int(state.get("skips_in_a_row", 0))
         self._tower.rebuild()
         return None
 
 
-def _sum_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def _check_options(max_consecutive_skips: Any) -> None:
+    if max_consecutive_skips is not None and not (
+            isinstance(max_consecutive_skips, int) and not isinstance(max_consecutive_skips, bool)
+            and max_consecutive_skips >= 1):
+        raise ValueError(f"max_consecutive_skips must be an integer >= 1 or None, got "
+                         f"{max_consecutive_skips!r}")
+
+
+def _check_step_args(loss: Any) -> None:
+    if not (isinstance(loss, Tensor) and loss.numel() == 1 and loss.requires_grad):
+        raise ValueError("HyperModule.step needs the scalar loss of a forward pass through "
+                         "the HyperModule with gradients enabled (call hyper_module(x))")
