@@ -84,10 +84,13 @@ def weights_message(levels: Sequence[HyperOptimizer]) -> str:
                    f"{_smaller(levels[1])}, or a smaller initial lr at level 0")
 
 
-def stuck_message(levels: Sequence[HyperOptimizer], in_a_row: int, total: int) -> str:
+def stuck_message(levels: Sequence[HyperOptimizer], in_a_row: int, total: int,
+                  scaled: bool) -> str:
+    scaling = (" With loss scaling, the scale has been lowered at every skip, so the overflow "
+               "is not the scale's." if scaled else "")
     text = (f"HyperModule: {in_a_row} steps in a row were skipped ({total} in all) because the "
             f"loss or a gradient was not finite, although the weights are finite "
-            f"(hyperparameters: {_values(levels)}). Check the data and the loss. ")
+            f"(hyperparameters: {_values(levels)}). Check the data and the loss.{scaling} ")
     start, now = getattr(levels[0], "lr", None), levels[0].values().get("lr")
     if len(levels) > 1 and start is not None and now is not None:
         text += (f"If the loss overflows because level 0's lr has grown (it started at "

@@ -1,18 +1,51 @@
-"""What happens to the gradients between the backward pass and the tower's update.
+r"""What happens to the gradients between the backward pass and the tower's update.
 
 ``HyperModule.step`` makes one ``torch.autograd.grad`` call, which returns the weight gradients
-``g`` and the hypergradients ``∂L/∂h_k`` of every tuned level. Before the weights are updated,
-one host synchronisation checks that the loss, ``Σg``, every ``∂L/∂h`` and the new
-hyperparameters are finite (:func:`finite_flags`).
+``g`` and the hypergradients ``∂L/∂h_k`` of every tuned level. Before any level uses them:
+
+.. code-block:: text
+
+    (loss scaling)   [L, g, ∂L/∂h] ← [L, g, ∂L/∂h] / S            (the loss was S·L)
+    check            L, Σg, ∂L/∂h and the new hyperparameters are finite   (one host sync)
+
+Why the hypergradients are divided by S once, not S²: the update that made w_t live was built
+from the *unscaled* g_{t−1} (stored detached), so ``∂(S·L_t)/∂α = −⟨S·g_t, g_{t−1}⟩ =
+S·∂L_t/∂α``. Every hypergradient is linear in the incoming ``∂L_t/∂w_t``, so one division by
+the current S makes all of them exact whatever S was at earlier steps. Had g_{t−1} been stored
+scaled, the step itself (and hence ``∂L/∂α``) would carry S_{t−1}·S_t.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["finite_flags", "all_finite"]
+__all__ = ["owned", "unscale_", "finite_flags", "all_finite", "ScalerView"]
+
+
+def owned(t: Tensor) -> Tensor:
+    """``t``, or a copy of it if its entries share memory (autograd may return an expanded
+    gradient, e.g. of ``w.sum()``, that several gradients alias); the step then scales and
+    clips gradients in place safely."""
+    return t.clone() if t.numel() > 1 and 0 in t.stride() else t
+
+
+def unscale_(tensors: Sequence[Tensor | None], scale: float | Tensor) -> None:
+    """Multiply every tensor by ``1/scale`` in place (the reciprocal taken in float64, as
+    ``GradScaler`` does, so a power-of-two scale unscales exactly)."""
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return
+    if isinstance(scale, Tensor):
+        inv = scale.detach().double().reciprocal().reshape(())
+        by_dtype: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+        for t in present:
+            by_dtype.setdefault((t.dtype, t.device), []).append(t)
+        for (dtype, device), group in by_dtype.items():
+            torch._foreach_mul_(group, inv.to(device=device, dtype=dtype))
+    else:
+        torch._foreach_mul_(present, 1.0 / float(scale))
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -37,3 +70,39 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     """Whether every entry of every tensor is finite (one sum per tensor, one host sync)."""
     sums = torch.stack([t.detach().sum(dtype=_acc_dtype(t)).double() for t in tensors])
     return bool(torch.isfinite(sums).all())
+
+
+class ScalerView:
+    """The optimiser that ``torch.amp.GradScaler.step`` drives on behalf of a HyperModule.
+
+    ``GradScaler`` unscales and inf-checks ``p.grad`` for every ``p`` in ``param_groups`` and
+    calls ``step()`` only if all are finite. Here each "parameter" is a zero-storage holder
+    (a broadcast scalar) whose ``.grad`` *is* one of the step's gradients, so the scaler
+    unscales the very tensors the tower then uses, keeps its own found-inf bookkeeping, and
+    ``scaler.update()`` works as with any optimiser. Only public ``GradScaler`` API is used.
+    """
+
+    def __init__(self) -> None:
+        self.param_groups: list[dict[str, Any]] = [{"params": []}]
+        self._step: Callable[[], Any] | None = None
+
+    def load(self, grads: Sequence[Tensor | None], step: Callable[[], Any]) -> ScalerView:
+        holders = []
+        for g in grads:
+            if g is None:
+                continue
+            holder = torch.empty((), dtype=g.dtype, device=g.device).expand_as(g)
+            holder.grad = g
+            holders.append(holder)
+        self.param_groups[0]["params"] = holders
+        self._step = step
+        return self
+
+    def step(self) -> Any:
+        assert self._step is not None, "ScalerView.step before load"
+        return self._step()
+
+    def clear(self) -> None:
+        """Drop the references to this step's gradients."""
+        self.param_groups[0]["params"] = []
+        self._step = None

@@ -9,6 +9,7 @@ raw hyperparameters ``h_k`` of level k, and the top level's hyperparameters are 
     step(L_t):  one backward pass gives g_t = ∂L_t/∂w_t and ∂L_t/∂h_k for every tuned level
                 (w_t and h_k are "live": they still depend on the hyperparameters of the level
                 above through the previous update; nothing else is)
+                [divide by the loss scale]                            (_gradients)
                 for k = top-1 … 0:   h_k ← clamp(h_k.detach() + δ_{k+1}(h_{k+1}, ∂L_t/∂h_k))
                 one host sync: L, g, ∂L/∂h and the new h finite?     (else skip, or raise)
                 w_{t+1} = w_t.detach() + δ_0(h_0, g_t.detach())       (live in h_0)
@@ -26,6 +27,7 @@ The live graph itself is built and rebuilt by ``_live``, the state dict's layout
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -36,7 +38,7 @@ from torch.func import functional_call
 from . import _checkpoint
 from ._divergence import (SKIP_MESSAGE, NonFiniteStepWarning, TowerDivergedError,
                           hyperparameter_message, stuck_message, weights_message)
-from ._gradients import all_finite, finite_flags
+from ._gradients import ScalerView, all_finite, finite_flags, owned, unscale_
 from ._live import LiveTower
 from .optimizers import HyperOptimizer
 
@@ -72,7 +74,7 @@ class HyperModule(nn.Module):
                              f"got {type(optimizer).__name__}; use hyper.parse('sgd(0.01)')")
         _check_options(max_consecutive_skips)
         self.max_consecutive_skips = max_consecutive_skips
-        self.skipped_steps = 0  # steps skipped so far (non-finite values)
+        self.skipped_steps = 0  # steps skipped so far (non-finite values, loss-scale overflow)
         self.last_step_skipped = False
         self._skips_in_a_row = 0
         self.model = model
@@ -83,6 +85,7 @@ class HyperModule(nn.Module):
         self._slots = self._parameter_slots(model, self._params)
         self._narrowest = min((p.dtype for p in self._params if p.is_floating_point()),
                               key=lambda d: torch.finfo(d).max, default=torch.float32)
+        self._scaler_view = ScalerView()
         self.optimizer = optimizer
         self._levels = optimizer.levels()
         like = self._params[0]
@@ -119,26 +122,48 @@ class HyperModule(nn.Module):
         return self._tower.fused
 
     # ---- the step ------------------------------------------------------------------------
-    def step(self, loss: Tensor) -> dict[str, Tensor]:
+    def step(self, loss: Tensor, *, scale: float | Tensor | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
         """Back-propagate ``loss`` and update the tower top-down, then the weights.
+
+        Loss scaling: ``loss`` is what is back-propagated. Pass ``scale=S`` if it is the true
+        loss multiplied by S, or ``scaler=`` a ``torch.amp.GradScaler`` if it is
+        ``scaler.scale(true_loss)``; then call ``scaler.update()`` as usual. Gradients and
+        hypergradients are divided by the scale before any level uses them; an overflow skips
+        the step silently (the scaler then lowers its scale; ``last_step_skipped`` tells a
+        manual ``scale`` user to do the same).
 
         Returns the hyperparameters now in use as detached 0-dim tensors, keyed ``lr``,
         ``momentum``, ``alpha``, ``beta1``, ``beta2`` for level 0 and ``lr@1`` … for level 1…
         """
-        _check_step_args(loss)
+        _check_step_args(loss, scale, scaler)
         n = len(self._params)
         inputs = self._tower.live + [lv.raw for lv in self._levels[:-1]]
         grads = torch.autograd.grad(loss.reshape(()), inputs, allow_unused=True)
         if all(g is None for g in grads[:n]):
             raise ValueError("the loss does not depend on the HyperModule's weights: compute it "
                              "with hyper_module(x), not with the wrapped model")
-        value = loss.detach().reshape(1)
-        g: list[Tensor] = [torch.zeros_like(p) if gi is None else gi
+        value = loss.detach().reshape(1).clone()
+        g: list[Tensor] = [torch.zeros_like(p) if gi is None else owned(gi)
                            for gi, p in zip(grads[:n], self._params)]
-        self.last_step_skipped = not self._apply(value, g, list(grads[n:]))
+        hgrads = [None if h is None else owned(h) for h in grads[n:]]
+        applied: bool | None = None
+        if scaler is not None:  # the scaler unscales, checks, and calls _apply if all finite
+            view = self._scaler_view.load([value, *g, *hgrads],
+                                          lambda: self._apply(value, g, hgrads))
+            try:
+                applied = scaler.step(view)  # type: ignore[arg-type]
+            finally:
+                view.clear()
+        else:
+            if scale is not None:
+                unscale_([value, *g, *hgrads], scale)
+            applied = self._apply(value, g, hgrads)
+        self.last_step_skipped = applied is not True
         if self.last_step_skipped:
-            self._skip()
-            warnings.warn(NonFiniteStepWarning(SKIP_MESSAGE), stacklevel=2)
+            self._skip(scaled=scale is not None or scaler is not None)
+            if (scale is None and scaler is None) or not bool(torch.isfinite(value).all()):
+                warnings.warn(NonFiniteStepWarning(SKIP_MESSAGE), stacklevel=2)
         else:
             self._skips_in_a_row = 0
         return self.hyperparameter_tensors()
@@ -165,7 +190,7 @@ class HyperModule(nn.Module):
         self._tower.update_weights(g)
         return True
 
-    def _skip(self) -> None:
+    def _skip(self, *, scaled: bool) -> None:
         """Bookkeeping of a skipped step: count it, rebuild the live graph, and raise if the
         weights are not finite or too many steps in a row were skipped."""
         self.skipped_steps += 1
@@ -176,7 +201,7 @@ class HyperModule(nn.Module):
         limit = self.max_consecutive_skips
         if limit is not None and self._skips_in_a_row >= limit:
             raise TowerDivergedError(stuck_message(self._levels, self._skips_in_a_row,
-                                                   self.skipped_steps))
+                                                   self.skipped_steps, scaled))
 
     # ---- reporting -----------------------------------------------------------------------
     def hyperparameters(self) -> list[dict[str, float]]:
@@ -225,6 +250,10 @@ class HyperModule(nn.Module):
         return None
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _check_options(max_consecutive_skips: Any) -> None:
     if max_consecutive_skips is not None and not (
             isinstance(max_consecutive_skips, int) and not isinstance(max_consecutive_skips, bool)
@@ -233,7 +262,18 @@ def _check_options(max_consecutive_skips: Any) -> None:
                          f"{max_consecutive_skips!r}")
 
 
-def _check_step_args(loss: Any) -> None:
+def _check_step_args(loss: Any, scale: Any, scaler: Any) -> None:
     if not (isinstance(loss, Tensor) and loss.numel() == 1 and loss.requires_grad):
         raise ValueError("HyperModule.step needs the scalar loss of a forward pass through "
                          "the HyperModule with gradients enabled (call hyper_module(x))")
+    if scale is not None and scaler is not None:
+        raise ValueError("HyperModule.step: pass scale= or scaler=, not both")
+    if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        raise ValueError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    if isinstance(scale, Tensor):
+        if scale.numel() != 1 or scale.requires_grad:
+            raise ValueError(f"scale must be a number or a one-element tensor without "
+                             f"gradient, got a tensor of shape {tuple(scale.shape)}")
+    elif scale is not None and not (_is_number(scale) and 0 < scale < math.inf):
+        raise ValueError(f"scale must be a finite number > 0 (the factor the loss was "
+                         f"multiplied by), got {scale!r}")
