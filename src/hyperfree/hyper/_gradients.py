@@ -7,12 +7,16 @@ r"""What happens to the gradients between the backward pass and the tower's upda
 
     (loss scaling)   [L, g, ∂L/∂h] ← [L, g, ∂L/∂h] / S            (the loss was S·L)
     check            L, Σg, ∂L/∂h and the new hyperparameters are finite   (one host sync)
+    (clipping)       g ← g · min(1, c / (‖g‖₂ + 1e-6))             (weights' gradients only)
 
 Why the hypergradients are divided by S once, not S²: the update that made w_t live was built
 from the *unscaled* g_{t−1} (stored detached), so ``∂(S·L_t)/∂α = −⟨S·g_t, g_{t−1}⟩ =
 S·∂L_t/∂α``. Every hypergradient is linear in the incoming ``∂L_t/∂w_t``, so one division by
 the current S makes all of them exact whatever S was at earlier steps. Had g_{t−1} been stored
 scaled, the step itself (and hence ``∂L/∂α``) would carry S_{t−1}·S_t.
+
+Clipping uses PyTorch's formula (``torch.nn.utils.clip_grad_norm_``) on the unscaled weight
+gradients; what the hypergradient sees is defined in ``docs/hyper.md``.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["owned", "unscale_", "finite_flags", "all_finite", "ScalerView"]
+__all__ = ["owned", "unscale_", "clip_grad_norm_", "finite_flags", "all_finite", "ScalerView"]
 
 
 def owned(t: Tensor) -> Tensor:
@@ -46,6 +50,23 @@ def unscale_(tensors: Sequence[Tensor | None], scale: float | Tensor) -> None:
             torch._foreach_mul_(group, inv.to(device=device, dtype=dtype))
     else:
         torch._foreach_mul_(present, 1.0 / float(scale))
+
+
+def clip_grad_norm_(grads: Sequence[Tensor], max_norm: float) -> Tensor:
+    """Scale ``grads`` in place so that their joint L2 norm is at most ``max_norm``.
+
+    ``torch.nn.utils.clip_grad_norm_``'s formula: ``coef = min(1, max_norm / (norm + 1e-6))``.
+    Norms of 16-bit gradients are accumulated in float32. Returns the norm before clipping.
+    """
+    norms = [torch.linalg.vector_norm(g, 2.0, dtype=_acc_dtype(g)) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    for dtype, group in by_dtype.items():
+        torch._foreach_mul_(group, coef.to(dtype))
+    return total
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:

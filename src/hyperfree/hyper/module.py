@@ -12,6 +12,7 @@ raw hyperparameters ``h_k`` of level k, and the top level's hyperparameters are 
                 [divide by the loss scale]                            (_gradients)
                 for k = top-1 … 0:   h_k ← clamp(h_k.detach() + δ_{k+1}(h_{k+1}, ∂L_t/∂h_k))
                 one host sync: L, g, ∂L/∂h and the new h finite?     (else skip, or raise)
+                [g ← clip(g)]
                 w_{t+1} = w_t.detach() + δ_0(h_0, g_t.detach())       (live in h_0)
 
 For ``SGD(α) / SGD(κ)`` this is ``α_t = α_{t−1} + κ·⟨g_t, g_{t−1}⟩`` then ``w ← w − α_t·g_t``.
@@ -38,7 +39,8 @@ from torch.func import functional_call
 from . import _checkpoint
 from ._divergence import (SKIP_MESSAGE, NonFiniteStepWarning, TowerDivergedError,
                           hyperparameter_message, stuck_message, weights_message)
-from ._gradients import ScalerView, all_finite, finite_flags, owned, unscale_
+from ._gradients import (ScalerView, all_finite, clip_grad_norm_, finite_flags, owned,
+                         unscale_)
 from ._live import LiveTower
 from .optimizers import HyperOptimizer
 
@@ -56,6 +58,9 @@ class HyperModule(nn.Module):
       hypergradient) when it is SGD without momentum, SGDPerParam, Adam or AdamLR with a tuned
       step size; ``False`` forces the plain-autograd reference path everywhere. A state dict
       loads across the two settings (its layout is converted).
+    * ``clip_grad_norm`` (None): clip the weight gradients to this joint L2 norm before the
+      update (PyTorch's formula). The update uses the clipped gradient; the hypergradient is
+      the exact derivative of the next loss through that update (``docs/hyper.md``).
     * ``max_consecutive_skips`` (20): after this many skipped steps in a row, raise
       :class:`TowerDivergedError` (None: never).
 
@@ -65,6 +70,7 @@ class HyperModule(nn.Module):
     """
 
     def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True,
+                 clip_grad_norm: float | None = None,
                  max_consecutive_skips: int | None = 20) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -72,7 +78,8 @@ class HyperModule(nn.Module):
         if not isinstance(optimizer, HyperOptimizer):
             raise ValueError(f"HyperModule needs a hyperfree.hyper optimiser such as SGD(0.01), "
                              f"got {type(optimizer).__name__}; use hyper.parse('sgd(0.01)')")
-        _check_options(max_consecutive_skips)
+        _check_options(clip_grad_norm, max_consecutive_skips)
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped_steps = 0  # steps skipped so far (non-finite values, loss-scale overflow)
         self.last_step_skipped = False
@@ -187,6 +194,8 @@ class HyperModule(nn.Module):
                 self._tower.rebuild()
                 raise TowerDivergedError(hyperparameter_message(levels, hyper_ok))
             return False
+        if self.clip_grad_norm is not None:
+            clip_grad_norm_(g, self.clip_grad_norm)
         self._tower.update_weights(g)
         return True
 
@@ -254,7 +263,11 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_options(max_consecutive_skips: Any) -> None:
+def _check_options(clip_grad_norm: Any, max_consecutive_skips: Any) -> None:
+    if clip_grad_norm is not None and not (_is_number(clip_grad_norm)
+                                           and 0 < clip_grad_norm < math.inf):
+        raise ValueError(f"clip_grad_norm must be a finite number > 0 or None, got "
+                         f"{clip_grad_norm!r}")
     if max_consecutive_skips is not None and not (
             isinstance(max_consecutive_skips, int) and not isinstance(max_consecutive_skips, bool)
             and max_consecutive_skips >= 1):
