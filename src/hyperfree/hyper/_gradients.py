@@ -5,6 +5,7 @@ r"""What happens to the gradients between the backward pass and the tower's upda
 
 .. code-block:: text
 
+    (data parallel)  all ranks: [L, g, ∂L/∂h] ← mean over ranks   (one all_reduce, _distributed)
     (loss scaling)   [L, g, ∂L/∂h] ← [L, g, ∂L/∂h] / S            (the loss was S·L)
     check            L, Σg, ∂L/∂h and the new hyperparameters are finite   (one host sync)
     (clipping)       g ← g · min(1, c / (‖g‖₂ + 1e-6))             (weights' gradients only)
@@ -15,8 +16,8 @@ S·∂L_t/∂α``. Every hypergradient is linear in the incoming ``∂L_t/∂w_t
 the current S makes all of them exact whatever S was at earlier steps. Had g_{t−1} been stored
 scaled, the step itself (and hence ``∂L/∂α``) would carry S_{t−1}·S_t.
 
-Clipping uses PyTorch's formula (``torch.nn.utils.clip_grad_norm_``) on the unscaled weight
-gradients; what the hypergradient sees is defined in ``docs/hyper.md``.
+Clipping uses PyTorch's formula (``torch.nn.utils.clip_grad_norm_``) on the unscaled,
+all-reduced weight gradients; what the hypergradient sees is defined in ``docs/hyper.md``.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ raw hyperparameters ``h_k`` of level k, and the top level's hyperparameters are 
     step(L_t):  one backward pass gives g_t = ∂L_t/∂w_t and ∂L_t/∂h_k for every tuned level
                 (w_t and h_k are "live": they still depend on the hyperparameters of the level
                 above through the previous update; nothing else is)
-                [divide by the loss scale]                            (_gradients)
+                [mean over ranks; divide by the loss scale]          (_distributed, _gradients)
                 for k = top-1 … 0:   h_k ← clamp(h_k.detach() + δ_{k+1}(h_{k+1}, ∂L_t/∂h_k))
                 one host sync: L, g, ∂L/∂h and the new h finite?     (else skip, or raise)
                 [g ← clip(g)]
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import _checkpoint
+from ._distributed import all_reduce_mean, broadcast_, module_state, resolve_group
 from ._divergence import (SKIP_MESSAGE, NonFiniteStepWarning, TowerDivergedError,
                           hyperparameter_message, stuck_message, weights_message)
 from ._gradients import (ScalerView, all_finite, clip_grad_norm_, finite_flags, owned,
@@ -61,6 +62,9 @@ class HyperModule(nn.Module):
     * ``clip_grad_norm`` (None): clip the weight gradients to this joint L2 norm before the
       update (PyTorch's formula). The update uses the clipped gradient; the hypergradient is
       the exact derivative of the next loss through that update (``docs/hyper.md``).
+    * ``data_parallel`` (None = automatic): average gradients and hypergradients over the
+      ranks of a process group, so that every rank keeps identical weights and
+      hyperparameters (``_distributed``). Do not wrap a HyperModule in DDP.
     * ``max_consecutive_skips`` (20): after this many skipped steps in a row, raise
       :class:`TowerDivergedError` (None: never).
 
@@ -70,7 +74,7 @@ class HyperModule(nn.Module):
     """
 
     def __init__(self, model: nn.Module, optimizer: HyperOptimizer, *, fused: bool = True,
-                 clip_grad_norm: float | None = None,
+                 clip_grad_norm: float | None = None, data_parallel: Any = None,
                  max_consecutive_skips: int | None = 20) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -84,14 +88,21 @@ class HyperModule(nn.Module):
         self.skipped_steps = 0  # steps skipped so far (non-finite values, loss-scale overflow)
         self.last_step_skipped = False
         self._skips_in_a_row = 0
+        self._group = resolve_group(data_parallel)
         self.model = model
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("HyperModule: the model has no trainable parameters")
         self._params = [p for _, p in named]
         self._slots = self._parameter_slots(model, self._params)
+        # one all-reduce buffer: the weights' widest floating dtype, at least float32
+        self._bucket_dtype = torch.float32
+        for p in self._params:
+            self._bucket_dtype = torch.promote_types(self._bucket_dtype, p.dtype)
         self._narrowest = min((p.dtype for p in self._params if p.is_floating_point()),
                               key=lambda d: torch.finfo(d).max, default=torch.float32)
+        if self._group is not None:  # every rank starts from the first rank's weights
+            broadcast_(module_state(model), self._group)
         self._scaler_view = ScalerView()
         self.optimizer = optimizer
         self._levels = optimizer.levels()
@@ -117,6 +128,10 @@ class HyperModule(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._group is not None and torch.is_grad_enabled():
+            buffers = list(self.model.buffers())
+            if buffers:  # as DDP's broadcast_buffers=True: the first rank's statistics
+                broadcast_(buffers, self._group)
         live = {name: self._tower.live[i] for name, i in self._slots}
         return functional_call(self.model, live, args, kwargs, tie_weights=False)
 
@@ -154,6 +169,9 @@ class HyperModule(nn.Module):
         g: list[Tensor] = [torch.zeros_like(p) if gi is None else owned(gi)
                            for gi, p in zip(grads[:n], self._params)]
         hgrads = [None if h is None else owned(h) for h in grads[n:]]
+        if self._group is not None:
+            reduced = all_reduce_mean([value, *g, *hgrads], self._group, self._bucket_dtype)
+            value, g, hgrads = reduced[0], reduced[1:n + 1], reduced[n + 1:]  # type: ignore
         applied: bool | None = None
         if scaler is not None:  # the scaler unscales, checks, and calls _apply if all finite
             view = self._scaler_view.load([value, *g, *hgrads],
