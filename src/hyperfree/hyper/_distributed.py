@@ -23,7 +23,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-__all__ = ["resolve_group", "broadcast_", "all_reduce_mean"]
+__all__ = ["resolve_group", "broadcast_", "module_state", "all_reduce_mean"]
 
 
 def resolve_group(data_parallel: Any) -> Any:
