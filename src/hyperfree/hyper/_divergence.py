@@ -12,12 +12,16 @@ and what to change:
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
+
+import torch
+from torch import Tensor
 
 from .optimizers import HyperOptimizer
 
-__all__ = ["NonFiniteStepWarning", "TowerDivergedError", "SKIP_MESSAGE", "entry_names",
-           "hyperparameter_message", "weights_message", "stuck_message"]
+__all__ = ["NonFiniteStepWarning", "TowerDivergedError", "SKIP_MESSAGE", "raw_limits",
+           "entry_names", "hyperparameter_message", "weights_message", "stuck_message"]
 
 
 class NonFiniteStepWarning(RuntimeWarning):
@@ -32,6 +36,21 @@ class TowerDivergedError(FloatingPointError):
 SKIP_MESSAGE = ("HyperModule skipped a step: the loss or a gradient was not finite, so weights, "
                 "hyperparameters and optimiser state are unchanged (HyperModule.skipped_steps "
                 "counts the skips; max_consecutive_skips in a row raise TowerDivergedError)")
+
+
+def raw_limits(levels: Sequence[HyperOptimizer], weight_dtype: torch.dtype) -> list[Tensor]:
+    """Per tuned level, the largest ``|raw|`` whose natural value is finite where it is used:
+    in the weights' dtype at level 0, in the raw dtype above. ``lr`` is the raw value, ``sq``
+    its square (so the root of the limit), ``unit`` is ``(tanh+1)/2`` (finite for any finite
+    raw). The step compares the new raw values with these (``_gradients.finite_flags``)."""
+    out = []
+    for j, level in enumerate(levels[:-1]):
+        top = torch.finfo(weight_dtype if j == 0 else level.raw.dtype).max
+        bound = {"lr": top, "sq": math.sqrt(top), "unit": math.inf}
+        kinds = level._kinds(level.raw.numel())
+        out.append(torch.tensor([bound[kind] for _, kind in kinds], dtype=level.raw.dtype,
+                                device=level.raw.device))
+    return out
 
 
 def _key(name: str, level: int) -> str:
@@ -60,7 +79,8 @@ def _smaller(level: HyperOptimizer) -> str:
 
 
 def hyperparameter_message(levels: Sequence[HyperOptimizer], finite: Sequence[bool]) -> str:
-    """``finite``: one flag per entry of every tuned level (bottom-up, :func:`entry_names`)."""
+    """``finite``: one flag per raw entry of every tuned level (bottom-up, in the order of
+    :func:`entry_names`)."""
     names = [(j, name) for j, level in enumerate(levels[:-1]) for name in entry_names(level, j)]
     j, name = next(entry for entry, ok in zip(names, finite) if not ok)
     above = levels[j + 1]

@@ -7,7 +7,7 @@ r"""What happens to the gradients between the backward pass and the tower's upda
 
     (data parallel)  all ranks: [L, g, ∂L/∂h] ← mean over ranks   (one all_reduce, _distributed)
     (loss scaling)   [L, g, ∂L/∂h] ← [L, g, ∂L/∂h] / S            (the loss was S·L)
-    check            L, Σg, ∂L/∂h and the new hyperparameters are finite   (one host sync)
+    check            L, Σg, ∂L/∂h finite; new hyperparameters in range   (one host sync)
     (clipping)       g ← g · min(1, c / (‖g‖₂ + 1e-6))             (weights' gradients only)
 
 Why the hypergradients are divided by S once, not S²: the update that made w_t live was built
@@ -75,17 +75,18 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 
 
 def finite_flags(loss: Tensor, grads: Sequence[Tensor], hgrads: Sequence[Tensor | None],
-                 hyper: Sequence[Tensor]) -> tuple[bool, list[bool]]:
-    """``(loss, gradients and hypergradients all finite, [entry of hyper is finite, …])`` in one
-    host synchronisation. A gradient is judged by its sum (nan/inf propagate; accumulated in at
-    least float32, so an overflowing sum, entries ~1e34, counts as non-finite)."""
+                 raws: Sequence[Tensor], limits: Sequence[Tensor]) -> tuple[bool, list[bool]]:
+    """``(loss, gradients and hypergradients all finite, [|raw| <= limit for every entry of
+    every raw, …])`` in one host synchronisation. A gradient is judged by its sum (nan/inf
+    propagate; accumulated in at least float32, so an overflowing sum, entries ~1e34, counts as
+    non-finite); a NaN raw fails its comparison."""
     small = torch.cat([loss.detach().reshape(-1).double()]
                       + [g.sum(dtype=_acc_dtype(g)).reshape(1).double() for g in grads]
                       + [h.reshape(-1).double() for h in hgrads if h is not None])
-    values = [h.detach().reshape(-1).double() for h in hyper]
     flags = torch.cat([torch.isfinite(small).all().reshape(1)]
-                      + [torch.isfinite(v) for v in values]).tolist()
-    return bool(flags[0]), [bool(f) for f in flags[1:]]
+                      + [raw.detach().abs() <= limit for raw, limit in zip(raws, limits)])
+    out = flags.tolist()
+    return bool(out[0]), [bool(f) for f in out[1:]]
 
 
 def all_finite(tensors: Sequence[Tensor]) -> bool:

@@ -39,7 +39,8 @@ from torch.func import functional_call
 from . import _checkpoint
 from ._distributed import all_reduce_mean, broadcast_, module_state, resolve_group
 from ._divergence import (SKIP_MESSAGE, NonFiniteStepWarning, TowerDivergedError,
-                          hyperparameter_message, stuck_message, weights_message)
+                          hyperparameter_message, raw_limits, stuck_message,
+                          weights_message)
 from ._gradients import (ScalerView, all_finite, clip_grad_norm_, finite_flags, owned,
                          unscale_)
 from ._live import LiveTower
@@ -110,6 +111,7 @@ class HyperModule(nn.Module):
         self._levels[0].bind(len(self._params), like)
         for below, level in zip(self._levels, self._levels[1:]):
             level.bind(below.raw.numel(), like)
+        self._limits = raw_limits(self._levels, self._narrowest)
         self._tower = LiveTower(self._levels, self._params, fused)
         self._tower.rebuild()
 
@@ -200,11 +202,8 @@ class HyperModule(nn.Module):
         saved = [(lv.raw, lv.state, lv.step_count, lv.last) for lv in levels]
         for k in range(len(levels) - 1, 0, -1):
             self._tower.update_hyper(k, hgrads[k - 1])
-        hyper = [torch.cat([v.reshape(-1) for v in lv.natural(lv.raw.detach()).values()])
-                 for lv in levels[:-1]]
-        if hyper:  # level 0's hyperparameters act in the weights' dtype: in range there too
-            hyper[0] = hyper[0].to(self._narrowest)
-        grads_ok, hyper_ok = finite_flags(value, g, hgrads, hyper)
+        grads_ok, hyper_ok = finite_flags(value, g, hgrads, [lv.raw for lv in levels[:-1]],
+                                          self._limits)
         if not (grads_ok and all(hyper_ok)):
             for lv, (raw, state, count, last) in zip(levels, saved):
                 lv.raw, lv.state, lv.step_count, lv.last = raw, state, count, last
