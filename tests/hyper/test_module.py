@@ -1,7 +1,8 @@
 """``HyperModule`` bookkeeping: resume, bad input, real-world modules, memory and errors.
 
 * ``state_dict``/``load_state_dict`` (through ``torch.save``/``torch.load(weights_only=True)``)
-  resumes a run bit-for-bit like the uninterrupted one.
+  resumes a run bit-for-bit like the uninterrupted one, and a state saved with ``fused=True``
+  continues with ``fused=False`` (and back) on the same trajectory.
 * A non-finite loss skips the step with a warning and changes nothing; the run then continues
   exactly as if the bad batch had never been seen.
 * BatchNorm buffers, tied parameters and train/eval behave as with the bare model, and the
@@ -71,6 +72,30 @@ def test_resume_equals_uninterrupted_run(text: str) -> None:
     assert resumed.hyperparameters() == full.hyperparameters()
     for a, b in zip(_snapshot(resumed), _snapshot(full)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("saved_fused", [True, False])
+@pytest.mark.parametrize("text", ["adam(1e-2)/sgd(1e-5)", "sgd(0.05)/sgd(1e-3)",
+                                  "sgdperparam(0.05)/sgd(1e-3)", "adamlr(1e-2)/adam(1e-4)"])
+def test_state_loads_across_fused_settings(text: str, saved_fused: bool) -> None:
+    """A state saved with fused=True continues with fused=False (and back) on the same
+    trajectory (float64; the two paths agree to rounding)."""
+    batches = [(x.double(), y) for x, y in _data(10)]
+    full = hyper.HyperModule(_net().double(), hyper.parse(text), fused=saved_fused)
+    _run(full, batches)
+    first = hyper.HyperModule(_net().double(), hyper.parse(text), fused=saved_fused)
+    _run(first, batches[:5])
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    other = hyper.HyperModule(_net(seed=1).double(), hyper.parse(text), fused=not saved_fused)
+    assert bool(other._tower.fast_path()) != bool(first._tower.fast_path())
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    _run(other, batches[5:])
+    for a, b in zip(other.hyperparameters(), full.hyperparameters(), strict=True):
+        assert a == pytest.approx(b, rel=1e-10)
+    for p, q in zip(other.model.parameters(), full.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("text", STACKS)
@@ -189,11 +214,12 @@ def test_memory_flat_over_2000_steps(text: str, one_thread: None) -> None:
             net.step(F.cross_entropy(net(x), y))
             if step == 199:
                 gc.collect()
-                rss, nodes = _rss_mib(), _graph_nodes(net._live + [lv.raw for lv in net._levels])
+                live = net._tower.live + [lv.raw for lv in net._levels]
+                rss, nodes = _rss_mib(), _graph_nodes(live)
     gc.collect()
     # one leaked weight copy per step would be 1800 × 77 kB ≈ 140 MiB
     assert _rss_mib() - rss < 20
-    assert _graph_nodes(net._live + [lv.raw for lv in net._levels]) == nodes > 0
+    assert _graph_nodes(net._tower.live + [lv.raw for lv in net._levels]) == nodes > 0
     assert gc.collect() == 0  # no reference cycles created by the steps
 
 

@@ -10,11 +10,12 @@ NeurIPS 2022): optimisers whose hyperparameters are tuned online by other optimi
 
 See ``docs/hyper.md``.
 """
-from .module import HyperModule, NonFiniteStepWarning
+from ._divergence import NonFiniteStepWarning, TowerDivergedError
+from .module import HyperModule
 from .optimizers import (OPTIMIZERS, SGD, AdaGrad, Adam, AdamLR, HyperOptimizer, RMSProp,
                          RMSPropLR, SGDPerParam)
 from .parse import StackSyntaxError, parse
 
-__all__ = ["HyperModule", "NonFiniteStepWarning", "HyperOptimizer", "SGD", "SGDPerParam",
-           "AdaGrad", "RMSProp", "RMSPropLR", "Adam", "AdamLR", "OPTIMIZERS", "parse",
-           "StackSyntaxError"]
+__all__ = ["HyperModule", "NonFiniteStepWarning", "TowerDivergedError", "HyperOptimizer", "SGD",
+           "SGDPerParam", "AdaGrad", "RMSProp", "RMSPropLR", "Adam", "AdamLR", "OPTIMIZERS",
+           "parse", "StackSyntaxError"]

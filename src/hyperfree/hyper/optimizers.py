@@ -98,11 +98,15 @@ class HyperOptimizer:
     def _defaults(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def __repr__(self) -> str:
+    def own_repr(self) -> str:
+        """This level alone as stack text, e.g. ``sgd(lr=0.001)`` (no hyperoptimiser)."""
         defaults = self._defaults()
         shown = [f"{k}={v!r}" for k, v in self._config().items()
                  if k == "lr" or v != defaults.get(k)]
-        own = f"{self.name}({', '.join(shown)})"
+        return f"{self.name}({', '.join(shown)})"
+
+    def __repr__(self) -> str:
+        own = self.own_repr()
         return own if self.optimizer is None else f"{own} / {self.optimizer!r}"
 
     def levels(self) -> list[HyperOptimizer]:
