@@ -1,6 +1,7 @@
 """The model registry's API: the registered names, defaults, and the ValueErrors for bad names
-and flags (unknown model, a flag the model does not use, out-of-range or non-integer values,
-bad registrations). Run: ``.venv/bin/python -m pytest -q tests/models``.
+and flags (unknown model, a flag the model does not use — depth/width, and heads/seq_len/
+tie_weights for models without them —, out-of-range or non-integer values, bad registrations).
+Run: ``.venv/bin/python -m pytest -q tests/models``.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from hyperfree.models import ModelInfo, create_model, get_model_info, list_models, register_model
+from hyperfree.models import (ModelInfo, create_model, get_model_info, list_models,
+                              register_model, resolve_flags)
 
 EXPECTED = {"fcn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
             "resnet50_imagenet", "resnet_small", "char_lstm"}
@@ -101,3 +103,19 @@ def test_bad_registrations_are_rejected_without_side_effects() -> None:
     with pytest.raises(ValueError, match="'fcn' is already registered"):
         register_model("fcn", description="x")(lambda **kw: nn.Identity())
     assert list_models() == before
+
+
+@pytest.mark.parametrize("flag,value", [("heads", 2), ("seq_len", 16), ("tie_weights", True)])
+@pytest.mark.parametrize("name", ["fcn", "vgg11", "resnet_small"])
+def test_transformer_flags_are_refused_by_models_without_them(name: str, flag: str,
+                                                              value: object) -> None:
+    option = "--" + flag.replace("_", "-")
+    with pytest.raises(ValueError, match=f"model {name!r} has no {option} \\(got {value!r}\\)"):
+        create_model(name, **IMAGE, **{flag: value})
+
+
+def test_char_lstm_takes_seq_len_but_no_heads() -> None:
+    assert resolve_flags("char_lstm") == {"depth": 2, "width": 256, "seq_len": 128}
+    assert resolve_flags("char_lstm", seq_len=32)["seq_len"] == 32
+    with pytest.raises(ValueError, match="'char_lstm' has no --heads"):
+        resolve_flags("char_lstm", heads=2)

@@ -10,7 +10,8 @@ Importing this package imports every family module, which registers its variants
 from __future__ import annotations
 
 from . import fcn, lstm, resnet, vgg
-from ._registry import ModelInfo, create_model, get_model_info, list_models, register_model
+from ._registry import (MODEL_FLAGS, ModelInfo, create_model, get_model_info, list_models,
+                        register_model, resolve_flags)
 
-__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "register_model",
-           "fcn", "lstm", "resnet", "vgg"]
+__all__ = ["MODEL_FLAGS", "ModelInfo", "create_model", "get_model_info", "list_models",
+           "register_model", "resolve_flags", "fcn", "lstm", "resnet", "vgg"]
