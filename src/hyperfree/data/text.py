@@ -65,7 +65,7 @@ def read_text_splits(data_dir: Path, *, seq_len: int) -> tuple[list[str], Tensor
     """(vocab, train stream, test stream) of the text at ``data_dir``, int64 on the CPU.
 
     Raises DataError if the file is missing, not UTF-8, or too short: the train split must hold
-    at least ``2 T`` characters (one window at every offset) and the test split more than ``T``.
+    at least ``2 T`` characters (one window at every offset), the test split ``T + 1``.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len={seq_len} must be >= 1")
@@ -83,7 +83,7 @@ def read_text_splits(data_dir: Path, *, seq_len: int) -> tuple[list[str], Tensor
     train, test = stream[:cut], stream[cut:]
     if train.shape[0] < 2 * seq_len or test.shape[0] <= seq_len:
         raise DataError(f"{path}: {stream.shape[0]} characters is too short for seq_len={seq_len} "
-                        "(the 90% train split needs 2 seq_len, the 10% test split more than "
+                        "(the 90% train split needs 2 seq_len characters, the 10% test split "
                         "seq_len + 1); use a longer text or a smaller seq_len")
     return vocab, train, test
 
