@@ -63,7 +63,9 @@ def test_dataset_loads_and_batches(tmp_path, name):
                                                                 info.augment)
     _check_info(info, b)
     train = b.train_loader(4, seed=0)
-    assert isinstance(train, TensorLoader) == (b.train_x is not None)
+    # in-memory data -> TensorLoader; text trains on shifted grids of its stream instead
+    assert isinstance(train, TensorLoader) == (b.train_x is not None and b.train_stream is None)
+    assert (b.train_stream is not None) == (info.kind == "text")
     xb, yb = next(iter(train))
     assert xb.shape[0] == yb.shape[0] == 4
     if info.kind == "image":

@@ -1,6 +1,7 @@
 """The model registry's API: the registered names, defaults, and the ValueErrors for bad names
-and flags (unknown model, a flag the model does not use, out-of-range or non-integer values,
-bad registrations). Run: ``.venv/bin/python -m pytest -q tests/models``.
+and flags (unknown model, a flag the model does not use — depth/width, and heads/seq_len/
+tie_weights for models without them —, out-of-range or non-integer values, bad registrations).
+Run: ``.venv/bin/python -m pytest -q tests/models``.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from hyperfree.models import ModelInfo, create_model, get_model_info, list_models, register_model
+from hyperfree.models import (ModelInfo, create_model, get_model_info, list_models,
+                              register_model, resolve_flags)
 
 EXPECTED = {"fcn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
-            "resnet50_imagenet", "resnet_small", "char_lstm"}
+            "resnet50_imagenet", "resnet_small", "char_lstm", "gpt"}
 IMAGE = dict(in_channels=1, num_classes=10, image_size=28)
 
 
@@ -101,3 +103,38 @@ def test_bad_registrations_are_rejected_without_side_effects() -> None:
     with pytest.raises(ValueError, match="'fcn' is already registered"):
         register_model("fcn", description="x")(lambda **kw: nn.Identity())
     assert list_models() == before
+
+
+@pytest.mark.parametrize("flag,value", [("heads", 2), ("seq_len", 16), ("tie_weights", True)])
+@pytest.mark.parametrize("name", ["fcn", "vgg11", "resnet_small"])
+def test_transformer_flags_are_refused_by_models_without_them(name: str, flag: str,
+                                                              value: object) -> None:
+    option = "--" + flag.replace("_", "-")
+    with pytest.raises(ValueError, match=f"model {name!r} has no {option} \\(got {value!r}\\)"):
+        create_model(name, **IMAGE, **{flag: value})
+
+
+def test_char_lstm_takes_seq_len_but_no_heads() -> None:
+    assert resolve_flags("char_lstm") == {"depth": 2, "width": 256, "seq_len": 128}
+    assert resolve_flags("char_lstm", seq_len=32)["seq_len"] == 32
+    with pytest.raises(ValueError, match="'char_lstm' has no --heads"):
+        resolve_flags("char_lstm", heads=2)
+
+
+def test_gpt_defaults_and_flag_checks() -> None:
+    assert resolve_flags("gpt") == {"depth": 4, "width": 128, "heads": 4, "seq_len": 64,
+                                    "tie_weights": False}
+    info = get_model_info("gpt")
+    assert (info.input_kind, info.paper_exact) == ("tokens", False)
+    model = create_model("gpt", in_channels=0, num_classes=5, image_size=0, depth=1, width=6,
+                         heads=3, seq_len=4, tie_weights=True)
+    assert (len(model.blocks), model.cfg.heads, model.cfg.seq_len) == (1, 3, 4)
+    assert model.head.weight is model.tok_emb.weight
+    with pytest.raises(ValueError, match="--heads for 'gpt' must be an integer >= 1, got 0"):
+        resolve_flags("gpt", heads=0)
+    with pytest.raises(ValueError, match="--seq-len for 'gpt' must be an integer >= 1, got 2.5"):
+        resolve_flags("gpt", seq_len=2.5)
+    with pytest.raises(ValueError, match="--tie-weights for 'gpt' must be True or False, got 1"):
+        resolve_flags("gpt", tie_weights=1)
+    with pytest.raises(ValueError, match="unknown model flag\\(s\\) colour"):
+        resolve_flags("gpt", colour=3)

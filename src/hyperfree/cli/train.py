@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", default=S,
                    help="fetch missing dataset files (checksummed)")
     p.add_argument("--loss", choices=("mse", "xent"), default=S,
-                   help="objective: mse = the AGD paper's square loss (default), xent")
+                   help="objective: mse = the AGD paper's square loss (default on images), "
+                        "xent = cross-entropy (default on text)")
     p.add_argument("--optimizer", default=S, metavar="SPEC",
                    help=f"registry name ({', '.join(list_optimizers())}) or a hypergradient "
                         "stack such as 'sgd(0.01)/sgd(1e-4)' (default agd)")
@@ -53,10 +54,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=S, help="AGD's dimensionless gain (default 1)")
     p.add_argument("--epochs", type=int, default=S,
                    help=f"number of epochs (default {DEFAULT_EPOCHS}: ~2 min for the default run)")
+    p.add_argument("--steps", type=int, default=S, metavar="N",
+                   help="train for N optimiser steps instead of whole epochs (language models); "
+                        "not with --epochs")
+    p.add_argument("--eval-every", type=int, default=S, metavar="K",
+                   help="also evaluate and record every K steps (default: at epoch ends and "
+                        "the last step only)")
     p.add_argument("--train-bs", type=int, default=S, help="global training batch (default 128)")
     p.add_argument("--test-bs", type=int, default=S, help="evaluation batch (default 1000)")
     p.add_argument("--depth", type=int, default=S, help="model depth (fcn default 8)")
     p.add_argument("--width", type=int, default=S, help="model width (fcn default 256)")
+    p.add_argument("--heads", type=int, default=S,
+                   help="attention heads of a transformer (gpt default 4; width %% heads == 0)")
+    p.add_argument("--seq-len", type=int, default=S, metavar="T",
+                   help="context length of a token model and its text windows (gpt default 64, "
+                        "char_lstm 128)")
+    p.add_argument("--tie-weights", action="store_true", default=S,
+                   help="gpt: the output head shares the token embedding's matrix")
     p.add_argument("--seed", type=int, default=S, help="seed of init, order and augmentation")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=S,
                    help="auto = cuda if available else cpu (default)")
@@ -161,7 +175,8 @@ def _resume_hint(checkpoint: Path | None, out_dir: str | None) -> str:
 def _report(history: Any, cfg: Any) -> None:
     last = history.records[-1] if history.records else None
     if last is not None:
-        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4g}, "
-              f"train acc {last['train_acc']:.2%}, test acc {last['test_acc']:.2%}")
+        print(f"epoch {last['epoch']:.4g} (step {last['step']}): train loss "
+              f"{last['train_loss']:.4g}, train acc {last['train_acc']:.2%}, test loss "
+              f"{last['test_loss']:.4g}, test acc {last['test_acc']:.2%}")
     files = "config.json, metrics.jsonl, checkpoint.pt" + (", figure.png" if cfg.plots else "")
     print(f"results in {history.run_dir}/ ({files})")

@@ -20,7 +20,7 @@ from .cifar import CIFAR_LAYOUT, load_cifar_split
 from .download import download_file, safe_extract_tar
 from .idx import IDX_FILES, load_idx_split
 from .imagenet import ImageNetFactory
-from .text import load_text
+from .text import read_text_splits, windows
 
 __all__ = ["load_dataset", "list_datasets", "get_dataset_info"]
 
@@ -77,9 +77,12 @@ def _imagenet_builder(info: DatasetInfo, req: _Request) -> DataBundle:
 
 
 def _text_builder(info: DatasetInfo, req: _Request) -> DataBundle:
-    vocab, tx, ty, vx, vy = load_text(req.root, seq_len=req.seq_len, device=req.device)
+    vocab, train, test = read_text_splits(req.root, seq_len=req.seq_len)
+    (tx, ty), (vx, vy) = windows(train, req.seq_len), windows(test, req.seq_len)
     info = dataclasses.replace(info, num_classes=len(vocab), vocab=vocab)
-    return DataBundle(info, tx, ty, vx, vy)
+    dev = req.device
+    return DataBundle(info, tx.to(dev), ty.to(dev), vx.to(dev), vy.to(dev),
+                      train_stream=train.to(dev))
 
 
 _ENTRIES: dict[str, tuple[DatasetInfo, Builder]] = {
@@ -125,7 +128,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, download: boo
     """Load dataset ``name`` from ``data_dir`` onto ``device``.
 
     Image tensors are uint8 (N, C, H, W), labels int64 (N,); text gives int64 (N, seq_len)
-    windows and next-char targets. ImageNet returns loader factories instead of tensors.
+    windows and next-char targets (training batches: windows of seq_len on a grid shifted per
+    epoch, see ``DataBundle.train_stream``). ImageNet returns loader factories instead of tensors.
     ``download=True`` fetches missing MNIST/Fashion-MNIST/CIFAR files (from ``mirror`` if
     given) with checksum verification. Raises :class:`DataError` for missing/corrupt files.
     """

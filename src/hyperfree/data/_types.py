@@ -66,6 +66,11 @@ class DataBundle:
     the training device. Streamed datasets (ImageNet) leave them ``None`` and set ``factory``.
     Either way :meth:`train_loader` / :meth:`test_loader` give batch loaders with the
     :class:`~hyperfree.data.TensorLoader` interface.
+
+    A text dataset may also hold ``train_stream``, the int64 ``(L,)`` training text: training
+    batches then come from :class:`~hyperfree.data.text.ShiftedWindows` (windows of
+    ``T = train_x.shape[1]`` on a grid shifted per epoch) and ``train_x``/``train_y`` are only
+    the offset-0 grid. Test batches are always ``test_x``/``test_y``.
     """
 
     info: DatasetInfo
@@ -74,6 +79,7 @@ class DataBundle:
     test_x: Tensor | None = None
     test_y: Tensor | None = None
     factory: LoaderFactory | None = None
+    train_stream: Tensor | None = None
 
     def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                      num_workers: int = 0, drop_last: bool = False) -> BatchLoader:
@@ -90,6 +96,12 @@ class DataBundle:
         if self.train_x is None or self.train_y is None:
             raise ValueError("DataBundle has neither train_x/train_y nor a factory; build it "
                              "with load_dataset")
+        if self.train_stream is not None:
+            from .text import ShiftedWindows
+
+            return ShiftedWindows(self.train_stream, self.train_x.shape[1], batch_size,
+                                  seed=seed, drop_last=drop_last, rank=rank,
+                                  world_size=world_size)
         return TensorLoader(self.train_x, self.train_y, batch_size, shuffle=True,
                             augment=self.info.augment, mean=self.info.mean, std=self.info.std,
                             seed=seed, drop_last=drop_last, rank=rank, world_size=world_size)

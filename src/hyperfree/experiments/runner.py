@@ -40,21 +40,20 @@ _SUITE_DEFAULTS: Mapping[str, Any] = {"progress": False, "plots": False}
 
 
 class DataCache:
-    """Loaded datasets keyed by (name, data_dir, device): each is loaded once per cache."""
+    """Loaded datasets keyed by (name, data_dir, device, text window length): each is loaded
+    once per cache."""
 
     def __init__(self) -> None:
-        self._bundles: dict[tuple[str, str | None, str], Any] = {}
+        self._bundles: dict[tuple[str, str | None, str, Any], Any] = {}
 
     def get(self, cfg: TrainConfig) -> Any:
         """The DataBundle ``train(cfg)`` would load, loaded at most once."""
-        from hyperfree.data import load_dataset
-        from hyperfree.train import resolve_device
+        from hyperfree.train import load_data, model_flags, resolve_device
 
         device = resolve_device(cfg.device)
-        key = (cfg.dataset, cfg.data_dir, str(device))
+        key = (cfg.dataset, cfg.data_dir, str(device), model_flags(cfg).get("seq_len"))
         if key not in self._bundles:
-            self._bundles[key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir,
-                                              download=cfg.download, device=device)
+            self._bundles[key] = load_data(cfg, device)
         return self._bundles[key]
 
     def __len__(self) -> int:

@@ -32,11 +32,14 @@ class CharLSTM(nn.Module):
 
 
 @register_model("char_lstm", description="character-level LSTM language model (tokens in)",
-                input_kind="tokens", paper_exact=False, default_depth=2, default_width=256)
-def char_lstm(*, in_channels: int, num_classes: int, image_size: int, depth: int, width: int
-              ) -> CharLSTM:
+                input_kind="tokens", paper_exact=False, default_depth=2, default_width=256,
+                default_seq_len=128)
+def char_lstm(*, in_channels: int, num_classes: int, image_size: int, depth: int, width: int,
+              seq_len: int) -> CharLSTM:
     """LSTM of ``depth`` layers (default 2) and ``width`` units (256); vocabulary ``num_classes``.
 
-    ``in_channels`` and ``image_size`` are accepted for a uniform signature and ignored.
+    ``seq_len`` (default 128) is the length of the training windows; the LSTM itself runs on
+    sequences of any length, so the model does not keep it. ``in_channels`` and ``image_size``
+    are accepted for a uniform signature and ignored.
     """
     return CharLSTM(num_classes, depth=depth, width=width)

@@ -13,7 +13,8 @@ from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
-from .loop import FIGURE_NAME, History, TrainingInterrupted, build_model, resolve_device, train
+from .loop import (FIGURE_NAME, History, TrainingInterrupted, build_model, load_data,
+                   model_flags, resolve_device, train)
 from .losses import cross_entropy, get_loss, square_loss
 from .plots import plot_runs
 from .record import CONFIG_NAME, METRICS_NAME, read_config, read_metrics
@@ -22,6 +23,6 @@ __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointErr
            "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
            "check_resumable", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
            "init_distributed",
-           "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "resolve_device",
-           "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
+           "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "load_data",
+           "model_flags", "resolve_device", "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
            "METRICS_NAME", "read_config", "read_metrics"]

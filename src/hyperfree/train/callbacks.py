@@ -3,7 +3,8 @@
 A callback subclasses :class:`Callback` and overrides what it needs. ``on_step_end`` runs after
 every optimisation step, at a consistent point (weights updated, metrics accumulated): raising
 ``KeyboardInterrupt`` there makes the loop save a checkpoint that resumes exactly.
-``on_epoch_end`` receives the epoch's metrics record (already on the host).
+``on_epoch_end`` receives each metrics record (already on the host): one per epoch end, and
+also the mid-epoch ones of ``steps`` / ``eval_every`` runs (their ``epoch`` is fractional).
 """
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 # Fields that change what a run computes: a stored run may only be resumed if these are equal.
 RESUME_FIXED_FIELDS: tuple[str, ...] = ("arch", "dataset", "optimizer", "loss", "lr", "momentum",
-                                        "gain", "depth", "width", "seed", "train_bs")
+                                        "gain", "depth", "width", "seed", "train_bs", "heads",
+                                        "seq_len", "tie_weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,25 +32,37 @@ class TrainConfig:
 
     ``out_dir=None`` runs in memory (no config.json, metrics.jsonl, checkpoint or figure);
     ``resume=True`` continues the run stored in ``out_dir``. ``limit_batches`` caps the train
-    and test batches per epoch (for tests). ``rel_update_samples`` is how many steps per epoch
-    measure the relative update size ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the
-    progress bar syncs with the device.
+    and test batches per epoch (for tests; a text dataset is always evaluated on its whole test
+    split). ``rel_update_samples`` is how many steps per epoch measure the relative update size
+    ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the progress bar syncs with the device.
+
+    Run length: ``epochs`` (default :data:`DEFAULT_EPOCHS`) or ``steps`` optimiser steps, not
+    both; ``steps`` leaves ``epochs`` ``None``. A record (evaluation, metrics line, checkpoint)
+    is written at every epoch end reached, at the last step, and every ``eval_every`` steps if
+    it is set. ``loss=None`` is the dataset's default: ``mse`` (the AGD paper's square loss) for
+    images, ``xent`` for text. ``depth``, ``width``, ``heads``, ``seq_len`` (a token model's
+    context and training window length) and ``tie_weights`` ``None`` = the model's default.
     """
 
     arch: str = "fcn"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
-    loss: str = "mse"
+    loss: str | None = None
     optimizer: str = "agd"
     lr: float | None = None
     momentum: float | None = None
     gain: float | None = None
-    epochs: int = DEFAULT_EPOCHS
+    epochs: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
     train_bs: int = 128
     test_bs: int = 1000
     depth: int | None = None
     width: int | None = None
+    heads: int | None = None
+    seq_len: int | None = None
+    tie_weights: bool | None = None
     seed: int = 0
     device: str = "auto"
     out_dir: str | None = None
@@ -62,12 +75,22 @@ class TrainConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        if self.loss not in _LOSSES:
+        if self.loss is not None and self.loss not in _LOSSES:
             raise ValueError(f"loss {self.loss!r} is not one of {', '.join(_LOSSES)}")
         if self.device not in _DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device {self.device!r} is not one of {', '.join(_DEVICES)}")
-        for name in ("epochs", "train_bs", "test_bs", "log_every"):
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"give steps ({self.steps}) or epochs ({self.epochs}), not both: "
+                             "a run's length is counted in one of them")
+        if self.steps is None and self.epochs is None:
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)  # frozen: normalise in place
+        for name in ("train_bs", "test_bs", "log_every"):
             _require_int(name, getattr(self, name), 1)
+        for name in ("epochs", "steps", "eval_every", "heads", "seq_len"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), 1)
+        if self.tie_weights is not None and not isinstance(self.tie_weights, bool):
+            raise ValueError(f"tie_weights must be True, False or None, got {self.tie_weights!r}")
         for name in ("rel_update_samples", "num_workers"):
             _require_int(name, getattr(self, name), 0)
         if self.limit_batches is not None:
@@ -90,7 +113,15 @@ class TrainConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (validated again)."""
+        """A copy with ``changes`` applied (validated again).
+
+        The run length is one setting in two units: a change of ``steps`` alone clears
+        ``epochs`` and a change of ``epochs`` alone clears ``steps``.
+        """
+        if "steps" in changes and "epochs" not in changes:
+            changes = {**changes, "epochs": None}
+        elif "epochs" in changes and "steps" not in changes:
+            changes = {**changes, "steps": None}
         return dataclasses.replace(self, **changes)
 
 

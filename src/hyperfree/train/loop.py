@@ -4,13 +4,21 @@ One run, in the code's symbols::
 
     torch.manual_seed(seed); model = create_model(arch, ...); stepper = build_optimizer(...)
     stepper.init_weights()                       # AGD: orthogonal init (Bernstein et al. 2023)
-    for epoch e:                                  # resumes at (epoch, batch) from checkpoint.pt
-        for (x, y) in train batches of epoch e:   # order/augmentation = f(seed, e)
+    for epoch e, until `epochs` epochs or `steps` steps are done:  # resumes at (epoch, batch)
+        for (x, y) in train batches of epoch e:   # order/augmentation/text offset = f(seed, e)
             loss = loss_fn(stepper.module(x), y)  # square loss or cross-entropy (losses.py)
             logs = stepper.step(loss)             # backward + update; e.g. {"eta": η}
             accumulate loss, hits, logs on device # (stats.py) — no per-step sync
-        evaluate on the test set; write metrics.jsonl, checkpoint.pt (atomic)
+            at the last step or every `eval_every` steps: RECORD
+        at the epoch's end: RECORD
     write figure.png
+
+    RECORD = evaluate on the test set; append the metrics of the steps since the previous
+             record to metrics.jsonl; write checkpoint.pt (atomic)
+
+On a text dataset the evaluation is the language-model metric: ``test_loss`` is the next-token
+cross-entropy in nats, token-weighted over every window of the whole test split (see
+:meth:`_Run.evaluate`), whatever the training loss.
 
 The optimiser comes only from the registry (``hyperfree.optim.registry.build_optimizer``), so
 AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,13 +46,13 @@ from .callbacks import Callback, StepInfo
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, check_resumable
 from .distributed import SINGLE, DistContext
-from .losses import correct_count, get_loss
+from .losses import correct_count, cross_entropy, get_loss
 from .progress import Progress
 from .record import append_metrics, environment, write_config, write_metrics
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
 
 __all__ = ["History", "TrainingInterrupted", "train", "resolve_device", "build_model",
-           "FIGURE_NAME"]
+           "model_flags", "default_loss", "load_data", "FIGURE_NAME"]
 
 FIGURE_NAME = "figure.png"
 
@@ -91,7 +100,27 @@ def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
         raise ValueError(f"model {arch!r} takes {kind} input but dataset {info.name!r} is "
                          f"{info.kind}; pick a matching --arch/--dataset pair")
     return create_model(arch, in_channels=info.in_channels, num_classes=info.num_classes,
-                        image_size=info.image_size, depth=cfg.depth, width=cfg.width)
+                        image_size=info.image_size, **_given_flags(cfg))
+
+
+def _given_flags(cfg: TrainConfig) -> dict[str, Any]:
+    return dict(depth=cfg.depth, width=cfg.width, heads=cfg.heads, seq_len=cfg.seq_len,
+                tie_weights=cfg.tie_weights)
+
+
+def model_flags(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg.arch``'s architecture flags, validated, with the model's defaults filled in.
+
+    Checked before any data is loaded; ``seq_len`` (token models) also sets the text windows.
+    """
+    from hyperfree.models import resolve_flags
+
+    return resolve_flags(cfg.arch, **_given_flags(cfg))
+
+
+def default_loss(info: Any) -> str:
+    """The objective when ``loss`` is not given: ``xent`` on text, else the paper's ``mse``."""
+    return "xent" if info.kind == "text" else "mse"
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> Path | None:
@@ -111,7 +140,9 @@ class _Run:
                  bundle: Any, callbacks: Sequence[Callback], run_dir: Path | None) -> None:
         self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, run_dir
         self.callbacks = list(callbacks)
-        self.loss_fn = get_loss(cfg.loss)
+        self.loss_name = cfg.loss or default_loss(bundle.info)
+        self.loss_fn = get_loss(self.loss_name)
+        self.text = bundle.info.kind == "text"
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, bundle.info).to(device)
         self.stepper = build_optimizer(cfg.optimizer, self.model,
@@ -129,7 +160,13 @@ class _Run:
         self.at_boundary = True
         self.train_seconds = 0.0
         self.forward: nn.Module = self.stepper.module
-        self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=cfg.epochs)
+        self.epoch_len = self._limit(self.train_loader)
+        if self.epoch_len == 0:
+            raise ValueError(f"the training set gives no batch of train_bs={cfg.train_bs}; use a "
+                             "smaller --train-bs")
+        epochs = cfg.epochs or math.ceil((cfg.steps or 0) / max(self.epoch_len, 1))
+        self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=epochs)
+        self._open: tuple[int, Any] | None = None  # (epoch, its batch iterator at self.batch)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint's model, stepper, position, accumulators and RNG state."""
@@ -167,21 +204,45 @@ class _Run:
         save_checkpoint(path, self.payload())
         return path
 
-    def train_epoch(self) -> None:
-        """Steps ``self.batch .. n-1`` of epoch ``self.epoch`` (no host sync but the bar's)."""
-        cfg, n = self.cfg, self._limit(self.train_loader)
+    def finished(self) -> bool:
+        """Whether the run has done its ``epochs`` epochs or its ``steps`` steps."""
+        if self.cfg.steps is not None:
+            return self.global_step >= self.cfg.steps
+        return self.epoch >= self.cfg.epochs
+
+    def segment_end(self) -> int:
+        """The batch (exclusive) of this epoch where training stops for the next record."""
+        cfg, left = self.cfg, math.inf
+        if cfg.steps is not None:
+            left = cfg.steps - self.global_step
+        if cfg.eval_every is not None:
+            left = min(left, cfg.eval_every - self.global_step % cfg.eval_every)
+        return int(min(self.epoch_len, self.batch + left))
+
+    def _batches(self, n: int) -> Any:
+        """This epoch's batch iterator, positioned at ``self.batch``."""
+        if self._open is None or self._open[0] != self.epoch:
+            self.train_loader.set_epoch(self.epoch)
+            batches = itertools.islice(iter(self.train_loader), n)
+            for _ in range(self.batch):  # resume mid-epoch: replay the order, skip the work
+                next(batches)
+            self._open = (self.epoch, batches)
+        return self._open[1]
+
+    def train_epoch(self, stop: int | None = None) -> None:
+        """Steps ``self.batch .. stop-1`` of epoch ``self.epoch`` (default: to the epoch's end;
+        no host sync but the bar's)."""
+        cfg, n = self.cfg, self.epoch_len
+        stop = n if stop is None else stop
         sample = sampled_steps(n, cfg.rel_update_samples)
         weights = weight_tensors(self.model) if sample else []
-        self.train_loader.set_epoch(self.epoch)
-        batches = itertools.islice(iter(self.train_loader), n)
-        for _ in range(self.batch):  # resume mid-epoch: replay the order, skip the work
-            next(batches)
+        batches = self._batches(n)
         self.epoch_t0 = time.perf_counter() - self.stats.seconds
         self.forward.train()
         _hook(self.stepper, "train")
         self.progress.start(self.epoch, n, self.batch)
         shown = self.batch
-        for i, (x, y) in zip(range(self.batch, n), batches):
+        for i, (x, y) in zip(range(self.batch, stop), batches):
             self.at_boundary = False
             before = [w.detach().clone() for w in weights] if i in sample else None
             logits = self.forward(x)
@@ -203,63 +264,91 @@ class _Run:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced."""
+        """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced.
+
+        On text, over every test window whatever ``limit_batches``: with the test stream ``u``
+        of ``m`` tokens and ``N = (m - 1) // T`` windows, the scored targets are
+        ``u[1 : N T + 1]`` (every test character but the first and the last ``m - 1 - N T < T``),
+        target ``u[iT + t + 1]`` predicted from ``u[iT : iT + t + 1]`` (its own window only).
+        ``test_loss = Σ_tokens (logsumexp(f) − f_y) / (N T)`` in nats (each batch's mean weighted
+        by its token count), ``test_acc`` the fraction of argmax hits.
+        """
         module = self.stepper.module
         _hook(self.stepper, "eval")  # e.g. Schedule-Free evaluates at its averaged point
         module.eval()
         stats = EpochStats(self.device)
         self.test_loader.set_epoch(0)
-        for x, y in itertools.islice(iter(self.test_loader), self._limit(self.test_loader)):
+        loss_fn = cross_entropy if self.text else self.loss_fn
+        n = len(self.test_loader) if self.text else self._limit(self.test_loader)
+        for x, y in itertools.islice(iter(self.test_loader), n):
             logits = module(x)
-            stats.add_batch(self.loss_fn(logits, y), correct_count(logits, y), y.numel())
+            stats.add_batch(loss_fn(logits, y), correct_count(logits, y), y.numel())
         module.train()
         _hook(self.stepper, "train")
         out = stats.summary("test", self.dist)
         return {"test_loss": out["test_loss"], "test_acc": out["test_acc"]}
 
+    def end_segment(self) -> dict[str, Any]:
+        """Record at the epoch's end (then advance to the next epoch) or mid-epoch.
+
+        A mid-epoch record's ``epoch`` is fractional: completed epochs + batch / batches.
+        """
+        if self.batch >= self.epoch_len:
+            return self.end_epoch()
+        return self._record(self.epoch + self.batch / self.epoch_len, next_epoch=False)
+
     def end_epoch(self) -> dict[str, Any]:
         """Summarise, record, checkpoint; advance to the next epoch."""
-        record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step}
+        return self._record(self.epoch + 1, next_epoch=True)
+
+    def _record(self, epoch: float, *, next_epoch: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": epoch, "step": self.global_step}
         record.update(self.stats.summary("train", self.dist))
         record.update(self.evaluate())
         record["train_seconds"] = self.train_seconds
         record["seconds"] = time.perf_counter() - self.epoch_t0
         self.records.append(record)
-        self.epoch, self.batch = self.epoch + 1, 0
+        if next_epoch:
+            self.epoch, self.batch, self._open = self.epoch + 1, 0, None
         self.stats = EpochStats(self.device)
         self.epoch_t0 = time.perf_counter()
         if self.run_dir is not None and self.dist.is_main:
             append_metrics(self.run_dir, record)
             self.save()
         for cb in self.callbacks:
-            cb.on_epoch_end(record["epoch"] - 1, record)
+            cb.on_epoch_end(math.ceil(record["epoch"]) - 1, record)
         return record
 
 
-def _load_bundle(cfg: TrainConfig, device: torch.device) -> Any:
+def load_data(cfg: TrainConfig, device: torch.device) -> Any:
+    """``cfg``'s dataset on ``device``; a text dataset in windows of the model's ``seq_len``."""
     from hyperfree.data import load_dataset
 
+    flags = model_flags(cfg)
+    window = {"seq_len": flags["seq_len"]} if "seq_len" in flags else {}
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                        device=device)
+                        device=device, **window)
 
 
 def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistContext = SINGLE,
           data: Any = None) -> History:
     """Run ``cfg`` and return its :class:`History`.
 
-    ``data`` is an already loaded ``DataBundle`` (default: ``load_dataset(cfg.dataset, ...)``);
+    ``data`` is an already loaded ``DataBundle`` (default: ``load_dataset(cfg.dataset, ...)``,
+    text windows of the model's ``seq_len``; a given bundle keeps its own window length);
     ``dist`` is an initialised process-group context (default: one process). Raises ValueError
     (bad settings, unknown names, a run dir that holds another run), ``CheckpointError`` (resume
     from a missing/corrupt checkpoint) and :class:`TrainingInterrupted` on Ctrl-C.
     """
     device = resolve_device(cfg.device, dist)
+    flags = model_flags(cfg)
     run_dir = _prepare_run_dir(cfg)
     ckpt = None
     if cfg.resume:
         assert run_dir is not None  # TrainConfig enforces out_dir with resume
         ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
         check_resumable(ckpt["config"], cfg)
-    bundle = data if data is not None else _load_bundle(cfg, device)
+    bundle = data if data is not None else load_data(cfg, device)
     run = _Run(cfg, dist, device, bundle, callbacks, run_dir)
     if ckpt is not None:
         run.restore(ckpt)
@@ -268,12 +357,13 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
         run_dir.mkdir(parents=True, exist_ok=True)
         n_params = sum(p.numel() for p in run.model.parameters())
         write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
-                     {"num_parameters": n_params})
+                     {"num_parameters": n_params,
+                      "resolved": {"loss": run.loss_name, "model": flags}})
         write_metrics(run_dir, run.records)
     try:
-        while run.epoch < cfg.epochs:
-            run.train_epoch()
-            run.end_epoch()
+        while not run.finished():
+            run.train_epoch(run.segment_end())
+            run.end_segment()
     except KeyboardInterrupt:
         run.progress.close()
         saved = run.save() if run.at_boundary else None
