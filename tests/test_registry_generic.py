@@ -58,12 +58,13 @@ def test_unknown_name_is_one_line_listing_the_choices() -> None:
         reg.unregister("z")
 
 
-def test_the_domains_share_the_one_class() -> None:
+def test_the_four_domains_share_the_one_class() -> None:
     from hyperfree.data import _registry as data_registry
     from hyperfree.experiments import _spec
     from hyperfree.models import _registry as model_registry
+    from hyperfree.train import optimizers
 
-    kinds = {m._REGISTRY.kind for m in (data_registry, _spec, model_registry)}
-    assert kinds == {"dataset", "experiment", "model"}
-    for module in (data_registry, _spec, model_registry):
+    kinds = {m._REGISTRY.kind for m in (data_registry, _spec, model_registry, optimizers)}
+    assert kinds == {"dataset", "experiment", "model", "optimiser"}
+    for module in (data_registry, _spec, model_registry, optimizers):
         assert type(module._REGISTRY) is Registry

@@ -14,9 +14,7 @@ from hyperfree.experiments import (PROFILES, Experiment, RunSpec, get_experiment
                                    list_experiments, plan_runs, register_experiment)
 from hyperfree.experiments._verdicts import depth_verdict
 from hyperfree.hyper import parse
-from hyperfree.optim import peers  # noqa: F401  (registers the peers)
-from hyperfree.optim.registry import get_optimizer_info
-from hyperfree.train import TrainConfig
+from hyperfree.train import TrainConfig, get_optimizer_info
 
 EXPERIMENTS = list_experiments()
 

@@ -30,8 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the ``train`` flags (all default to SUPPRESS = not given)."""
     from hyperfree.data import list_datasets
     from hyperfree.models import list_models
-    from hyperfree.optim.registry import list_optimizers
-    from hyperfree.train import DEFAULT_EPOCHS
+    from hyperfree.train import DEFAULT_EPOCHS, list_optimizers
 
     S = argparse.SUPPRESS
     p.set_defaults(resume=None)

@@ -182,9 +182,6 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
     (once) before the first run, so missing data fails fast with the loader's error.
     ``callbacks`` go to every ``train`` call (e.g. a StopFlag for Ctrl-C).
     """
-    import hyperfree.hyper.integration  # noqa: F401  (towers' spec parser)
-    import hyperfree.optim.peers  # noqa: F401  (peer optimisers' registry entries)
-
     exp = name if isinstance(name, Experiment) else get_experiment(name)
     plan = plan_runs(exp, profile, seeds=seeds, runs_dir=runs_dir, device=device,
                      data_dirs=data_dirs)

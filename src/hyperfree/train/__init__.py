@@ -3,11 +3,15 @@
 >>> from hyperfree.train import TrainConfig, train
 >>> history = train(TrainConfig(epochs=1, out_dir=None, progress=False))  # doctest: +SKIP
 
-Modules: config (TrainConfig), loop (train), losses, stats (device-side metrics), checkpoint,
-record (config.json, metrics.jsonl), plots (Figure-4-style PNGs), distributed (DDP context),
-progress (tqdm bar), callbacks.
+Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives),
+optimizers (the optimiser registry and its built-in entries agd, sgd, adam), peers (third-party
+learning-rate-free optimisers), towers (hypergradient stacks), losses, stats (device-side
+metrics), checkpoint, record (config.json, metrics.jsonl), plots (Figure-4-style PNGs),
+distributed (DDP context), progress (tqdm bar), callbacks.
 """
 from __future__ import annotations
+
+from . import peers, towers  # noqa: F401  (register their optimiser entries)
 
 from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
@@ -15,8 +19,11 @@ from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
 from .loop import FIGURE_NAME, History, TrainingInterrupted, build_model, resolve_device, train
 from .losses import cross_entropy, get_loss, square_loss
+from .optimizers import (OptimArgs, OptimInfo, build_optimizer, get_optimizer_info,
+                         list_optimizers, register_optimizer, register_spec_parser)
 from .plots import plot_runs
 from .record import CONFIG_NAME, METRICS_NAME, read_config, read_metrics
+from .steppers import Stepper, TorchStepper
 
 __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
@@ -24,4 +31,6 @@ __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointErr
            "init_distributed",
            "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "resolve_device",
            "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
-           "METRICS_NAME", "read_config", "read_metrics"]
+           "METRICS_NAME", "read_config", "read_metrics", "OptimArgs", "OptimInfo",
+           "build_optimizer", "get_optimizer_info", "list_optimizers", "register_optimizer",
+           "register_spec_parser", "Stepper", "TorchStepper"]

@@ -12,8 +12,8 @@ One run, in the code's symbols::
         evaluate on the test set; write metrics.jsonl, checkpoint.pt (atomic)
     write figure.png
 
-The optimiser comes only from the registry (``hyperfree.optim.registry.build_optimizer``), so
-AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
+The optimiser comes only from the registry (:func:`~hyperfree.train.optimizers.build_optimizer`),
+so AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
 ``DistributedDataParallel`` the forward pass goes through the DDP wrapper (gradients are averaged
 in backward), each rank takes its share of the global batch, metrics are reduced across ranks
 and only rank 0 writes files or shows progress. ``KeyboardInterrupt`` at a step boundary (e.g.
@@ -31,16 +31,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from hyperfree.optim.registry import OptimArgs, Stepper, build_optimizer
-
 from .callbacks import Callback, StepInfo
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, check_resumable
 from .distributed import SINGLE, DistContext
 from .losses import correct_count, get_loss
+from .optimizers import OptimArgs, build_optimizer
 from .progress import Progress
 from .record import append_metrics, environment, write_config, write_metrics
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
+from .steppers import Stepper
 
 __all__ = ["History", "TrainingInterrupted", "train", "resolve_device", "build_model",
            "FIGURE_NAME"]

@@ -1,7 +1,7 @@
 """Registry entries for the learning-rate-free optimisers people use (the ``peers`` extra).
 
 Each entry wraps a third-party optimiser, at its documented defaults, as a
-:class:`~hyperfree.optim.registry.Stepper`, so ``hyperfree train --optimizer prodigy`` and the
+:class:`~hyperfree.train.steppers.Stepper`, so ``hyperfree train --optimizer prodigy`` and the
 ``peers`` experiment drive it exactly like AGD. None of them takes ``--lr``/``--momentum``/
 ``--gain``: the point of the race is that nobody tunes anything. A missing package raises a
 one-line ``ValueError`` naming it (``pip install 'hyperfree[peers]'``).
@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .registry import OptimArgs, Stepper, TorchStepper, register_optimizer
+from .optimizers import OptimArgs, register_optimizer
+from .steppers import Stepper, TorchStepper
 
 __all__ = ["PEER_PACKAGES", "import_peer", "ScheduleFreeStepper", "DoGStepper", "GdtuoStepper"]
 

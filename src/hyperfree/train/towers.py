@@ -1,8 +1,8 @@
-"""Hook the towers into the optimiser registry: ``build_optimizer("adam(1e-3)/sgd(1e-5)", ...)``.
+"""The towers in the harness: ``build_optimizer("adam(1e-3)/sgd(1e-5)", ...)``.
 
-Importing this module registers :func:`parse_spec` with
-:func:`hyperfree.optim.registry.register_spec_parser`; the harness then accepts every stack that
-:func:`hyperfree.hyper.parse` accepts (``hyperfree train --optimizer "sgd(0.01)/sgd(1e-4)"``).
+Importing this module (the package's ``__init__`` does) registers :func:`parse_spec` with
+:func:`hyperfree.train.optimizers.register_spec_parser`; the harness then accepts every stack
+that :func:`hyperfree.hyper.parse` accepts (``hyperfree train --optimizer "sgd(0.01)/sgd(1e-4)"``).
 The stepper logs every hyperparameter of every level (``lr``, ``momentum``, ``alpha``,
 ``beta1``, ``beta2`` for level 0; ``lr@1`` … for level 1, …). Towers are single-process only.
 """
@@ -13,16 +13,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..optim.registry import OptimArgs, Stepper, register_spec_parser
-from .module import HyperModule
-from .optimizers import OPTIMIZERS
-from .parse import parse
+from hyperfree.hyper import OPTIMIZERS, HyperModule, parse
+
+from .optimizers import OptimArgs, register_spec_parser
+from .steppers import Stepper
 
 __all__ = ["HyperStepper", "parse_spec"]
 
 
 class HyperStepper:
-    """The registry's :class:`~hyperfree.optim.registry.Stepper` around a :class:`HyperModule`."""
+    """The :class:`~hyperfree.train.steppers.Stepper` around a :class:`HyperModule`."""
 
     def __init__(self, module: HyperModule) -> None:
         self.module = module
