@@ -37,7 +37,7 @@ def git_commit(directory: str | os.PathLike[str]) -> str | None:
 
 def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """Versions, git commit, host and device of this process."""
-    from hyperfree import __version__
+    from hyperfree._version import __version__
 
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
