@@ -13,12 +13,11 @@ import argparse
 import datetime
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
 
 __all__ = ["add_arguments", "run", "config_from_args", "default_out_dir"]
 
@@ -69,9 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hide the progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
-    p.add_argument("--threads", type=int, default=S, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a CPU "
-                        "shared with other jobs)")
+    add_threads_flag(p, default=S)
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
 
 
@@ -117,33 +114,20 @@ def _dist_context(device: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print where the results went. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.train import StopFlag, TrainingInterrupted, close_distributed, train
+    from hyperfree.train import TrainingInterrupted, close_distributed, train
 
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    set_threads(getattr(args, "threads", None))
     cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
     dist = _dist_context(cfg.device)
-    stop = StopFlag()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
-        stop.request()  # training: stop at the next step boundary; before it: at once
-
-    signal.signal(signal.SIGINT, on_sigint)
     try:
-        history = train(cfg, callbacks=[stop], dist=dist)
+        with stop_on_ctrl_c() as stop:
+            history = train(cfg, callbacks=[stop], dist=dist)
     except KeyboardInterrupt as exc:
         if dist.is_main:
-            where = getattr(exc, "checkpoint", None) if isinstance(exc, TrainingInterrupted) \
-                else None
+            where = exc.checkpoint if isinstance(exc, TrainingInterrupted) else None
             print(f"\ninterrupted: {_resume_hint(where, cfg.out_dir)}", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, previous)
         close_distributed(dist)
     if dist.is_main:
         _report(history, cfg)
