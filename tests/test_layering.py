@@ -7,7 +7,8 @@ and the towers (``hyper``), which know nothing of each other; models and dataset
 ``__main__``). Every ``import`` and ``from ... import`` in every module is read with ``ast``,
 including those inside functions, and relative imports are resolved. No module may import a
 ``hyperfree`` module by string (``importlib.import_module``/``__import__``): the direction of
-every dependency is visible in the import statements.
+every dependency is visible in the import statements. And no module names a path outside the
+package (``../shared/...``): data locations come from the caller.
 
 Run: .venv/bin/python -m pytest -q tests/test_layering.py
 """
@@ -101,6 +102,17 @@ def _string_imports(source: str) -> list[str]:
 def test_no_import_by_string(path: Path) -> None:
     found = _string_imports(path.read_text())
     assert not found, f"{path.name} may import {found} by string; import it explicitly"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_repository_paths(path: Path) -> None:
+    """The library reads no file of this repository's surroundings (``../shared/...``)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    found = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str) and id(n) not in docstrings
+             and ("../" in n.value or "shared/" in n.value)]
+    assert not found, f"{path.name} names repository paths {found}; let the caller pass them"
 
 
 def test_the_checker_sees_upward_and_sideways_imports() -> None:

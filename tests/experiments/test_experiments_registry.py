@@ -79,6 +79,15 @@ def test_data_dir_mapping_applies_to_non_vendored_datasets(tmp_path) -> None:
     assert dirs["fashion-mnist"] is None
 
 
+def test_text_dataset_needs_its_file_from_the_caller(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"experiment 'towers' \(quick\) needs a text file for "
+                                         r"tinyshakespeare: pass --data-dir tinyshakespeare=PATH"):
+        plan_runs(get_experiment("towers"), "quick", runs_dir=tmp_path)
+    plan = plan_runs(get_experiment("towers"), "quick", runs_dir=tmp_path,
+                     data_dirs={"tinyshakespeare": "/t.txt"})
+    assert {p.config.data_dir for p in plan if p.config.dataset == "tinyshakespeare"} == {"/t.txt"}
+
+
 def test_registry_errors() -> None:
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         get_experiment("nope")

@@ -54,11 +54,15 @@ def parse_data_dirs(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment(s); print one line per run. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.experiments import DataCache, list_experiments, run_experiment
+    from hyperfree.experiments import (DataCache, get_experiment, list_experiments, plan_runs,
+                                       run_experiment)
 
     names = list_experiments() if args.name == "all" else [args.name]
     data_dirs = parse_data_dirs(args.data_dir)
     set_threads(args.threads)
+    for name in names:  # a missing input (no --data-dir for a text file) fails before any run
+        plan_runs(get_experiment(name), args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
+                  device=args.device, data_dirs=data_dirs)
     cache = DataCache()
     t0 = time.perf_counter()
     try:

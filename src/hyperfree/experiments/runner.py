@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from hyperfree.data import get_dataset_info
 from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, read_metrics,
                              train)
 from hyperfree.train.config import RESUME_FIXED_FIELDS
@@ -85,7 +86,8 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
     """Every (run, seed) of ``exp`` under ``profile``, with its run dir and TrainConfig.
 
     ``seeds`` defaults to the profile's (:data:`PROFILE_SEEDS`); ``data_dirs`` maps a dataset
-    name to its folder/file (key ``""``: every non-vendored dataset).
+    name to its folder/file (key ``""``: every non-vendored dataset). A text dataset has no
+    default location: without its entry this raises a one-line ValueError naming the flag.
     """
     n_seeds = PROFILE_SEEDS[profile] if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
@@ -95,8 +97,12 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
     for spec in exp.specs(profile):
         for seed in range(n_seeds):
             fields = {**_SUITE_DEFAULTS, **spec.overrides}
-            fields["data_dir"] = _data_dir(str(fields.get("dataset", "fashion-mnist")),
-                                           fields.get("data_dir"), data_dirs or {})
+            dataset = str(fields.get("dataset", "fashion-mnist"))
+            fields["data_dir"] = _data_dir(dataset, fields.get("data_dir"), data_dirs or {})
+            if fields["data_dir"] is None and get_dataset_info(dataset).kind == "text":
+                raise ValueError(f"experiment {exp.name!r} ({profile}) needs a text file for "
+                                 f"{dataset}: pass --data-dir {dataset}=PATH "
+                                 f"(data_dirs={{{dataset!r}: PATH}})")
             run_dir = root / f"{spec.label}-seed{seed}"
             cfg = TrainConfig(**fields).replace(seed=seed, device=device, out_dir=str(run_dir))
             plan.append(PlannedRun(spec, seed, run_dir, cfg))
