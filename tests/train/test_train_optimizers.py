@@ -60,3 +60,32 @@ def test_builtin_entries_lower_the_loss(name: str) -> None:
         stepper.step(loss)
     assert losses[-1] < 0.9 * losses[0], (name, losses[0], losses[-1])
     assert name in list_optimizers()
+
+
+@pytest.mark.parametrize("spec, given, resolved", [
+    ("agd", OptimArgs(), OptimArgs(gain=1.0)),
+    ("agd", OptimArgs(gain=10.0), OptimArgs(gain=10.0)),
+    ("adam", OptimArgs(), OptimArgs(lr=1e-3)),
+    ("sgd", OptimArgs(momentum=0.9), OptimArgs(lr=0.1, momentum=0.9)),
+    ("prodigy", OptimArgs(), OptimArgs()),
+    ("sgd(0.01)/sgd(1e-4)", OptimArgs(), OptimArgs()),
+])
+def test_defaults_are_resolved(spec: str, given: OptimArgs, resolved: OptimArgs) -> None:
+    assert optimizers.resolve_optim_args(spec, given) == resolved
+
+
+@pytest.mark.parametrize("spec, args, message", [
+    ("agd", OptimArgs(lr=0.1), "--lr is not used by agd: it takes --gain; drop the flag"),
+    ("dog", OptimArgs(gain=2.0), "--gain is not used by dog: it takes no flags"),
+    ("agd", OptimArgs(gain=1e300), "agd needs --gain in (0, 1000], got 1e+300"),
+    ("agd", OptimArgs(gain=0.0), "agd needs --gain in (0, 1000], got 0"),
+    ("sgd", OptimArgs(lr=float("inf")), "sgd needs --lr a finite number > 0, got inf"),
+    ("adam", OptimArgs(lr=-1e-3), "adam needs --lr a finite number > 0, got -0.001"),
+    ("sgd", OptimArgs(momentum=1.0), "sgd needs --momentum in [0, 1), got 1"),
+    ("sgd(0.01)/sgd(1e-4)", OptimArgs(lr=0.1), "--lr cannot be combined with the stack"),
+])
+def test_bad_flags_are_one_line_errors_before_any_model(spec: str, args: OptimArgs,
+                                                        message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        optimizers.resolve_optim_args(spec, args)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from hyperfree.data import get_dataset_info
 from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, read_metrics,
                              train)
-from hyperfree.train.config import RESUME_FIXED_FIELDS
+from hyperfree.train.config import RESUME_FIXED_FIELDS, config_difference
 
 from ._spec import PROFILE_SEEDS, Experiment, RunSpec, get_experiment
 
@@ -118,10 +118,11 @@ def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
     if not metrics.is_file() or not config.is_file():
         return False
     stored = json.loads(config.read_text())["config"]
-    for name in (*RESUME_FIXED_FIELDS, "epochs", "limit_batches"):
-        if stored.get(name) != getattr(cfg, name):
-            raise ValueError(f"{run_dir} holds a run with {name}={stored.get(name)!r}, not "
-                             f"{getattr(cfg, name)!r}; delete it or pick another --runs-dir")
+    diff = config_difference(stored, cfg, (*RESUME_FIXED_FIELDS, "epochs"))
+    if diff is not None:
+        name, old, new = diff
+        raise ValueError(f"{run_dir} holds a run with {name}={old!r}, not {new!r}; delete it "
+                         "or pick another --runs-dir")
     lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
     return len(lines) >= cfg.epochs
 

@@ -15,7 +15,7 @@ from . import peers, towers  # noqa: F401  (register their optimiser entries)
 
 from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable
+from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
 from .loop import FIGURE_NAME, History, TrainingInterrupted, build_model, resolve_device, train
 from .losses import cross_entropy, get_loss, square_loss
@@ -27,7 +27,7 @@ from .steppers import Stepper, TorchStepper
 
 __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
-           "check_resumable", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
+           "check_resumable", "resolve_config", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
            "init_distributed",
            "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "resolve_device",
            "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",

@@ -7,14 +7,20 @@ against. :mod:`hyperfree.train.peers` adds the third-party learning-rate-free op
 :mod:`hyperfree.train.towers` the hypergradient stacks; the package's ``__init__`` imports both,
 so every entry is registered before any look-up.
 
+Each entry declares the flags it takes and their defaults (``OptimInfo.defaults``): a flag the
+entry does not take is refused, a value that is not a finite positive number (or overflows, as
+``--gain 1e300`` would) is refused, and :func:`resolve_optim_args` fills in the defaults, so
+``config.json`` records what actually ran (Adam's lr 1e-3, not ``null``).
+
 Names that are not registered are offered, in order, to the registered *spec parsers*
 (:func:`register_spec_parser`); the towers use this to accept stacks such as
-``"sgd(0.01)/sgd(1e-4)"``.
+``"sgd(0.01)/sgd(1e-4)"``. A stack carries its hyperparameters in its text.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from typing import Callable, Iterator
 
 import torch
@@ -25,8 +31,15 @@ from hyperfree.optim import AGD
 
 from .steppers import Stepper, TorchStepper
 
-__all__ = ["OptimArgs", "OptimInfo", "Builder", "register_optimizer", "register_spec_parser",
-           "get_optimizer_info", "iter_optimizers", "list_optimizers", "build_optimizer"]
+__all__ = ["OptimArgs", "OptimInfo", "Builder", "MAX_GAIN", "register_optimizer",
+           "register_spec_parser", "get_optimizer_info", "iter_optimizers", "list_optimizers",
+           "resolve_optim_args", "build_optimizer"]
+
+# AGD's gain multiplies a relative step gain·η/L per layer (η < 1 in practice): the paper uses
+# 1 and 10 is a speed-up; beyond 1000 every step dwarfs the weights and the coefficient can
+# overflow float32, so larger values are refused as a mistake.
+MAX_GAIN = 1e3
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # torch's optimisers convert lr to it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,17 +50,26 @@ class OptimArgs:
     momentum: float | None = None
     gain: float | None = None
 
+    def given(self) -> list[str]:
+        """The names of the flags that are set."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
 
 Builder = Callable[[nn.Module, OptimArgs], Stepper]
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimInfo:
-    """A registered optimiser: its builder and what the CLI says about it."""
+    """A registered optimiser: its builder, the flags it takes, what the CLI says about it.
+
+    ``defaults`` gives a default for every flag the optimiser takes; a ``None`` field there
+    means it does not take that flag.
+    """
 
     name: str
     builder: Builder
     description: str
+    defaults: OptimArgs = OptimArgs()
     requires: str | None = None  # pip package (extra) that must be importable, if any
     module: str | None = None  # its import name, when it differs from the package's
 
@@ -57,17 +79,21 @@ _REGISTRY: Registry[OptimInfo] = Registry("optimiser", hint=_STACK_HINT)
 _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 
 
-def register_optimizer(name: str, *, description: str, requires: str | None = None,
-                       module: str | None = None) -> Callable[[Builder], Builder]:
+def register_optimizer(name: str, *, description: str, defaults: OptimArgs = OptimArgs(),
+                       requires: str | None = None, module: str | None = None
+                       ) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(model, args) -> Stepper`` under ``name`` (lowercase).
 
-    ``requires`` names the pip package the builder needs (``module`` its import name if that
-    differs); a missing one is a one-line ValueError saying what to install.
+    The builder receives ``args`` already resolved: every flag of ``defaults`` set (the user's
+    value or the default), every other flag ``None``. ``requires`` names the pip package the
+    builder needs (``module`` its import name if that differs); a missing one is a one-line
+    ValueError saying what to install.
     """
     _REGISTRY.check_name(name)
 
     def deco(builder: Builder) -> Builder:
-        _REGISTRY.register(name, OptimInfo(name, builder, description, requires, module))
+        _REGISTRY.register(name, OptimInfo(name, builder, description, defaults, requires,
+                                           module))
         return builder
 
     return deco
@@ -104,52 +130,82 @@ def _check_requires(info: OptimInfo) -> None:
                          f"pip install 'hyperfree[peers]' (or pip install {info.requires})") from None
 
 
-def build_optimizer(spec: str, model: nn.Module, args: OptimArgs = OptimArgs()) -> Stepper:
-    """Build the stepper named by ``spec`` for ``model`` (registry name or parsed stack)."""
-    if spec in _REGISTRY:
-        info = _REGISTRY.get(spec)
-        _check_requires(info)
-        return info.builder(model, args)
+def _check_value(name: str, flag: str, value: float) -> None:
+    """ValueError (naming the value) unless ``value`` is valid for ``--flag`` of ``name``."""
+    if flag == "momentum":
+        ok, need = math.isfinite(value) and 0 <= value < 1, "in [0, 1)"
+    elif flag == "gain":
+        ok, need = 0 < value <= MAX_GAIN, f"in (0, {MAX_GAIN:g}]"
+    else:
+        ok, need = 0 < value <= _FLOAT32_MAX, "a finite number > 0"
+    if not ok:
+        raise ValueError(f"{name} needs --{flag} {need}, got {value:g}")
+
+
+def resolve_optim_args(spec: str, args: OptimArgs = OptimArgs()) -> OptimArgs:
+    """``args`` checked against ``spec``'s entry, its defaults filled in (what will run).
+
+    A flag the entry does not take, or a bad value, is a one-line ValueError. A stack (spec
+    parser) takes no flags: its ``args`` come back unchanged after the parser's own checks.
+    """
+    if spec not in _REGISTRY:
+        if _parse(spec) is None:
+            get_optimizer_info(spec)  # neither registered nor a stack: raises, listing choices
+        for flag in args.given():
+            raise ValueError(f"--{flag} cannot be combined with the stack {spec!r}: the stack "
+                             "text carries its hyperparameters, e.g. 'sgd(0.01, 0.9)/sgd(1e-4)'")
+        return args
+    info = _REGISTRY.get(spec)
+    takes = info.defaults.given()
+    for flag in args.given():
+        if flag not in takes:
+            offer = ", ".join(f"--{f}" for f in takes) or "no flags (it runs at its defaults)"
+            raise ValueError(f"--{flag} is not used by {info.name}: it takes {offer}; "
+                             "drop the flag")
+    resolved = OptimArgs(**{f: getattr(args, f) if getattr(args, f) is not None
+                            else getattr(info.defaults, f) for f in takes})
+    for flag in takes:
+        _check_value(info.name, flag, float(getattr(resolved, flag)))
+    return resolved
+
+
+def _parse(spec: str) -> Builder | None:
     for parser in _SPEC_PARSERS:
         builder = parser(spec)
         if builder is not None:
-            return builder(model, args)
-    get_optimizer_info(spec)  # neither registered nor a stack: raises, listing the choices
-    raise AssertionError("unreachable")
+            return builder
+    return None
+
+
+def build_optimizer(spec: str, model: nn.Module, args: OptimArgs = OptimArgs()) -> Stepper:
+    """Build the stepper named by ``spec`` for ``model`` (registry name or parsed stack)."""
+    resolved = resolve_optim_args(spec, args)
+    if spec not in _REGISTRY:
+        builder = _parse(spec)
+        assert builder is not None  # resolve_optim_args raised otherwise
+        return builder(model, resolved)
+    info = _REGISTRY.get(spec)
+    _check_requires(info)
+    return info.builder(model, resolved)
 
 
 # ---------------------------------------------------------------- built-in entries
-def _refuse(name: str, args: OptimArgs, *fields: str) -> None:
-    for field in fields:
-        if getattr(args, field) is not None:
-            raise ValueError(f"--{field} is not used by {name}: it has no {field}; drop the flag")
-
-
-def _require_positive(name: str, field: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} needs --{field} > 0, got {value}")
-
-
-@register_optimizer("agd", description="Automatic Gradient Descent (paper-exact; no learning rate)")
+@register_optimizer("agd", description="Automatic Gradient Descent (paper-exact; no learning "
+                    "rate; gain 1)", defaults=OptimArgs(gain=1.0))
 def _agd(model: nn.Module, args: OptimArgs) -> Stepper:
-    _refuse("agd", args, "lr", "momentum")
-    opt = AGD(model, gain=1.0 if args.gain is None else args.gain)
+    opt = AGD(model, gain=args.gain)
     return TorchStepper(model, opt, log_name="eta", init=opt.init_weights)
 
 
-@register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)")
+@register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)",
+                    defaults=OptimArgs(lr=0.1, momentum=0.0))
 def _sgd(model: nn.Module, args: OptimArgs) -> Stepper:
-    _refuse("sgd", args, "gain")
-    lr = 0.1 if args.lr is None else args.lr
-    _require_positive("sgd", "lr", lr)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=args.momentum or 0.0, foreach=True)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, foreach=True)
     return TorchStepper(model, opt)
 
 
-@register_optimizer("adam", description="torch.optim.Adam (default lr 1e-3)")
+@register_optimizer("adam", description="torch.optim.Adam (default lr 1e-3)",
+                    defaults=OptimArgs(lr=1e-3))
 def _adam(model: nn.Module, args: OptimArgs) -> Stepper:
-    _refuse("adam", args, "gain", "momentum")
-    lr = 1e-3 if args.lr is None else args.lr
-    _require_positive("adam", "lr", lr)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=True)
     return TorchStepper(model, opt)

@@ -56,13 +56,6 @@ def import_peer(name: str) -> ModuleType:
                          f"pip install 'hyperfree[peers]' (or pip install {package})") from None
 
 
-def _no_flags(name: str, args: OptimArgs) -> None:
-    for field in ("lr", "momentum", "gain"):
-        if getattr(args, field) is not None:
-            raise ValueError(f"--{field} is not used by {name}: it runs at its documented "
-                             "defaults (learning-rate-free); drop the flag")
-
-
 class _ScaleLogStepper(TorchStepper):
     """TorchStepper that logs ``d · lr`` of the first group (Prodigy, D-Adaptation)."""
 
@@ -196,7 +189,6 @@ class GdtuoStepper:
 @register_optimizer("prodigy", requires="prodigyopt",
                     description="Prodigy (prodigyopt, lr=1.0 defaults; learning-rate-free Adam)")
 def _prodigy(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("prodigy", args)
     opt = import_peer("prodigy").Prodigy(model.parameters(), lr=1.0)
     return _ScaleLogStepper(model, opt)
 
@@ -204,7 +196,6 @@ def _prodigy(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("dadapt-adam", requires="dadaptation",
                     description="D-Adaptation Adam (dadaptation.DAdaptAdam, lr=1.0 defaults)")
 def _dadapt_adam(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("dadapt-adam", args)
     opt = import_peer("dadapt-adam").DAdaptAdam(model.parameters(), lr=1.0)
     return _ScaleLogStepper(model, opt)
 
@@ -212,7 +203,6 @@ def _dadapt_adam(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("schedulefree-adamw", requires="schedulefree",
                     description="Schedule-Free AdamW (schedulefree, documented defaults)")
 def _schedulefree(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("schedulefree-adamw", args)
     opt = import_peer("schedulefree-adamw").AdamWScheduleFree(model.parameters())
     return ScheduleFreeStepper(model, opt)
 
@@ -220,13 +210,11 @@ def _schedulefree(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("dog", requires="dog-optimizer", module="dog",
                     description="DoG (dog-optimizer) with its polynomial-decay averaging")
 def _dog(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("dog", args)
     return DoGStepper(model, import_peer("dog"))
 
 
 @register_optimizer("gdtuo", requires="gradient-descent-the-ultimate-optimizer",
                     description="the hypergradient paper's own library: SGD(0.01) / SGD(1e-5)")
 def _gdtuo(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("gdtuo", args)
     mod = import_peer("gdtuo")
     return GdtuoStepper(model, importlib.import_module(f"{mod.__name__}.gdtuo"))

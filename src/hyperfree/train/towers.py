@@ -62,11 +62,6 @@ def parse_spec(text: str) -> Callable[[nn.Module, OptimArgs], Stepper] | None:
     parse(text)  # validate now, so errors surface before any model is touched
 
     def build(model: nn.Module, args: OptimArgs) -> Stepper:
-        for flag in ("lr", "momentum", "gain"):
-            if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag} cannot be combined with the stack {text!r}: the "
-                                 "stack text carries its hyperparameters, e.g. "
-                                 "'sgd(0.01, 0.9)/sgd(1e-4)'")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             raise ValueError(f"hypergradient stacks ({text!r}) do not support distributed "
                              "(DDP) training; run single-process or pick a registry optimiser")
