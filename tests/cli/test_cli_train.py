@@ -1,6 +1,8 @@
 """`hyperfree train` / `hyperfree plot` end to end on the vendored Fashion-MNIST, a few batches:
 run-dir files and metrics keys, resume through the CLI, Ctrl-C (a real SIGINT) -> checkpoint and
-exit 130, and user mistakes -> exit 2 with one line on stderr and no traceback."""
+exit 130, and user mistakes (bad flags and values, --out under a file, resuming with a changed
+setting, fewer epochs or a checkpoint missing a key) -> exit 2 with one line on stderr and no
+traceback."""
 from __future__ import annotations
 
 import json
@@ -99,6 +101,30 @@ def test_user_mistakes_exit_2_with_one_line(argv: list[str], fragment: str, tmp_
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_and_out_mistakes_exit_2_with_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert _run(["train", "--epochs", "2", "--out", str(run), "--no-plots", *FAST]) == 0
+    assert _run(["train", "--resume", str(run), "--gain", "1"]) == 0  # the default, resolved
+    config = (run / "config.json").read_bytes()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    (tmp_path / "file").write_text("x")
+    cases = [(["--resume", str(run), "--epochs", "1"], "already reached epoch 2"),
+             (["--resume", str(run), "--gain", "2"], "gain=1.0 but this config has gain=2.0"),
+             (["--out", str(tmp_path / "file" / "run"), *FAST], "is a file, not a directory")]
+    capsys.readouterr()
+    for argv, fragment in cases:
+        assert _run(["train", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert (run / "config.json").read_bytes() == config  # history was not rewritten
+    del ckpt["config"]
+    torch.save(ckpt, run / "checkpoint.pt")
+    assert _run(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 'config'" in err and err.count("\n") == 1
 
 
 def test_real_process_error_has_no_traceback() -> None:

@@ -5,7 +5,8 @@ known: a new run fills the rest from ``TrainConfig``'s defaults, and ``--resume 
 them from the stored run (the library then refuses changes that matter, e.g. another --arch).
 Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set) this layer starts the process group and passes
 the context to the library. Ctrl-C stops at the next step boundary, saves a checkpoint and
-exits with status 130.
+exits with status 130. A run that diverges (non-finite loss or weights) stops with one line and
+exit status 3; its last good checkpoint is kept.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
 
-__all__ = ["add_arguments", "run", "config_from_args", "default_out_dir"]
+__all__ = ["EXIT_DIVERGED", "add_arguments", "run", "config_from_args", "default_out_dir"]
 
 # flag dest -> TrainConfig field, where the names differ
 _FIELD = {"out": "out_dir", "workers": "num_workers"}
@@ -112,9 +113,12 @@ def _dist_context(device: str) -> Any:
     return init_distributed(ctx, device_type=device_type, init_method=f"tcp://{addr}:{port}")
 
 
+EXIT_DIVERGED = 3
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train; print where the results went. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.train import TrainingInterrupted, close_distributed, train
+    """Train; print where the results went. Exit 0, 2 (user error), 3 (diverged) or 130."""
+    from hyperfree.train import TrainingDiverged, TrainingInterrupted, close_distributed, train
 
     set_threads(getattr(args, "threads", None))
     cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
@@ -127,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
             where = exc.checkpoint if isinstance(exc, TrainingInterrupted) else None
             print(f"\ninterrupted: {_resume_hint(where, cfg.out_dir)}", file=sys.stderr)
         return 130
+    except TrainingDiverged as exc:
+        if dist.is_main:
+            print(f"hyperfree train: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     finally:
         close_distributed(dist)
     if dist.is_main:

@@ -6,8 +6,9 @@
 Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives),
 optimizers (the optimiser registry and its built-in entries agd, sgd, adam), peers (third-party
 learning-rate-free optimisers), towers (hypergradient stacks), losses, stats (device-side
-metrics), checkpoint, record (config.json, metrics.jsonl), plots (Figure-4-style PNGs),
-distributed (DDP context), progress (tqdm bar), callbacks.
+metrics), checkpoint, resume (what continuing a run requires), rundir (the run directory's
+lock), record (config.json, metrics.jsonl), tally (repeated warnings counted), plots
+(Figure-4-style PNGs), distributed (DDP context), progress (tqdm bar), callbacks.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
-from .loop import FIGURE_NAME, History, TrainingInterrupted, build_model, resolve_device, train
+from .loop import (FIGURE_NAME, History, TrainingDiverged, TrainingInterrupted, build_model,
+                   resolve_device, train)
 from .losses import cross_entropy, get_loss, square_loss
 from .optimizers import (OptimArgs, OptimInfo, build_optimizer, get_optimizer_info,
                          list_optimizers, register_optimizer, register_spec_parser)
@@ -27,10 +29,10 @@ from .steppers import Stepper, TorchStepper
 
 __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
-           "check_resumable", "resolve_config", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
-           "init_distributed",
-           "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "resolve_device",
-           "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
-           "METRICS_NAME", "read_config", "read_metrics", "OptimArgs", "OptimInfo",
-           "build_optimizer", "get_optimizer_info", "list_optimizers", "register_optimizer",
-           "register_spec_parser", "Stepper", "TorchStepper"]
+           "check_resumable", "resolve_config", "SINGLE", "DistContext", "close_distributed",
+           "dist_from_env", "init_distributed", "FIGURE_NAME", "History", "TrainingDiverged",
+           "TrainingInterrupted", "build_model", "resolve_device", "train", "cross_entropy",
+           "get_loss", "square_loss", "OptimArgs", "OptimInfo", "build_optimizer",
+           "get_optimizer_info", "list_optimizers", "register_optimizer", "register_spec_parser",
+           "plot_runs", "CONFIG_NAME", "METRICS_NAME", "read_config", "read_metrics", "Stepper",
+           "TorchStepper"]
