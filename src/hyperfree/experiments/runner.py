@@ -4,7 +4,7 @@
 
     plan  = [(spec, seed) for spec in experiment.specs(profile) for seed in range(seeds)]
     for k, (spec, seed) in enumerate(plan):      # runs/experiments/<exp>/<profile>/<label>-seed<k>
-        finished (metrics.jsonl has all epochs)  -> skip
+        finished (all epochs, or diverged)       -> skip
         checkpoint.pt present                    -> train(cfg, resume=True)   (harness resume)
         otherwise                                -> train(cfg)
         print "[k/N] label seed s ... ETA mm:ss" (ETA = mean wall time of runs done × runs left)
@@ -12,7 +12,9 @@
 Runs that share a dataset share one loaded :class:`~hyperfree.data.DataBundle` (a
 :class:`DataCache` lives for one :func:`run_experiment` call, or longer if the caller passes
 one). Next to the harness's files each run directory gets ``experiment.json``: the experiment,
-profile, label, group, coordinates, seed, wall time and CPU, which the report reads.
+profile, label, group, coordinates, seed, wall time and CPU, which the report reads. A run that
+diverges (:class:`~hyperfree.train.TrainingDiverged`) is a result, not a failure of the suite:
+its ``experiment.json`` carries ``"diverged"`` (the message) and the report shows it so.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from hyperfree.data import get_dataset_info
-from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, read_metrics,
-                             train)
+from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, TrainingDiverged,
+                             read_metrics, train)
 from hyperfree.train.config import RESUME_FIXED_FIELDS, config_difference
 
 from ._spec import PROFILE_SEEDS, Experiment, RunSpec, get_experiment
@@ -110,7 +112,8 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
 
 
 def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
-    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded.
+    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded, or a
+    record that it diverged.
 
     Raises ValueError if it holds a different run (another optimiser, model, ...).
     """
@@ -123,6 +126,9 @@ def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
         name, old, new = diff
         raise ValueError(f"{run_dir} holds a run with {name}={old!r}, not {new!r}; delete it "
                          "or pick another --runs-dir")
+    info = run_dir / RUN_INFO_NAME
+    if info.is_file() and json.loads(info.read_text()).get("diverged"):
+        return True
     lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
     return len(lines) >= cfg.epochs
 
@@ -147,11 +153,13 @@ def format_eta(seconds: float) -> str:
         f"{s // 60:02d}:{s % 60:02d}"
 
 
-def _write_info(run: PlannedRun, exp: Experiment, profile: str, wall: float) -> None:
+def _write_info(run: PlannedRun, exp: Experiment, profile: str, wall: float,
+                diverged: str | None = None) -> None:
     info = {"experiment": exp.name, "profile": profile, "label": run.spec.label,
             "group": run.spec.group, "panel": run.spec.panel, "x": run.spec.x, "y": run.spec.y,
             "seed": run.seed, "wall_seconds": wall, "cpu": cpu_name(),
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), **({"diverged": diverged} if diverged else {})}
+    run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RUN_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -211,11 +219,15 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
         emit(f"[{k}/{len(plan)}] {exp.name} {run.spec.label} seed {run.seed}"
              f"{' (resuming)' if resume else ''} ... ETA {eta}")
         t0 = time.perf_counter()
-        history = train(run.config.replace(resume=resume), data=cache.get(run.config),
-                        callbacks=callbacks)
+        diverged = None
+        try:
+            history = train(run.config.replace(resume=resume), data=cache.get(run.config),
+                            callbacks=callbacks)
+            summary = _summary(history.records)
+        except TrainingDiverged as exc:
+            diverged = summary = str(exc)
         wall = time.perf_counter() - t0
         done_walls.append(wall)
-        _write_info(run, exp, profile, wall)
-        emit(f"[{k}/{len(plan)}] {run.spec.label} seed {run.seed}: {_summary(history.records)}"
-             f" in {wall:.1f}s")
+        _write_info(run, exp, profile, wall, diverged)
+        emit(f"[{k}/{len(plan)}] {run.spec.label} seed {run.seed}: {summary} in {wall:.1f}s")
     return [r.run_dir for r in plan]
