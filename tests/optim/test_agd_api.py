@@ -21,11 +21,20 @@ def _grads(model, x, seed=0):
     model(x).square().mean().backward()
 
 
-def test_unsupported_parameter_names_param_and_shape():
-    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.LayerNorm(3))
-    with pytest.raises(ValueError, match=r"'1\.weight' of shape \(3,\).*2-D.*4-D"):
+def test_unknown_parameter_names_param_owner_and_how_to_declare():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.alpha = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.alpha
+
+    model = nn.Sequential(nn.Linear(4, 3), Scale())
+    with pytest.raises(ValueError, match=r"'1\.alpha'.*\(3,\).*of Scale.*register_kinds\(Scale"
+                                         r".*kinds=\{'1\.alpha'"):
         hyperfree.AGD(model)
-    with pytest.raises(ValueError, match=r"param 1.*\(2, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"does not know what parameter '#0' \(shape \(2, 2\)\)"):
         hyperfree.AGD([torch.zeros(2, 2, requires_grad=True), torch.zeros(2, 3, 4, requires_grad=True)])
 
 
@@ -40,13 +49,24 @@ def test_empty_model_and_bad_gain():
             hyperfree.AGD(FCN(), gain=gain)
 
 
-def test_step_returns_0dim_tensor_on_param_device_and_float_works():
+def test_step_returns_closure_loss_and_keeps_eta_in_every_group():
     model, x = make("fcn")
     opt = hyperfree.AGD(model)
-    _grads(model, x)
-    eta = opt.step()
+    opt.add_param_group({"params": [], "kinds": []})
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x).square().mean()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.grad_fn is not None
+    eta = opt.param_groups[0]["eta"]
     assert isinstance(eta, torch.Tensor) and eta.dim() == 0 and eta.device == x.device
-    assert 0 < float(eta) < 10
+    assert 0 < float(eta) < 10 and opt.eta is eta and opt.param_groups[1]["eta"] is eta
+    _grads(model, x)
+    assert opt.step() is None
 
 
 def test_no_grad_param_not_updated_but_counts():
@@ -60,12 +80,10 @@ def test_no_grad_param_not_updated_but_counts():
     assert opt.L == 4
 
 
-@pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_nonfinite_gradient_skips_whole_step(gated, bad):
+def test_nonfinite_gradient_skips_whole_step(bad):
     model, x = make("resnet")
     opt = hyperfree.AGD(model)
-    opt._device_gated = gated
     _grads(model, x)
     names = [n for n, _ in model.named_parameters()]
     dict(model.named_parameters())[names[3]].grad.view(-1)[5] = bad
@@ -73,15 +91,16 @@ def test_nonfinite_gradient_skips_whole_step(gated, bad):
     before = copy.deepcopy(model.state_dict())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        eta = opt.step()
-    assert float(eta) == 0.0
+        opt.step()
+    assert float(opt.eta) == 0.0
     msgs = [str(w.message) for w in caught if "AGD skipped" in str(w.message)]
     assert len(msgs) == 1 and repr(names[3]) in msgs[0]
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert opt.skipped_steps == 1
     _grads(model, x)  # a clean step afterwards works and is counted as such
-    assert float(opt.step()) > 0 and opt.skipped_steps == 1
+    opt.step()
+    assert float(opt.eta) > 0 and opt.skipped_steps == 1
 
 
 def test_state_dict_round_trip_resumes_exactly():
@@ -114,12 +133,15 @@ def test_add_param_group_counts_in_L_and_validates():
     a = nn.Linear(4, 4, bias=False)
     b = nn.Linear(4, 2, bias=False)
     opt = hyperfree.AGD(a)
-    opt.add_param_group({"params": b.parameters(), "gain": 0.5})
+    opt.add_param_group({"params": b.parameters(), "kinds": ["linear"], "gain": 0.5})
     assert opt.L == 2 and opt.param_groups[1]["gain"] == 0.5
-    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"not part of the model.*'kinds'"):
         opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+    with pytest.raises(ValueError, match=r"must be 2-D"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], "kinds": ["linear"]})
     with pytest.raises(ValueError, match="gain"):
-        opt.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)], "gain": -1})
+        opt.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)],
+                             "kinds": ["linear"], "gain": -1})
 
 
 def test_registry_entry_builds_agd_and_refuses_lr():

@@ -1,5 +1,8 @@
-"""Optimisers: AGD (Bernstein et al., 2023) and its initialisation."""
-from .agd import AGD, agd_update, target_scale
+"""Optimisers: AGD, its parameter kinds and rules."""
+from .agd import AGD
 from .init import orthogonal_init_
+from .kinds import KIND_NAMES, Kind, classify, register_kinds
+from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, list_presets
 
-__all__ = ["AGD", "agd_update", "target_scale", "orthogonal_init_"]
+__all__ = ["AGD", "Kind", "KIND_NAMES", "classify", "register_kinds", "Preset", "PRESETS",
+           "DEFAULT_PRESET", "get_preset", "list_presets", "orthogonal_init_"]

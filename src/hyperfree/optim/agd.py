@@ -1,167 +1,249 @@
 r"""Automatic Gradient Descent (AGD): an optimiser with no learning rate and no schedule.
 
 Bernstein, Mingard, Huang, Azizan, Yue, *Automatic Gradient Descent: Deep Learning without
-Hyperparameters*, arXiv:2304.05187 (2023), Algorithm 1. ``../shared/SPEC.md`` §1.1.
+Hyperparameters*, arXiv:2304.05187 (2023), Algorithm 1, extended to every parameter kind
+(``docs/agd-rules.md``) and to the presets of :mod:`hyperfree.optim.presets`.
 
 .. code-block:: text
 
-    input: weights W_1..W_L (2-D Linear or 4-D Conv2d), gain (dimensionless, default 1)
-    s(W)  = sqrt(d_out/d_in)                       (2-D)
-          = sqrt(c_out/c_in) / sqrt(k_x k_y)       (4-D; each (c_out, c_in) kernel slice)
-    init:  every 2-D W and every 4-D kernel slice uniform semi-orthogonal, then W *= s(W)
-    step:  G = (1/L) Σ_W s(W) Σ_slices ‖∇W_slice‖_F
-           η = log((1 + sqrt(1 + 4G)) / 2)
-           W_slice ← W_slice − gain · (η/L) · s(W) · ∇W_slice / ‖∇W_slice‖_F
-    return η
+    input: a model; each trainable tensor gets a kind (kinds.py) and is cut into cells, each
+           with a scale σ and a unit direction map D (rules.py); a preset (family, β, retract)
+    L    = Σ_params mass            (a Linear/conv/gain/embedding tensor 1, each packed block 1,
+                                      a bias 0)
+    init (init_weights): matrices Haar semi-orthogonal × σ per block/slice; embedding rows
+           RMS 1; gains 1; biases 0
+    step t:  u = ∇ (or m ← β m + (1−β) ∇,  u = m / (1 − β^t))
+             G = (1/L) Σ_cells σ_c · ⟨u_c, D(u_c)⟩
+             η = log((1 + sqrt(1 + 4G)) / 2)
+             W_c ← W_c − gain · lr · (η/L) · σ_c · D(u_c)      for every cell c
+             optional retraction of every matrix cell / embedding row to its init norm
+    record η in every param group as group["eta"]
 
-Units: the update moves every slice by ``gain · η/L`` times its target scale in spectral norm,
-relative to the slice's own initial scale ``s(W)``.
+``gain`` is the paper's dimensionless multiplier (default 1); ``lr`` (default 1) multiplies the
+step too and exists so that learning-rate schedulers and tools that read ``group["lr"]`` work:
+leave it at 1 for AGD as derived. Units: every cell moves by ``gain·lr·η/L`` of its target
+scale σ, in the norm of its kind.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._functional import _multi_tensor_agd, _single_tensor_agd, num_slices, target_scale
-from .init import orthogonal_init_
+from . import _foreach, _reference, rules
+from .kinds import Kind, ParamInfo, as_kind, classify
+from .presets import DEFAULT_PRESET, Preset, get_preset
 
-__all__ = ["AGD", "agd_update", "target_scale"]
-
-_SUPPORTED = ("only 2-D Linear weights (d_out, d_in) and 4-D Conv2d weights "
-              "(c_out, c_in, k_x, k_y) are supported in paper-exact mode; build the model with "
-              "bias=False and BatchNorm(affine=False)")
+__all__ = ["AGD"]
 
 
-def agd_update(params: list[Tensor], grads: list[Tensor], *, L: int | None = None,
-               gain: float = 1.0, foreach: bool = True) -> Tensor:
-    """One AGD step on ``params`` in place (functional form). Returns η (0-dim tensor).
-
-    ``L`` defaults to ``len(params)``; pass the network's total when updating a subset.
-    No check for non-finite gradients is made here; :class:`AGD` does that.
-    """
-    L = len(params) if L is None else L
-    scales = [target_scale(p.shape) for p in params]
-    path = _multi_tensor_agd if foreach else _single_tensor_agd
-    with torch.no_grad():
-        eta, _ = path(params, grads, scales, L, [gain] * len(params), lambda G: True)
-    return eta
+def _check_multiplier(name: str, value: Any) -> None:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"AGD {name} must be a number or a 1-element tensor, got shape "
+                             f"{tuple(value.shape)}")
+        return
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                       and 0 < value <= 1e6):
+        raise ValueError(f"AGD {name} must be a finite number in (0, 1e6], got {value!r}")
 
 
-def _named(params: Any) -> list[dict[str, Any]]:
-    """Normalise the constructor's input into param groups with ``names``."""
+def _groups(params: Any, model: nn.Module | None,
+            kinds: Mapping[Any, str | Kind] | None) -> tuple[list[dict[str, Any]], dict]:
+    """Param groups with ``param_names`` and ``kinds`` from the owning modules or ``kinds``."""
     if isinstance(params, nn.Module):
-        named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
-        return [{"params": [p for _, p in named], "names": [n for n, _ in named]}]
+        model, params = params, None
+    infos: dict[int, ParamInfo] = {}
+    if model is not None:
+        infos = {id(i.param): i for i in classify(model, kinds)}
+    if params is None:
+        items = list(infos.values())
+        return [{"params": [i.param for i in items], "param_names": [i.name for i in items],
+                 "kinds": [i.kind for i in items]}], infos
     if isinstance(params, Tensor):
         raise TypeError("AGD expects a model or an iterable of parameters, got a single Tensor; "
-                        "wrap it in a list")
+                        "pass the model itself: AGD(model)")
     items = list(params)
-    if items and isinstance(items[0], dict):
-        return [dict(g) for g in items]
-    if items and isinstance(items[0], tuple):
-        return [{"params": [p for _, p in items], "names": [n for n, _ in items]}]
-    return [{"params": items}]
+    raw = [dict(g) for g in items] if items and isinstance(items[0], dict) else [{"params": items}]
+    groups = []
+    for g in raw:
+        ps = g["params"]
+        ps = [ps] if isinstance(ps, Tensor) else list(ps)
+        pairs = [(p if isinstance(p, tuple) else (None, p)) for p in ps]
+        names = list(g.pop("param_names", None) or [n for n, _ in pairs])
+        g.pop("names", None)
+        tensors = [p for _, p in pairs]
+        group_kinds = []
+        for j, (name, p) in enumerate(zip(names, tensors)):
+            info = infos.get(id(p))
+            if info is not None:
+                names[j] = name or info.name
+                group_kinds.append(info.kind)
+                continue
+            declared = _declared(kinds, p, name)
+            if declared is None:
+                raise ValueError(
+                    f"AGD does not know what parameter {name or f'#{j}'!r} (shape "
+                    f"{tuple(p.shape)}) is: pass the model itself, AGD(model), or "
+                    "AGD(params, model=model), or declare it with kinds={param: KIND}")
+            names[j] = name or f"param {j}"
+            group_kinds.append(as_kind(declared))
+        groups.append({**g, "params": tensors, "param_names": names, "kinds": group_kinds})
+    return groups, infos
 
 
-def _check_gain(gain: Any) -> None:
-    if isinstance(gain, bool) or not (isinstance(gain, (int, float)) and math.isfinite(gain)
-                                      and gain > 0):
-        raise ValueError(f"AGD gain must be a finite number > 0, got {gain!r}")
-
-
-def _finite(total: float) -> bool:
-    return math.isfinite(total)
-
-
-def _slice_owners(names: list[str], params: list[Tensor]) -> list[str]:
-    """``owners[i]`` names the tensor that slice ``i`` (in ``terms`` order) belongs to."""
-    return [n for n, p in zip(names, params) for _ in range(num_slices(p.shape))]
+def _declared(kinds: Mapping[Any, Any] | None, p: Tensor, name: str | None) -> Any:
+    if not kinds:
+        return None
+    for key, value in kinds.items():
+        if key is p or (name is not None and key == name):
+            return value
+    return None
 
 
 class AGD(torch.optim.Optimizer):
-    r"""Automatic Gradient Descent, paper-exact (module docstring has the algorithm).
+    r"""Automatic Gradient Descent for any model (module docstring has the algorithm).
 
     Args:
-        params: an ``nn.Module`` (its trainable parameters, with names for error messages), an
-            iterable of tensors or ``(name, tensor)`` pairs, or param-group dicts.
+        params: the model (its trainable parameters; kinds read from their owning modules),
+            or an iterable of tensors, ``(name, tensor)`` pairs or param-group dicts together
+            with ``model=`` (or ``kinds=`` for every tensor).
+        preset: a name from :data:`hyperfree.optim.PRESETS` or a :class:`Preset`.
         gain: dimensionless multiplier of the step (default 1.0, the paper's setting).
+        lr: scheduler hook multiplying the step (default 1.0 = AGD as derived).
+        model: the module that owns ``params`` when ``params`` is not the module itself.
+        kinds: declarations ``{parameter name or tensor: kind}`` overriding the rules table.
         foreach: ``True`` (default) for the fast path, ``False`` for the reference twin.
+        ns_steps: Newton–Schulz iterations of the spectral family (default 5).
 
-    Behaviour:
-        * ``step()`` returns η as a 0-dim tensor on the parameters' device (no host sync).
-        * A parameter whose ``.grad`` is ``None`` is not updated but still counts in ``L``;
-          ``L`` is the number of parameters over all groups.
-        * A slice whose gradient is exactly zero is left unchanged.
-        * Non-finite gradients skip the whole step: on CPU at once, with a warning naming the
-          first offending parameter; on accelerators without a host sync (the step becomes a
-          no-op on the device and the warning is issued once the flag has reached the host).
-          ``skipped_steps`` counts such steps.
-        * AGD keeps no per-parameter state; ``state_dict`` carries the step counters.
+    Behaviour: ``step(closure)`` returns the closure's loss (torch's convention) and stores η
+    in every group as ``group["eta"]`` (a 0-dim tensor; also :attr:`eta`). A parameter whose
+    ``.grad`` is ``None`` is not moved but counts in ``L``; a zero cell stays put. Non-finite
+    gradients skip the whole step (momentum included): on CPU with a ``RuntimeWarning`` naming
+    the first offending parameter, on accelerators without a host sync (the warning comes once
+    the flag reaches the host). :attr:`skipped_steps` counts them. ``state_dict`` holds the
+    momentum buffers and the counters; deep copies and pickles work.
     """
 
-    def __init__(self, params: Any, *, gain: float = 1.0, foreach: bool = True):
-        _check_gain(gain)
-        groups = _named(params)
+    def __init__(self, params: Any, *, preset: str | Preset = DEFAULT_PRESET, gain: float = 1.0,
+                 lr: float = 1.0, model: nn.Module | None = None,
+                 kinds: Mapping[Any, str | Kind] | None = None, foreach: bool = True,
+                 ns_steps: int = 5):
+        _check_multiplier("gain", gain)
+        _check_multiplier("lr", lr)
+        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+            raise ValueError(f"AGD ns_steps must be an integer >= 1, got {ns_steps!r}")
+        self.preset = get_preset(preset)
+        groups, self._infos = _groups(params, model, kinds)
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
-                             "Linear or Conv2d weight that requires grad")
-        self._steps = 0
-        self._skipped = 0
+                             "parameter that requires grad")
+        self._init_runtime()
+        defaults = dict(gain=float(gain), lr=lr, foreach=bool(foreach), ns_steps=ns_steps,
+                        preset=self.preset.name)
+        super().__init__(groups, defaults)
+
+    def _init_runtime(self) -> None:
+        self._plans: dict[tuple, _foreach.Plan] = {}
         self._pending: list[tuple[Tensor, Any, list[str]]] = []
-        self._device_gated: bool | None = None  # None: sync-free iff params are not on CPU
-        super().__init__(groups, dict(gain=float(gain), foreach=bool(foreach)))
+        self._counters = {"step": 0, "skipped": 0}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(preset=self.preset, _counters=dict(self._counters))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        counters = state.pop("_counters", {"step": 0, "skipped": 0})
+        super().__setstate__(state)
+        self._infos = {}
+        self._init_runtime()
+        self._counters = dict(counters)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
-        names = param_group.get("names")
-        if names is None:
-            start = sum(len(g["params"]) for g in self.param_groups)
-            names = [f"param {start + i}" for i in range(len(params))]
-        if len(names) != len(params):
-            raise ValueError(f"AGD param group has {len(params)} params but {len(names)} names")
-        for name, p in zip(names, params):
-            if p.dim() not in (2, 4):
-                raise ValueError(f"AGD cannot train parameter {name!r} of shape "
-                                 f"{tuple(p.shape)}: {_SUPPORTED}")
+        if "kinds" not in param_group:  # added after construction: kinds from the model
+            missing = [i for i, p in enumerate(params) if id(p) not in self._infos]
+            if missing:
+                raise ValueError("AGD.add_param_group: parameter #%d is not part of the model "
+                                 "AGD was built with; give the group 'kinds': [KIND, ...]"
+                                 % missing[0])
+            infos = [self._infos[id(p)] for p in params]
+            param_group = {**param_group, "kinds": [i.kind for i in infos],
+                           "param_names": param_group.get("param_names")
+                           or [i.name for i in infos]}
+        names = list(param_group.get("param_names") or [f"param {i}" for i in range(len(params))])
+        kinds = [Kind(*k) if isinstance(k, (tuple, list)) else as_kind(k)
+                 for k in param_group["kinds"]]
+        if not (len(names) == len(kinds) == len(params)):
+            raise ValueError(f"AGD param group has {len(params)} params, {len(names)} names "
+                             f"and {len(kinds)} kinds")
+        for name, p, kind in zip(names, params, kinds):
             if not p.is_floating_point():
-                raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; "
-                                 "it must be floating point")
-        _check_gain(param_group.get("gain", self.defaults["gain"]))
-        super().add_param_group({**param_group, "params": params, "names": list(names)})
+                raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
+                                 "floating point")
+            rules.check_shape(name, p.shape, kind)
+        for key in ("gain", "lr"):
+            _check_multiplier(key, param_group.get(key, self.defaults[key]))
+        super().add_param_group({**param_group, "params": params, "param_names": names,
+                                 "kinds": [(k.name, k.blocks, k.groups) for k in kinds]})
+        self._plans.clear()
 
     # ------------------------------------------------------------------ bookkeeping
-    def _all_params(self) -> list[tuple[str, Tensor, float]]:
-        return [(n, p, g["gain"]) for g in self.param_groups for n, p in zip(g["names"], g["params"])]
+    def _entries(self) -> list[tuple[dict[str, Any], str, Tensor, Kind]]:
+        return [(g, n, p, Kind(*k)) for g in self.param_groups
+                for n, p, k in zip(g["param_names"], g["params"], g["kinds"])]
+
+    @property
+    def L(self) -> int:
+        """``L = Σ mass`` over every parameter of every group."""
+        return sum(rules.mass(p.shape, k) for _, _, p, k in self._entries())
+
+    @property
+    def eta(self) -> Tensor | None:
+        """η of the last step (a 0-dim tensor on the parameters' device), or None."""
+        return self.param_groups[0].get("eta")
 
     @property
     def skipped_steps(self) -> int:
         """Steps skipped because of non-finite gradients (reading it may wait for the device)."""
         self._drain(block=True)
-        return self._skipped
+        return self._counters["skipped"]
 
     @property
-    def L(self) -> int:
-        """The number of weight tensors, over all param groups."""
-        return sum(len(g["params"]) for g in self.param_groups)
+    def steps(self) -> int:
+        """Steps taken (skipped ones included)."""
+        return self._counters["step"]
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """The paper's initialisation: each matrix / kernel slice semi-orthogonal, times s(W)."""
-        for _, p, _ in self._all_params():
-            orthogonal_init_(p, target_scale(p.shape), generator=generator)
+        """Initialise every parameter by its kind's rule (``docs/agd-rules.md``).
+
+        Refuses (ValueError) once the optimiser has taken or restored steps: re-initialising
+        then would wipe trained weights. Under frameworks that restore weights after building
+        the optimiser (Lightning), call :func:`hyperfree.optim.init_weights` on the model
+        where the model is built instead.
+        """
+        if self._counters["step"]:
+            raise ValueError(f"AGD.init_weights() after {self._counters['step']} steps would "
+                             "wipe the trained weights; initialise before training, where the "
+                             "model is built (hyperfree.optim.init_weights(model))")
+        for _, name, p, kind in self._entries():
+            info = self._infos.get(id(p))
+            rules.init_(p, kind, generator=generator,
+                        padding_idx=info.padding_idx if info is not None else None)
 
     def _warn_nonfinite(self, name: str) -> None:
-        warnings.warn(f"AGD skipped a step: the gradient of {name!r} contains NaN or Inf; "
-                      "weights left unchanged", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"AGD skipped a step: the gradient of {name!r} is not finite (NaN or "
+                      "Inf); weights and momentum left unchanged", RuntimeWarning, stacklevel=3)
 
     def _drain(self, block: bool) -> None:
-        """Read the finite flags of earlier sync-free steps that have reached the host."""
+        """Read the finite flags of earlier device-side steps that have reached the host."""
         still = []
         for flags, event, names in self._pending:
             if event is not None and not event.query():
@@ -170,52 +252,111 @@ class AGD(torch.optim.Optimizer):
                     continue
                 event.synchronize()
             if not bool(flags[0]):
-                self._skipped += 1
-                self._warn_nonfinite(names[int(torch.nonzero(~flags[1:]).flatten()[0])])
+                self._counters["skipped"] += 1
+                self._warn_nonfinite("one of " + ", ".join(names[:3])
+                                     + (", ..." if len(names) > 3 else ""))
         self._pending = still
 
+    # ------------------------------------------------------------------ the step
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Tensor:  # type: ignore[override]
-        """Apply one AGD update from the current ``.grad``; returns η (0-dim tensor)."""
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One AGD update from the current ``.grad``; returns the closure's loss (or None)."""
+        loss = None
         if closure is not None:
             with torch.enable_grad():
-                closure()
-        entries = self._all_params()
-        L = len(entries)
-        live = [(n, p, gn) for n, p, gn in entries if p.grad is not None]
+                loss = closure()
+        live = [(g, n, p, k) for g, n, p, k in self._entries() if p.grad is not None]
         if not live:
-            return torch.zeros((), device=entries[0][1].device, dtype=entries[0][1].dtype)
-        for n, p, _ in live:
+            return loss
+        for _, n, p, _ in live:
             if p.grad.is_sparse:
-                raise ValueError(f"AGD does not support sparse gradients (parameter {n!r})")
-        names = [n for n, _, _ in live]
-        params = [p for _, p, _ in live]
+                raise ValueError(f"AGD does not support sparse gradients (parameter {n!r}); "
+                                 "build the embedding with sparse=False")
+        self._counters["step"] += 1
+        params = [p for _, _, p, _ in live]
         grads = [p.grad for p in params]
-        gains = [gn for _, _, gn in live]
-        scales = [target_scale(p.shape) for p in params]
-        gated = self._device_gated if self._device_gated is not None else params[0].device.type != "cpu"
-        foreach = self.param_groups[0]["foreach"]
-        self._steps += 1
-        if gated:
+        names = [n for _, n, _, _ in live]
+        device_guard = params[0].device.type != "cpu" or torch.compiler.is_compiling()
+        if device_guard and not torch.compiler.is_compiling():
             self._drain(block=False)
-            eta, terms = _multi_tensor_agd(params, grads, scales, L, gains, None)
-            self._record_flags(terms, _slice_owners(names, params))
-            return eta
-        path = _multi_tensor_agd if foreach else _single_tensor_agd
-        eta, terms = path(params, grads, scales, L, gains, _finite)
-        if not math.isfinite(float(eta)):  # skipped: the path applied nothing
-            self._skipped += 1
-            bad = int(torch.nonzero(~torch.isfinite(terms)).flatten()[0])
-            self._warn_nonfinite(_slice_owners(names, params)[bad])
-            return torch.zeros_like(eta)
-        return eta
+        eta, ok = self._update(live, params, grads, "device" if device_guard else "host")
+        for g in self.param_groups:
+            g["eta"] = eta
+        if not device_guard:
+            if not bool(ok):
+                self._counters["skipped"] += 1
+                self._warn_nonfinite(_first_nonfinite(names, grads))
+        elif not torch.compiler.is_compiling():
+            self._record_flag(ok, names, grads)
+        return loss
 
-    def _record_flags(self, terms: Tensor, names: list[str]) -> None:
-        """Queue ``[all finite, slice_i finite...]`` for the host without waiting for it.
+    def _update(self, live: list, params: list[Tensor], grads: list[Tensor], guard: str
+                ) -> tuple[Tensor, Tensor]:
+        preset = self.preset
+        kinds = [k for _, _, _, k in live]
+        L = self.L
+        first = self.param_groups[0]
+        beta = preset.momentum
+        dev, acc = params[0].device, _foreach.acc_dtype(params[0].dtype)
+        if not first["foreach"]:
+            bufs = [self.state[p].get("momentum_buffer") for p in params] if beta else None
+            eta = _reference.reference_step(
+                params, grads, kinds, family=preset.family,
+                gains=[float(g["gain"]) for g, _, _, _ in live],
+                lrs=[float(g["lr"]) for g, _, _, _ in live], momentum=beta, buffers=bufs,
+                step=self._counters["step"], retract=preset.retract, ns_steps=first["ns_steps"])
+            if beta:
+                for p, b in zip(params, bufs):
+                    if b is not None:
+                        self.state[p]["momentum_buffer"] = b
+            ok = torch.isfinite(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads]
+                                            ).sum())
+            return eta, ok
+        key = tuple(id(p) for p in params)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _foreach.build_plan(params, kinds, preset.family)
+        multipliers = torch.cat([torch.full((1,), 1.0, dtype=acc, device=dev).mul_(g["gain"])
+                                 .mul_(g["lr"]) for g, _, _, _ in live]) \
+            if _varies(live) else None
+        us, bc, ok_g = grads, None, None
+        if beta:
+            us, bc, ok_g = self._momentum(params, grads, guard, beta, acc)
+            if ok_g is not None and guard == "host" and not bool(ok_g):
+                return torch.zeros((), dtype=params[0].dtype, device=dev), ok_g
+        if multipliers is None:
+            g0 = live[0][0]
+            multipliers = torch.full((len(params),), 1.0, dtype=acc, device=dev) \
+                .mul_(g0["gain"]).mul_(g0["lr"])
+        eta, ok = _foreach.foreach_step(params, us, plan, L=L, multipliers=multipliers,
+                                        bias_correction=bc, guard=guard,
+                                        ns_steps=first["ns_steps"], retract=preset.retract)
+        return eta, (ok if ok_g is None else ok & ok_g)
 
-        ``names[i]`` names the tensor that slice ``i`` belongs to."""
-        finite = torch.isfinite(terms)
-        flags = torch.cat([finite.all().reshape(1), finite])
+    def _momentum(self, params: list[Tensor], grads: list[Tensor], guard: str, beta: float,
+                  acc: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor]:
+        """``m ← β m + (1−β) g`` (only where every gradient is finite); returns the buffers,
+        the bias correction ``1/(1−β^t)`` and the finite flag of the gradients."""
+        bufs = []
+        for p in params:
+            st = self.state[p]
+            if "momentum_buffer" not in st:
+                st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(st["momentum_buffer"])
+        ok_g = torch.isfinite(torch.stack(torch._foreach_norm(grads, dtype=acc)).sum())
+        if guard == "host":
+            if bool(ok_g):
+                torch._foreach_lerp_(bufs, grads, 1 - beta)
+        else:
+            torch._foreach_lerp_(bufs, [torch.where(ok_g, g, b) for g, b in zip(grads, bufs)],
+                                 1 - beta)
+        t = self._counters["step"]
+        bc = torch.full((), 1.0 / (1.0 - beta ** t), dtype=acc, device=params[0].device)
+        return bufs, bc, ok_g
+
+    def _record_flag(self, ok: Tensor, names: list[str], grads: list[Tensor]) -> None:
+        """Queue the step's finite flag for the host without waiting for the device."""
+        flags = ok.reshape(1)
         if flags.device.type == "cuda":
             host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
             host.copy_(flags, non_blocking=True)
@@ -229,13 +370,40 @@ class AGD(torch.optim.Optimizer):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["agd"] = {"steps": self._steps, "skipped_steps": self.skipped_steps}
+        self._drain(block=True)
+        sd["agd"] = {"steps": self._counters["step"], "skipped_steps": self._counters["skipped"],
+                     "preset": self.preset.name}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         counters = state_dict.pop("agd", {"steps": 0, "skipped_steps": 0})
+        saved = counters.get("preset", self.preset.name)
+        if saved != self.preset.name:
+            raise ValueError(f"this AGD state was saved with preset {saved!r}, not "
+                             f"{self.preset.name!r}; build AGD(..., preset={saved!r}) to resume")
+        for g_new, g_old in zip(self.param_groups, state_dict.get("param_groups", [])):
+            old = [tuple(k) for k in g_old.get("kinds", g_new["kinds"])]
+            if old != [tuple(k) for k in g_new["kinds"]]:
+                raise ValueError("this AGD state was saved for parameters of other kinds "
+                                 f"({old} vs {g_new['kinds']}); load it into the same model")
         super().load_state_dict(state_dict)
-        self._steps = int(counters["steps"])
-        self._skipped = int(counters["skipped_steps"])
+        for g in self.param_groups:
+            g["kinds"] = [tuple(k) for k in g["kinds"]]
+        self._counters = {"step": int(counters["steps"]),
+                          "skipped": int(counters["skipped_steps"])}
         self._pending = []
+        self._plans.clear()
+
+
+def _varies(live: list) -> bool:
+    first = live[0][0]
+    return any(g is not first and (g["gain"], g["lr"]) != (first["gain"], first["lr"])
+               for g, _, _, _ in live)
+
+
+def _first_nonfinite(names: list[str], grads: list[Tensor]) -> str:
+    for n, g in zip(names, grads):
+        if not bool(torch.isfinite(g).all()):
+            return n
+    return names[0]

@@ -44,17 +44,15 @@ class Stepper(Protocol):
 
 
 class TorchStepper:
-    """A stepper around any ``torch.optim.Optimizer`` (``step()`` may return a tensor to log).
+    """A stepper around any ``torch.optim.Optimizer``; it logs nothing (subclasses may).
 
-    ``log_name`` names the tensor ``optimizer.step()`` returns (AGD's η: ``"eta"``); ``init`` is
-    the optimiser's own initialisation, run by :meth:`init_weights`.
+    ``init`` is the optimiser's own initialisation, run by :meth:`init_weights`.
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 *, log_name: str | None = None, init: Callable[[], None] | None = None):
+                 *, init: Callable[[], None] | None = None):
         self.module = module
         self.optimizer = optimizer
-        self._log_name = log_name
         self._init = init
 
     def init_weights(self) -> None:
@@ -74,9 +72,7 @@ class TorchStepper:
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        out = self.optimizer.step()
-        if self._log_name is not None and isinstance(out, Tensor):
-            return {self._log_name: out.detach()}
+        self.optimizer.step()
         return {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,170 @@
+r"""The obviously correct twin of AGD's fast step: every cell of every kind, one at a time.
+
+It shares no code with the fast path (:mod:`hyperfree.optim._foreach`) or with
+:mod:`hyperfree.optim.rules`: the cells are cut out by explicit slicing, the scales and masses
+are written out again, the Newton–Schulz iteration is a plain loop over single matrices, and the
+update is an out-of-place ``copy_``. ``tests/optim`` proves the two equal in float64 for every
+kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Algorithm 1):
+
+.. code-block:: text
+
+    u   = g, or with momentum β:  m ← β m + (1 − β) g,  u = m / (1 − β^t)
+    for every cell c of every parameter (its scale σ_c, its unit direction D_c(u_c)):
+        term_c = σ_c · ⟨u_c, D_c⟩
+    G = (1/L) Σ_c term_c,   L = Σ_params mass,   η = log((1 + sqrt(1 + 4G)) / 2)
+    if G is not finite: change nothing (momentum included) and return
+    every cell:  W_c ← W_c − gain · lr · (η/L) · σ_c · D_c
+    retract (optional): every matrix block / conv slice / embedding row whose norm exceeds
+                        (sphere: differs from) its init norm ρ_c is rescaled to ρ_c
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import Tensor
+
+from .kinds import Kind
+
+__all__ = ["reference_step"]
+
+_A, _B, _C = 3.4445, -4.7750, 2.0315
+
+
+def _ns(m: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """Newton–Schulz polar factor of ONE matrix, written out."""
+    x = m.to(dtype)
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.T
+    n = torch.sqrt((x * x).sum())
+    x = x / n if n > 0 else x
+    for _ in range(steps):
+        a = x @ x.T
+        x = _A * x + (_B * a + _C * (a @ a)) @ x
+    return (x.T if transposed else x).to(m.dtype)
+
+
+def _matrix_cells(p: Tensor, kind: Kind) -> tuple[list[Tensor], float, int]:
+    """Each matrix cell as a (d_out, d_in) view of ``p``; its σ; its mass."""
+    name, B, g = kind.name, kind.blocks, kind.groups
+    if name == "linear":
+        h = p.shape[0] // B
+        return [p[b * h:(b + 1) * h] for b in range(B)], math.sqrt(h / p.shape[1]), B
+    if name == "linear_in_out":
+        h = p.shape[1] // B
+        return [p[:, b * h:(b + 1) * h].T for b in range(B)], math.sqrt(h / p.shape[0]), B
+    kernel = p.shape[2:]
+    positions = list(itertools.product(*[range(k) for k in kernel]))
+    out = []
+    if name == "conv":  # (c_out, c_in/g, *k)
+        co, ci = p.shape[0] // g, p.shape[1]
+        for grp in range(g):
+            out += [p[grp * co:(grp + 1) * co, :][(slice(None), slice(None), *pos)]
+                    for pos in positions]
+    else:  # conv_transpose: (c_in, c_out/g, *k)
+        ci, co = p.shape[0] // g, p.shape[1]
+        for grp in range(g):
+            out += [p[grp * ci:(grp + 1) * ci, :][(slice(None), slice(None), *pos)].T
+                    for pos in positions]
+    return out, math.sqrt(co / ci) / math.sqrt(len(positions)), 1
+
+
+def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int, str]:
+    """(cells, σ, mass, direction) of one parameter, with cells as views of ``p``."""
+    name, B = kind.name, kind.blocks
+    if name in ("linear", "linear_in_out", "conv", "conv_transpose"):
+        cells, sigma, mass = _matrix_cells(p, kind)
+        return cells, sigma, mass, ("polar" if family == "spectral" else "l2")
+    if name == "embedding":
+        d = p.shape[1]
+        cells = [p[t] for t in range(p.shape[0])] if family == "spectral" else [p]
+        return cells, math.sqrt(d), 1, "l2"
+    flat = p.reshape(-1)  # gain, bias: (blocks · d,) (their tensors are contiguous)
+    h = flat.shape[0] // B
+    cells = [flat[b * h:(b + 1) * h] for b in range(B)]
+    if name == "gain":
+        return cells, 1.0, B, ("sign" if family == "spectral" else "l2")
+    return cells, math.sqrt(h), 0, "l2"
+
+
+def _direction(u: Tensor, how: str, ns_steps: int, ns_dtype: torch.dtype) -> Tensor:
+    if how == "sign":
+        return torch.sign(u)
+    if how == "polar":
+        return _ns(u, ns_steps, ns_dtype)
+    n = torch.sqrt((u * u).sum())
+    return u / n if n > 0 else torch.zeros_like(u)
+
+
+def _retract_cells(p: Tensor, kind: Kind) -> list[tuple[Tensor, float]]:
+    if kind.name in ("linear", "linear_in_out", "conv", "conv_transpose"):
+        cells, sigma, _ = _matrix_cells(p, kind)
+        return [(c, sigma * math.sqrt(min(c.shape))) for c in cells]
+    if kind.name == "embedding":
+        return [(p[t], math.sqrt(p.shape[1])) for t in range(p.shape[0])]
+    return []
+
+
+@torch.no_grad()
+def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Kind], *,
+                   family: str, gains: list[float], lrs: list[float], momentum: float = 0.0,
+                   buffers: list[Tensor | None] | None = None, step: int = 1,
+                   retract: str | None = None, ns_steps: int = 5,
+                   ns_dtype: torch.dtype | None = None) -> Tensor:
+    """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
+    momentum of parameter ``i`` (created and updated here); parameters with no gradient count
+    in ``L`` but are not moved."""
+    L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
+    buffers = buffers if buffers is not None else [None] * len(params)
+    us: list[Tensor | None] = []
+    new_buffers = list(buffers)
+    for i, g in enumerate(grads):
+        if g is None:
+            us.append(None)
+            continue
+        if momentum:
+            m = torch.zeros_like(g) if buffers[i] is None else buffers[i]
+            m = momentum * m + (1 - momentum) * g
+            new_buffers[i] = m
+            us.append(m / (1 - momentum ** step))
+        else:
+            us.append(g)
+    plan = []
+    total = torch.zeros((), dtype=torch.float64)
+    for p, u, k in zip(params, us, kinds):
+        if u is None:
+            continue
+        dtype = ns_dtype or (torch.float64 if p.dtype == torch.float64 else torch.bfloat16)
+        cells, sigma, _, how = _cells(p, k, family)
+        ucells, _, _, _ = _cells(u, k, family)
+        for c, uc in zip(cells, ucells):
+            d = _direction(uc, how, ns_steps, dtype)
+            total = total + sigma * (uc.double() * d.double()).sum()
+            plan.append(d)
+    G = total / L
+    if not torch.isfinite(G):
+        return torch.zeros((), dtype=params[0].dtype)
+    eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
+    j = 0
+    for i, (p, u, k) in enumerate(zip(params, us, kinds)):
+        if u is None:
+            continue
+        cells, sigma, _, how = _cells(p, k, family)
+        for c in cells:
+            d = plan[j]
+            j += 1
+            c.copy_(c - (gains[i] * lrs[i] * eta / L * sigma).to(c.dtype) * d)
+        if retract is not None:
+            for c, rho in _retract_cells(p, k):
+                n = torch.sqrt((c.double() ** 2).sum())
+                if n > 0 and (retract == "sphere" or n > rho):
+                    c.copy_(c * (rho / n).to(c.dtype))
+    for i in range(len(params)):
+        if new_buffers[i] is not None:
+            if buffers[i] is None:
+                buffers[i] = new_buffers[i]
+            else:
+                buffers[i].copy_(new_buffers[i])
+    return eta.to(params[0].dtype)

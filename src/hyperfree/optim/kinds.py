@@ -1,0 +1,303 @@
+"""Parameter kinds: what each trainable tensor *is*, decided by the module that owns it.
+
+AGD's update depends on what a tensor is, not on its shape: an ``nn.Embedding`` table and a
+``Linear`` weight are both 2-D, and the packed ``(3d, d)`` Q/K/V projection of
+``nn.MultiheadAttention`` is three matrices, not one. So every parameter gets a :class:`Kind`
+from a table of rules keyed by the *type of the module that owns it* (its direct parent), never
+by its name elsewhere in the model or its shape:
+
+.. code-block:: text
+
+    owner type (or a base class of it)   parameter name    kind
+    nn.Linear                            weight            linear
+                                         bias              bias
+    nn.Conv1d / 2d / 3d                  weight            conv(groups)
+    nn.ConvTranspose1d / 2d / 3d         weight            conv_transpose(groups)
+    nn.Embedding, nn.EmbeddingBag        weight            embedding
+    LayerNorm, RMSNorm, BatchNorm*,      weight            gain
+      GroupNorm, InstanceNorm*           bias              bias
+    nn.MultiheadAttention                in_proj_weight    linear x 3 (Q, K, V)
+                                         in_proj_bias      bias x 3
+                                         q/k/v_proj_weight linear;   bias_k, bias_v  bias
+    nn.RNN / nn.LSTM / nn.GRU            weight_ih_l*      linear x gates (1 / 4 / 3)
+                                         weight_hh_l*      linear x gates
+                                         weight_hr_l*      linear (LSTM projection)
+                                         bias_ih_l*, bias_hh_l*   bias x gates
+    "transformers...Conv1D" (by path)    weight            linear_in_out (stored (in, out))
+                                         bias              bias
+
+The table is data (:data:`RULES`); the rule of each kind (its norm, target scale, init and
+weight in ``L``) is in :mod:`hyperfree.optim.rules` and ``docs/agd-rules.md``. A module type is
+looked up through its method resolution order, so a subclass (``NonDynamicallyQuantizableLinear``,
+``SyncBatchNorm``, a user's ``MyLinear(nn.Linear)``) inherits its base's rules. Types can also
+be named by their import path as a string, so a layer from a package we do not import (the
+Hugging Face ``Conv1D``) is recognised without importing it.
+
+Unknown parameters are never guessed: :func:`classify` raises a ``ValueError`` that names the
+parameter, the type of its owner and the two ways to declare it — once per module type with
+:func:`register_kinds`, or per parameter with ``AGD(model, kinds={"name": "gain"})``.
+
+A parameter reached through two modules (weight tying, e.g. an embedding shared with the output
+head) is one parameter: it is listed once, with every owner, and updated once. When its owners
+disagree, :data:`TIE_RESOLUTION` says which kind wins (the embedding's, for a tied embedding and
+linear head: see ``docs/agd-rules.md``); any other disagreement is an error asking for a
+declaration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Union
+
+from torch import Tensor, nn
+
+__all__ = ["KIND_NAMES", "Kind", "KindSpec", "ParamInfo", "RULES", "TIE_RESOLUTION",
+           "as_kind", "register_kinds", "kinds_for", "classify"]
+
+#: Every kind AGD knows. ``docs/agd-rules.md`` derives the rule of each.
+KIND_NAMES: tuple[str, ...] = ("linear", "linear_in_out", "conv", "conv_transpose", "embedding",
+                               "gain", "bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a parameter is.
+
+    ``name`` is one of :data:`KIND_NAMES`. ``blocks`` > 1 means the tensor stacks that many
+    equal blocks along dim 0, each a separate matrix (or vector) with its own normalisation —
+    the packed Q/K/V of attention (3) or the gates of an LSTM (4). ``groups`` is a convolution's
+    channel groups (each group is a separate block-diagonal matrix).
+    """
+
+    name: str
+    blocks: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in KIND_NAMES:
+            raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
+                             f"{', '.join(KIND_NAMES)}")
+        for field in ("blocks", "groups"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
+        if self.groups > 1 and self.name not in ("conv", "conv_transpose"):
+            raise ValueError(f"only conv kinds have groups, got {self.name!r} with "
+                             f"groups={self.groups}")
+
+    def __str__(self) -> str:
+        extra = [f"x{self.blocks}"] if self.blocks > 1 else []
+        extra += [f"groups={self.groups}"] if self.groups > 1 else []
+        return self.name + (f"({', '.join(extra)})" if extra else "")
+
+
+#: What a rules table entry may hold: a kind name, a :class:`Kind`, or a function of the owning
+#: module returning one (for kinds that read the module, e.g. a conv's ``groups``).
+KindSpec = Union[str, Kind, Callable[[nn.Module], Union[str, Kind]]]
+
+
+def as_kind(spec: str | Kind) -> Kind:
+    """``"gain"`` -> ``Kind("gain")``; a :class:`Kind` is returned as is."""
+    if isinstance(spec, Kind):
+        return spec
+    if isinstance(spec, str):
+        return Kind(spec)
+    raise ValueError(f"a parameter kind must be a kind name ({', '.join(KIND_NAMES)}) or a "
+                     f"hyperfree.optim.Kind, got {spec!r}")
+
+
+def _conv(m: nn.Module) -> Kind:
+    return Kind("conv", groups=int(getattr(m, "groups", 1)))
+
+
+def _conv_transpose(m: nn.Module) -> Kind:
+    return Kind("conv_transpose", groups=int(getattr(m, "groups", 1)))
+
+
+def _rnn_gates(m: nn.Module) -> int:
+    mode = getattr(m, "mode", "RNN_TANH")
+    return {"LSTM": 4, "GRU": 3}.get(mode, 1)
+
+
+def _rnn_linear(m: nn.Module) -> Kind:
+    return Kind("linear", blocks=_rnn_gates(m))
+
+
+def _rnn_bias(m: nn.Module) -> Kind:
+    return Kind("bias", blocks=_rnn_gates(m))
+
+
+_NORM = {"weight": "gain", "bias": "bias"}
+
+#: The rules table: owner module type (or its import path) -> {parameter name pattern: kind}.
+#: Patterns use ``fnmatch`` syntax (``weight_ih_l*`` matches every layer and direction).
+RULES: dict[type | str, dict[str, KindSpec]] = {
+    nn.Linear: {"weight": "linear", "bias": "bias"},
+    nn.Bilinear: {},  # (out, in1, in2): no rule yet; its parameters raise the ValueError
+    nn.modules.conv._ConvNd: {"weight": _conv, "bias": "bias"},
+    nn.modules.conv._ConvTransposeNd: {"weight": _conv_transpose, "bias": "bias"},
+    nn.Embedding: {"weight": "embedding"},
+    nn.EmbeddingBag: {"weight": "embedding"},
+    nn.LayerNorm: dict(_NORM),
+    nn.GroupNorm: dict(_NORM),
+    nn.modules.batchnorm._NormBase: dict(_NORM),  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+    nn.MultiheadAttention: {"in_proj_weight": Kind("linear", blocks=3),
+                            "in_proj_bias": Kind("bias", blocks=3),
+                            "q_proj_weight": "linear", "k_proj_weight": "linear",
+                            "v_proj_weight": "linear", "bias_k": "bias", "bias_v": "bias"},
+    nn.modules.rnn.RNNBase: {"weight_ih_l*": _rnn_linear, "weight_hh_l*": _rnn_linear,
+                             "weight_hr_l*": "linear", "bias_ih_l*": _rnn_bias,
+                             "bias_hh_l*": _rnn_bias},
+    # Hugging Face GPT-2's Conv1D stores its matrix as (in, out); recognised by import path.
+    "transformers.pytorch_utils.Conv1D": {"weight": "linear_in_out", "bias": "bias"},
+    "transformers.modeling_utils.Conv1D": {"weight": "linear_in_out", "bias": "bias"},
+}
+if hasattr(nn, "RMSNorm"):
+    RULES[nn.RMSNorm] = {"weight": "gain"}
+
+#: How a tied parameter's kind is chosen when its owners disagree: {set of kinds: winner}.
+TIE_RESOLUTION: dict[frozenset[str], str] = {
+    frozenset({"embedding", "linear"}): "embedding",
+}
+
+
+def register_kinds(module_type: type | str, kinds: Mapping[str, KindSpec]) -> None:
+    """Declare the kinds of a module type's own parameters, once for every instance.
+
+    ``module_type`` is a class (subclasses inherit the entry) or its import path
+    ``"package.module.Class"``; ``kinds`` maps parameter names (or ``fnmatch`` patterns) to a
+    kind name, a :class:`Kind` or ``f(module) -> kind``. Re-registering a type replaces its
+    entry. Example: ``register_kinds(ScaleShift, {"scale": "gain", "shift": "bias"})``.
+    """
+    if not isinstance(module_type, (type, str)):
+        raise ValueError(f"register_kinds needs a module class or 'package.module.Class', got "
+                         f"{module_type!r}")
+    table: dict[str, KindSpec] = {}
+    for name, spec in dict(kinds).items():
+        if not callable(spec):
+            spec = as_kind(spec)
+        table[str(name)] = spec
+    RULES[module_type] = table
+
+
+def _type_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def kinds_for(module: nn.Module) -> dict[str, KindSpec] | None:
+    """The rules entry of ``module``'s type, searched along its MRO; None if it has none."""
+    for cls in type(module).__mro__:
+        if cls in RULES:
+            return RULES[cls]
+        path = _type_path(cls)
+        if path in RULES:
+            return RULES[path]
+    return None
+
+
+def _lookup(table: Mapping[str, KindSpec], local: str, module: nn.Module) -> Kind | None:
+    spec = table.get(local)
+    if spec is None:
+        spec = next((v for k, v in table.items() if fnmatch.fnmatchcase(local, k)), None)
+    if spec is None:
+        return None
+    return as_kind(spec(module) if callable(spec) and not isinstance(spec, Kind) else spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """One trainable parameter: its first ``name``, the tensor, its :class:`Kind`, the
+    ``owners`` (type names) it is reached through and the ``names`` of every path to it."""
+
+    name: str
+    param: Tensor
+    kind: Kind
+    owners: tuple[str, ...]
+    names: tuple[str, ...]
+    padding_idx: int | None = None  # an embedding's row that stays zero
+
+
+_HOW = ("declare it once per module type with hyperfree.optim.register_kinds({owner}, "
+        "{{{local!r}: KIND}}) or per parameter with AGD(model, kinds={{{name!r}: KIND}}); KIND "
+        "is one of " + ", ".join(KIND_NAMES))
+
+
+def classify(model: nn.Module, declared: Mapping[Any, str | Kind] | None = None
+             ) -> list[ParamInfo]:
+    """Every trainable parameter of ``model`` (each tensor once) with its kind.
+
+    ``declared`` maps a parameter's name (any of its names when tied) or the parameter itself
+    to a kind; it overrides the rules table. Raises ``ValueError`` for a parameter no rule
+    covers, or a tied parameter whose owners' kinds conflict.
+    """
+    declared = dict(declared or {})
+    by_id: dict[int, dict[str, Any]] = {}
+    order: list[int] = []
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for local, p in module.named_parameters(recurse=False):
+            if p is None or not p.requires_grad:
+                continue
+            name = f"{mod_name}.{local}" if mod_name else local
+            entry = by_id.get(id(p))
+            if entry is None:
+                entry = by_id[id(p)] = {"param": p, "names": [], "owners": [], "kinds": []}
+                order.append(id(p))
+            if name in entry["names"]:
+                continue
+            entry["names"].append(name)
+            entry["owners"].append(type(module).__name__)
+            table = kinds_for(module)
+            kind = _lookup(table, local, module) if table is not None else None
+            entry["kinds"].append((kind, name, local, type(module).__name__))
+            if kind is not None and kind.name == "embedding":
+                entry["padding_idx"] = getattr(module, "padding_idx", None)
+    known = {n for e in by_id.values() for n in e["names"]}
+    for key in declared:
+        if isinstance(key, str) and key not in known:
+            raise ValueError(f"kinds declares {key!r} but the model has no trainable parameter "
+                             "of that name")
+    return [_resolve(by_id[i], declared) for i in order]
+
+
+def _resolve(entry: dict[str, Any], declared: Mapping[Any, str | Kind]) -> ParamInfo:
+    p, names = entry["param"], tuple(entry["names"])
+    chosen = next((declared[k] for k in (p, *names) if _has(declared, k)), None)
+    if chosen is not None:
+        kind = as_kind(chosen)
+    else:
+        kinds = entry["kinds"]
+        missing = [k for k in kinds if k[0] is None]
+        if missing:
+            _, name, local, owner = missing[0]
+            raise ValueError(f"AGD has no rule for parameter {name!r} (shape "
+                             f"{tuple(p.shape)}) of {owner}: " + _HOW.format(
+                                 owner=owner, local=local, name=name))
+        distinct = {k[0] for k in kinds}
+        if len(distinct) == 1:
+            kind = kinds[0][0]
+        else:
+            winner = TIE_RESOLUTION.get(frozenset(k.name for k in distinct))
+            if winner is None:
+                raise ValueError(f"tied parameter {names[0]!r} is a "
+                                 f"{' and a '.join(sorted(str(k) for k in distinct))} through "
+                                 f"{', '.join(names)}; declare one kind with AGD(model, "
+                                 f"kinds={{{names[0]!r}: KIND}})")
+            kind = next(k for k in distinct if k.name == winner)
+    pad = entry.get("padding_idx") if kind.name == "embedding" else None
+    return ParamInfo(names[0], p, kind, tuple(entry["owners"]), names, pad)
+
+
+def _has(declared: Mapping[Any, Any], key: Any) -> bool:
+    try:
+        return key in declared
+    except (TypeError, RuntimeError):  # a Tensor key compared with a str key
+        return any(k is key for k in declared)
+
+
+def check_shapes(infos: Iterable[ParamInfo]) -> None:
+    """Raise ValueError if a parameter's shape cannot be of its kind (e.g. gain not 1-D)."""
+    from .rules import check_shape
+
+    for info in infos:
+        check_shape(info.name, info.param.shape, info.kind)

@@ -1,0 +1,76 @@
+"""AGD's update presets: one algorithm, a few principled variants, chosen by name.
+
+A :class:`Preset` fixes the parts of the update that are not derived from the architecture:
+
+* ``family`` — the norm whose duality map gives each cell's direction (``docs/agd-rules.md``):
+  ``"frobenius"`` is the paper's ``∇/‖∇‖_F`` (exact under its "gradient conditioning"
+  assumption), ``"spectral"`` the exact map of each kind's operator norm (polar factor of a
+  matrix by Newton–Schulz, sign of a gain's gradient);
+* ``momentum`` — β of an exponential moving average of the gradient that replaces the gradient
+  everywhere (direction and ``G``), bias-corrected: ``u = m/(1 − β^t)``; 0 = none;
+* ``retract`` — keep every matrix block / conv slice / embedding row on (``"sphere"``) or
+  inside (``"ball"``) the Frobenius sphere of AGD's initialisation, so that the majorisation's
+  premise ``‖W‖ ≈ s(W)`` keeps holding (``docs/agd-stability.md``); ``None`` = never.
+
+Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
+name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "list_presets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One update rule of AGD (see the module docstring for the fields)."""
+
+    name: str
+    family: str = "frobenius"
+    momentum: float = 0.0
+    retract: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in ("frobenius", "spectral"):
+            raise ValueError(f"preset {self.name!r}: family must be 'frobenius' or 'spectral', "
+                             f"got {self.family!r}")
+        if isinstance(self.momentum, bool) or not (0.0 <= float(self.momentum) < 1.0):
+            raise ValueError(f"preset {self.name!r}: momentum must be in [0, 1), got "
+                             f"{self.momentum!r}")
+        if self.retract not in (None, "sphere", "ball"):
+            raise ValueError(f"preset {self.name!r}: retract must be None, 'sphere' or 'ball', "
+                             f"got {self.retract!r}")
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("paper", "frobenius", description="the AGD paper's rule (Bernstein et al. 2023)"),
+    Preset("spectral", "spectral",
+           description="exact duality maps: orthogonalised matrices (Newton-Schulz), sign gains"),
+    Preset("spectral-momentum", "spectral", momentum=0.95,
+           description="spectral with momentum 0.95 on the gradient"),
+    Preset("spectral-sphere", "spectral", momentum=0.95, retract="sphere",
+           description="spectral with momentum, weights kept on their init sphere"),
+    Preset("paper-momentum", "frobenius", momentum=0.95,
+           description="the paper's rule with momentum 0.95 (ablation)"),
+)}
+
+#: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
+DEFAULT_PRESET = "paper"
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """The registered preset ``name`` (a :class:`Preset` is returned as is)."""
+    if isinstance(name, Preset):
+        return name
+    try:
+        return PRESETS[str(name).strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown AGD preset {name!r}; choose one of "
+                         f"{', '.join(PRESETS)}") from None
+
+
+def list_presets() -> list[str]:
+    """Names of the registered presets, in registration order."""
+    return list(PRESETS)
