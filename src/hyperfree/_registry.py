@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         return name
 
     def register(self, name: str, entry: T) -> T:
-        """Add ``entry`` as ``name``; the same (equal) entry again is a no-op, another one an error."""
+        """Add ``entry`` as ``name``; an equal entry again is a no-op, another one an error."""
         self.check_name(name)
         old = self._entries.get(name)
         if old is not None and old != entry:

@@ -124,8 +124,8 @@ def _check_requires(info: OptimInfo) -> None:
     try:
         importlib.import_module(info.module or info.requires.replace("-", "_"))
     except ImportError:
-        raise ValueError(f"optimiser {info.name!r} needs the package {info.requires!r}: "
-                         f"pip install 'hyperfree[peers]' (or pip install {info.requires})") from None
+        raise ValueError(f"optimiser {info.name!r} needs the package {info.requires!r}: pip "
+                         f"install 'hyperfree[peers]' (or pip install {info.requires})") from None
 
 
 def _check_value(name: str, flag: str, value: float) -> None:
