@@ -1,6 +1,8 @@
 """`hyperfree train` / `hyperfree plot` end to end on the vendored Fashion-MNIST, a few batches:
 run-dir files and metrics keys, resume through the CLI, Ctrl-C (a real SIGINT) -> checkpoint and
-exit 130, and user mistakes -> exit 2 with one line on stderr and no traceback."""
+exit 130, and user mistakes (bad flags and values, --out under a file, resuming with a changed
+setting, fewer epochs or a checkpoint missing a key) -> exit 2 with one line on stderr and no
+traceback."""
 from __future__ import annotations
 
 import json
@@ -86,6 +88,11 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     (["--optimizer", "nope"], "unknown optimiser 'nope'"),
     (["--resume", "MISSING"], "does not exist"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--gain", "1e300"], "agd needs --gain a finite number > 0, got 1e+300"),
+    (["--optimizer", "sgd", "--lr", "nan"], "sgd needs --lr a finite number > 0, got nan"),
+    (["--optimizer", "adam", "--lr", "1e300"], "adam needs --lr a finite number > 0, got 1e+300"),
+    (["--optimizer", "sgd", "--momentum", "1.5"], "sgd needs --momentum in [0, 1), got 1.5"),
+    (["--optimizer", "prodigy", "--lr", "1"], "--lr is not used by prodigy: it takes no flags"),
 ])
 def test_user_mistakes_exit_2_with_one_line(argv: list[str], fragment: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,6 +101,30 @@ def test_user_mistakes_exit_2_with_one_line(argv: list[str], fragment: str, tmp_
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_and_out_mistakes_exit_2_with_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert _run(["train", "--epochs", "2", "--out", str(run), "--no-plots", *FAST]) == 0
+    assert _run(["train", "--resume", str(run), "--gain", "1"]) == 0  # the default, resolved
+    config = (run / "config.json").read_bytes()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    (tmp_path / "file").write_text("x")
+    cases = [(["--resume", str(run), "--epochs", "1"], "already reached epoch 2"),
+             (["--resume", str(run), "--gain", "2"], "gain=1.0 but this config has gain=2.0"),
+             (["--out", str(tmp_path / "file" / "run"), *FAST], "is a file, not a directory")]
+    capsys.readouterr()
+    for argv, fragment in cases:
+        assert _run(["train", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert (run / "config.json").read_bytes() == config  # history was not rewritten
+    del ckpt["config"]
+    torch.save(ckpt, run / "checkpoint.pt")
+    assert _run(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 'config'" in err and err.count("\n") == 1
 
 
 def test_real_process_error_has_no_traceback() -> None:

@@ -58,6 +58,16 @@ def test_gpu_profile_without_data_fails_in_one_line(tmp_path: Path,
     assert "nowhere" in err and "hyperfree experiment: error:" in err
 
 
+def test_missing_text_file_fails_before_any_run(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["experiment", "all", "--profile", "smoke", "--device", "cpu",
+                 "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--data-dir tinyshakespeare=PATH" in err
+    assert not (tmp_path / "experiments").exists()  # not even the first experiment ran
+
+
 def test_parser_offers_every_experiment_and_all() -> None:
     parser = argparse.ArgumentParser()
     cli_experiment.add_arguments(parser)

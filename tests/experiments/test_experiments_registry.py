@@ -14,9 +14,7 @@ from hyperfree.experiments import (PROFILES, Experiment, RunSpec, get_experiment
                                    list_experiments, plan_runs, register_experiment)
 from hyperfree.experiments._verdicts import depth_verdict
 from hyperfree.hyper import parse
-from hyperfree.optim import peers  # noqa: F401  (registers the peers)
-from hyperfree.optim.registry import get_optimizer_info
-from hyperfree.train import TrainConfig
+from hyperfree.train import TrainConfig, get_optimizer_info
 
 EXPERIMENTS = list_experiments()
 
@@ -79,6 +77,15 @@ def test_data_dir_mapping_applies_to_non_vendored_datasets(tmp_path) -> None:
     dirs = {p.config.dataset: p.config.data_dir for p in plan}
     assert dirs["tinyshakespeare"] == "/elsewhere"
     assert dirs["fashion-mnist"] is None
+
+
+def test_text_dataset_needs_its_file_from_the_caller(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"experiment 'towers' \(quick\) needs a text file for "
+                                         r"tinyshakespeare: pass --data-dir tinyshakespeare=PATH"):
+        plan_runs(get_experiment("towers"), "quick", runs_dir=tmp_path)
+    plan = plan_runs(get_experiment("towers"), "quick", runs_dir=tmp_path,
+                     data_dirs={"tinyshakespeare": "/t.txt"})
+    assert {p.config.data_dir for p in plan if p.config.dataset == "tinyshakespeare"} == {"/t.txt"}
 
 
 def test_registry_errors() -> None:

@@ -2,12 +2,13 @@
 
 Uses a tiny unregistered experiment (FCN 2 x 16, 2 epochs of 3 batches, 2 runs). Checks that a
 second call trains nothing, that a run stopped after its first epoch resumes to the same
-records as an uninterrupted run, that a run directory holding another run is refused, and that
-the progress lines count runs and carry an ETA.
+records as an uninterrupted run, that a run directory holding another run is refused, that
+the progress lines count runs and carry an ETA, and that a diverging run is recorded as such.
 Run: .venv/bin/python -m pytest -q tests/experiments/test_experiments_resume.py
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,26 @@ def test_directory_holding_another_run_is_refused(tmp_path: Path, cache: DataCac
     run_experiment(_tiny(), "smoke", runs_dir=tmp_path, device="cpu", cache=cache)
     with pytest.raises(ValueError, match="holds a run with width=16"):
         run_experiment(_tiny(width=32), "smoke", runs_dir=tmp_path, device="cpu", cache=cache)
+
+
+def test_a_diverged_run_is_a_result_not_a_crash(tmp_path: Path, cache: DataCache) -> None:
+    """SGD at lr 1e30 overflows at once: the suite records it, skips it next time, and the
+    report's row says "diverged" (its accuracy counts as 0 in the verdicts)."""
+    from hyperfree.experiments import aggregate, load_runs
+    from hyperfree.experiments.report import _cell
+
+    exp = _tiny(optimizer="sgd", lr=1e30)
+    lines: list[str] = []
+    dirs = run_experiment(exp, "smoke", runs_dir=tmp_path, device="cpu", cache=cache,
+                          log=lines.append)
+    info = json.loads((dirs[0] / "experiment.json").read_text())
+    assert info["diverged"].startswith("training diverged in epoch 1")
+    assert any(ln.startswith("[1/2] a seed 0: training diverged") for ln in lines)
+    assert len(read_metrics(dirs[1])) == 2  # the other run is unaffected
+    again: list[str] = []
+    run_experiment(exp, "smoke", runs_dir=tmp_path, device="cpu", cache=cache,
+                   log=again.append)
+    assert again == ["tiny/smoke: 2 of 2 runs already finished, skipped"]
+    rows = {r.label: r for r in aggregate(load_runs(tmp_path, "tiny", "smoke"))}
+    assert _cell(rows["a"], "test_acc", pct=True) == "diverged"
+    assert _cell(rows["b"], "test_acc", pct=True) != "diverged"

@@ -1,10 +1,9 @@
-"""Registry-wide properties of every tower optimiser, and the harness integration.
+"""Registry-wide properties of every tower optimiser.
 
 Every class in ``hyper.OPTIMIZERS`` is run as the weight level and as a hyperoptimiser: the loss
 goes down, its hyperparameters are reported under the documented keys, its step size is really
-tuned, and ``repr`` round-trips through ``parse``. The registry hook accepts every stack,
-returns ``None`` for non-stacks, refuses ``--lr``/``--momentum``/``--gain`` and DDP, and its
-stepper logs ``lr``, ``lr@1`` … and round-trips ``state_dict``.
+tuned, and ``repr`` round-trips through ``parse``. The harness's side (stacks built by name) is
+tested in ``tests/train/test_train_towers.py``.
 
 Run: ``.venv/bin/python -m pytest -q tests/hyper/test_registry.py``
 """
@@ -16,8 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperfree import hyper
-from hyperfree.hyper.integration import HyperStepper, parse_spec
-from hyperfree.optim.registry import OptimArgs, Stepper, build_optimizer
 
 KEYS = {"sgd": {"lr"}, "sgdperparam": {"lr"}, "adagrad": {"lr"}, "rmsprop": {"lr", "alpha"},
         "rmsproplr": {"lr", "alpha"}, "adam": {"lr", "beta1", "beta2"},
@@ -58,52 +55,3 @@ def test_every_optimizer_trains_and_tunes(name: str, role: str) -> None:
     start = LR[name] if role == "weights" else 0.5
     assert values[0]["lr"] != start  # the step size really moved
     assert repr(hyper.parse(repr(net.optimizer))) == repr(net.optimizer)
-
-
-def test_parse_spec_accepts_stacks_only() -> None:
-    assert parse_spec("not-an-optimiser") is None
-    assert parse_spec("agdx") is None
-    for text in ["adagrad", "sgd(0.01)", "adam(1e-3)/sgd(1e-5)", "rmsprop / rmsproplr / sgd"]:
-        assert callable(parse_spec(text))
-    with pytest.raises(hyper.StackSyntaxError, match="column 10"):
-        parse_spec("sgd(0.01)/sgdd")
-
-
-def test_registry_builds_stepper_that_logs_every_level() -> None:
-    model, x, y = _problem()
-    stepper = build_optimizer("sgd(0.05, 0.9)/adam(1e-3)/sgd(1e-5)", model)
-    assert isinstance(stepper, Stepper) and isinstance(stepper, HyperStepper)
-    stepper.init_weights()
-    before = [p.detach().clone() for p in model.parameters()]
-    logs = {}
-    for _ in range(3):
-        logs = stepper.step(F.cross_entropy(stepper.module(x), y))
-    assert set(logs) == {"lr", "momentum", "lr@1", "beta1@1", "beta2@1", "lr@2"}
-    assert all(v.dim() == 0 and not v.requires_grad for v in logs.values())
-    assert float(logs["lr@2"]) == pytest.approx(1e-5)
-    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    stepper.module.eval()
-    with torch.no_grad():
-        assert stepper.module(x).shape == (64, 3)
-    other = build_optimizer("sgd(0.05, 0.9)/adam(1e-3)/sgd(1e-5)", _problem()[0])
-    other.load_state_dict(stepper.state_dict())
-    assert other.module.hyperparameters() == stepper.module.hyperparameters()
-
-
-@pytest.mark.parametrize("args", [OptimArgs(lr=0.1), OptimArgs(momentum=0.9),
-                                  OptimArgs(gain=2.0)])
-def test_flags_with_a_stack_are_refused(args: OptimArgs) -> None:
-    with pytest.raises(ValueError, match="cannot be combined with the stack"):
-        build_optimizer("sgd(0.01)/sgd(1e-4)", _problem()[0], args)
-
-
-def test_distributed_is_refused() -> None:
-    dist = torch.distributed
-    if not dist.is_available():
-        pytest.skip("torch.distributed not built")
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        with pytest.raises(ValueError, match="DDP"):
-            build_optimizer("sgd(0.01)/sgd(1e-4)", _problem()[0])
-    finally:
-        dist.destroy_process_group()

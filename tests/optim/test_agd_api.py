@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import hyperfree
-from hyperfree.optim import OptimArgs, build_optimizer
+from hyperfree.train.optimizers import OptimArgs, build_optimizer
 
 from .conftest import FCN, make
 

@@ -40,15 +40,16 @@ def tiny_config(**changes: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def ddp_worker(rank: int, world_size: int, port: int, steps: int, out_file: str) -> None:
-    """One rank of the DDP equivalence test: train ``steps`` AGD steps, rank 0 saves weights."""
+def ddp_worker(rank: int, world_size: int, port: int, steps: int, out_file: str,
+               optimizer: str = "agd") -> None:
+    """One rank of the DDP equivalence test: train ``steps`` steps, rank 0 saves weights."""
     from hyperfree.train import DistContext, close_distributed, init_distributed, train
 
     torch.set_num_threads(1)
     ctx = init_distributed(DistContext(rank=rank, world_size=world_size), device_type="cpu",
                            init_method=f"tcp://127.0.0.1:{port}", timeout_s=60)
     try:
-        cfg = tiny_config(epochs=1, limit_batches=steps, train_bs=32)
+        cfg = tiny_config(epochs=1, limit_batches=steps, train_bs=32, optimizer=optimizer)
         history = train(cfg, dist=ctx, data=tiny_image_bundle())
         if rank == 0:
             torch.save({"weights": history.model.state_dict(), "records": history.records},

@@ -13,7 +13,8 @@ import torch
 from _train_helpers import tiny_config, tiny_image_bundle, tiny_text_bundle
 
 from hyperfree.models import get_model_info, list_models
-from hyperfree.optim import registry
+from hyperfree.train import optimizers
+from hyperfree.train.steppers import Stepper, TorchStepper
 from hyperfree.train import (CHECKPOINT_NAME, Callback, CheckpointError, StepInfo,
                              TrainingInterrupted, read_metrics, train)
 from hyperfree.train.losses import square_loss
@@ -99,8 +100,8 @@ def test_refuses_to_overwrite_or_resume_a_different_run(tmp_path: Path) -> None:
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before[:100]
 
 
-def test_every_logged_stepper_scalar_gets_mean_min_max(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Logger(registry.TorchStepper):
+def test_every_logged_stepper_scalar_gets_mean_min_max() -> None:
+    class Logger(TorchStepper):
         calls = 0
 
         def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -108,12 +109,15 @@ def test_every_logged_stepper_scalar_gets_mean_min_max(monkeypatch: pytest.Monke
             Logger.calls += 1
             return {"lr": torch.tensor(float(Logger.calls)), "lr@1": torch.tensor(-1.0)}
 
-    def build(model: torch.nn.Module, args: registry.OptimArgs) -> registry.Stepper:
+    def build(model: torch.nn.Module, args: optimizers.OptimArgs) -> Stepper:
         return Logger(model, torch.optim.SGD(model.parameters(), lr=0.01))
 
-    monkeypatch.setitem(registry._REGISTRY, "logger",
-                        registry.OptimInfo("logger", build, "test stepper"))
-    rec = train(tiny_config(epochs=1, optimizer="logger"), data=tiny_image_bundle()).records[0]
+    optimizers.register_optimizer("logger", description="test stepper")(build)
+    try:
+        rec = train(tiny_config(epochs=1, optimizer="logger"),
+                    data=tiny_image_bundle()).records[0]
+    finally:
+        optimizers._REGISTRY.unregister("logger")
     assert (rec["lr_mean"], rec["lr_min"], rec["lr_max"]) == (2.5, 1.0, 4.0)
     assert (rec["lr@1_mean"], rec["lr@1_min"], rec["lr@1_max"]) == (-1.0, -1.0, -1.0)
     assert "eta_mean" not in rec

@@ -8,10 +8,10 @@ command is run again. ``NAME`` may be ``all``. Ctrl-C stops at the next step bou
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
-from typing import Any
+
+from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
 
 __all__ = ["add_arguments", "run", "parse_data_dirs"]
 
@@ -31,9 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto = cuda if available else cpu (default)")
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="root of the run directories (default runs)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads (default: torch's choice); 1 is much faster on a "
-                        "CPU shared with other jobs")
+    add_threads_flag(p)
     p.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH",
                    help="where a dataset lives, e.g. cifar10=/data/cifar or "
                         "tinyshakespeare=/path/file.txt; a bare PATH applies to every "
@@ -56,39 +54,30 @@ def parse_data_dirs(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment(s); print one line per run. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.experiments import DataCache, list_experiments, run_experiment
-    from hyperfree.train import StopFlag
+    from hyperfree.experiments import (DataCache, get_experiment, list_experiments, plan_runs,
+                                       run_experiment)
 
     names = list_experiments() if args.name == "all" else [args.name]
     data_dirs = parse_data_dirs(args.data_dir)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    stop, cache = StopFlag(), DataCache()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        stop.request()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, on_sigint)
+    set_threads(args.threads)
+    for name in names:  # a missing input (no --data-dir for a text file) fails before any run
+        plan_runs(get_experiment(name), args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
+                  device=args.device, data_dirs=data_dirs)
+    cache = DataCache()
     t0 = time.perf_counter()
     try:
-        for i, name in enumerate(names, start=1):
-            if len(names) > 1:
-                print(f"== experiment {i}/{len(names)}: {name} ({args.profile}) ==", flush=True)
-            run_experiment(name, args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
-                           device=args.device, data_dirs=data_dirs, cache=cache,
-                           callbacks=[stop], log=lambda line: print(line, flush=True))
+        with stop_on_ctrl_c() as stop:
+            for i, name in enumerate(names, start=1):
+                if len(names) > 1:
+                    print(f"== experiment {i}/{len(names)}: {name} ({args.profile}) ==",
+                          flush=True)
+                run_experiment(name, args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
+                               device=args.device, data_dirs=data_dirs, cache=cache,
+                               callbacks=[stop], log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume (finished runs are kept)",
               file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(f"done: {', '.join(names)} ({args.profile}) in {time.perf_counter() - t0:.0f}s; "
           f"runs under {args.runs_dir}/experiments/. Next: hyperfree report")
     return 0

@@ -5,7 +5,8 @@ known: a new run fills the rest from ``TrainConfig``'s defaults, and ``--resume 
 them from the stored run (the library then refuses changes that matter, e.g. another --arch).
 Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set) this layer starts the process group and passes
 the context to the library. Ctrl-C stops at the next step boundary, saves a checkpoint and
-exits with status 130.
+exits with status 130. A run that diverges (non-finite loss or weights) stops with one line and
+exit status 3; its last good checkpoint is kept.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import argparse
 import datetime
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
 
-__all__ = ["add_arguments", "run", "config_from_args", "default_out_dir"]
+__all__ = ["EXIT_DIVERGED", "add_arguments", "run", "config_from_args", "default_out_dir"]
 
 # flag dest -> TrainConfig field, where the names differ
 _FIELD = {"out": "out_dir", "workers": "num_workers"}
@@ -30,8 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the ``train`` flags (all default to SUPPRESS = not given)."""
     from hyperfree.data import list_datasets
     from hyperfree.models import list_models
-    from hyperfree.optim.registry import list_optimizers
-    from hyperfree.train import DEFAULT_EPOCHS
+    from hyperfree.train import DEFAULT_EPOCHS, list_optimizers
 
     S = argparse.SUPPRESS
     p.set_defaults(resume=None)
@@ -84,9 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hide the progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
-    p.add_argument("--threads", type=int, default=S, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a CPU "
-                        "shared with other jobs)")
+    add_threads_flag(p, default=S)
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
 
 
@@ -130,35 +127,29 @@ def _dist_context(device: str) -> Any:
     return init_distributed(ctx, device_type=device_type, init_method=f"tcp://{addr}:{port}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train; print where the results went. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.train import StopFlag, TrainingInterrupted, close_distributed, train
+EXIT_DIVERGED = 3
 
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print where the results went. Exit 0, 2 (user error), 3 (diverged) or 130."""
+    from hyperfree.train import TrainingDiverged, TrainingInterrupted, close_distributed, train
+
+    set_threads(getattr(args, "threads", None))
     cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
     dist = _dist_context(cfg.device)
-    stop = StopFlag()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
-        stop.request()  # training: stop at the next step boundary; before it: at once
-
-    signal.signal(signal.SIGINT, on_sigint)
     try:
-        history = train(cfg, callbacks=[stop], dist=dist)
+        with stop_on_ctrl_c() as stop:
+            history = train(cfg, callbacks=[stop], dist=dist)
     except KeyboardInterrupt as exc:
         if dist.is_main:
-            where = getattr(exc, "checkpoint", None) if isinstance(exc, TrainingInterrupted) \
-                else None
+            where = exc.checkpoint if isinstance(exc, TrainingInterrupted) else None
             print(f"\ninterrupted: {_resume_hint(where, cfg.out_dir)}", file=sys.stderr)
         return 130
+    except TrainingDiverged as exc:
+        if dist.is_main:
+            print(f"hyperfree train: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     finally:
-        signal.signal(signal.SIGINT, previous)
         close_distributed(dist)
     if dist.is_main:
         _report(history, cfg)

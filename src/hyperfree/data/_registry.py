@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from hyperfree._registry import Registry
+
 from ._types import DataBundle, DataError, DatasetInfo, as_device
 from .cifar import CIFAR_LAYOUT, load_cifar_split
 from .download import download_file, safe_extract_tar
@@ -85,32 +87,39 @@ def _text_builder(info: DatasetInfo, req: _Request) -> DataBundle:
                       train_stream=train.to(dev))
 
 
-_ENTRIES: dict[str, tuple[DatasetInfo, Builder]] = {
-    "fashion-mnist": (DatasetInfo("fashion-mnist", "image", 10, 1, 28, (0.2860,), (0.3530,),
-                                  False), _idx_builder),
-    "mnist": (DatasetInfo("mnist", "image", 10, 1, 28, (0.1307,), (0.3081,), False),
-              _idx_builder),
-    "cifar10": (DatasetInfo("cifar10", "image", 10, 3, 32, (0.4914, 0.4822, 0.4465),
-                            (0.2023, 0.1994, 0.2010), True), _cifar_builder),
-    "cifar100": (DatasetInfo("cifar100", "image", 100, 3, 32, (0.5071, 0.4867, 0.4408),
-                             (0.2675, 0.2565, 0.2761), True), _cifar_builder),
-    "imagenet": (DatasetInfo("imagenet", "image", 1000, 3, 224, (0.485, 0.456, 0.406),
-                             (0.229, 0.224, 0.225), False), _imagenet_builder),
-    "tinyshakespeare": (DatasetInfo("tinyshakespeare", "text", 0, 0, 0, None, None, False),
-                        _text_builder),
-}
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    info: DatasetInfo
+    builder: Builder
+
+
+_REGISTRY: Registry[_Entry] = Registry("dataset")
+
+
+def _register(info: DatasetInfo, builder: Builder) -> None:
+    _REGISTRY.register(info.name, _Entry(info, builder))
+
+
+_register(DatasetInfo("fashion-mnist", "image", 10, 1, 28, (0.2860,), (0.3530,), False),
+          _idx_builder)
+_register(DatasetInfo("mnist", "image", 10, 1, 28, (0.1307,), (0.3081,), False), _idx_builder)
+_register(DatasetInfo("cifar10", "image", 10, 3, 32, (0.4914, 0.4822, 0.4465),
+                      (0.2023, 0.1994, 0.2010), True), _cifar_builder)
+_register(DatasetInfo("cifar100", "image", 100, 3, 32, (0.5071, 0.4867, 0.4408),
+                      (0.2675, 0.2565, 0.2761), True), _cifar_builder)
+_register(DatasetInfo("imagenet", "image", 1000, 3, 224, (0.485, 0.456, 0.406),
+                      (0.229, 0.224, 0.225), False), _imagenet_builder)
+_register(DatasetInfo("tinyshakespeare", "text", 0, 0, 0, None, None, False), _text_builder)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return list(_ENTRIES)
+    return _REGISTRY.names()
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
     """The static :class:`DatasetInfo` of ``name`` (text: ``num_classes``/``vocab`` unset)."""
-    if name not in _ENTRIES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_ENTRIES)}")
-    return _ENTRIES[name][0]
+    return _REGISTRY.get(name).info
 
 
 def _default_dir(name: str) -> Path:
@@ -133,8 +142,9 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, download: boo
     ``download=True`` fetches missing MNIST/Fashion-MNIST/CIFAR files (from ``mirror`` if
     given) with checksum verification. Raises :class:`DataError` for missing/corrupt files.
     """
-    info, builder = get_dataset_info(name), _ENTRIES[name][1]
-    root = Path(data_dir) if data_dir is not None else _default_dir(name)
+    entry = _REGISTRY.get(name)
+    info, builder = entry.info, entry.builder
+    root = Path(data_dir) if data_dir is not None else _default_dir(info.name)
     if info.kind != "text" and not download and not root.exists():
         raise DataError(f"{root} not found; pass data_dir= the folder with the official {name} "
                         "files, or download=True (--download)")

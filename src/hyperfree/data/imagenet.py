@@ -12,6 +12,10 @@ the paper's ImageNet runs (Bernstein et al. 2023, §experiments; the standard Re
 Every random choice for sample ``i`` in epoch ``e`` comes from a generator seeded with a number
 drawn, with the permutation, from ``epoch_seed(seed, e)``: batches do not depend on the number of
 workers, and the DDP split is the one of :class:`~hyperfree.data.TensorLoader`.
+
+A file that cannot be decoded is a :class:`DataError` naming it, with or without workers: a
+worker hands the error back as a value (the DataLoader would re-raise it as "Caught DataError
+in DataLoader worker process 0", with the file's name buried in a traceback).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,13 +133,40 @@ class ImageFolder(Dataset):
         return x.contiguous(), label
 
 
+class _Failed:
+    """A sample (or batch) whose file could not be read; ``message`` names the file."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Reported(Dataset):
+    """``dataset`` whose DataErrors come back as :class:`_Failed` values (worker side)."""
+
+    def __init__(self, dataset: ImageFolder) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int] | _Failed:
+        try:
+            return self.dataset[key]
+        except DataError as err:
+            return _Failed(str(err))
+
+
 class _Collate:
-    """Stack samples; an empty rank share (last partial batch, DDP) gives empty tensors."""
+    """Stack samples; an empty rank share (last partial batch, DDP) gives empty tensors; a
+    failed sample makes the whole batch that failure."""
 
     def __init__(self, crop: int) -> None:
         self.crop = crop
 
-    def __call__(self, batch: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    def __call__(self, batch: list[Any]) -> tuple[Tensor, Tensor] | _Failed:
+        failed = next((b for b in batch if isinstance(b, _Failed)), None)
+        if failed is not None:
+            return failed
         if not batch:
             return (torch.empty(0, 3, self.crop, self.crop, dtype=torch.uint8),
                     torch.empty(0, dtype=torch.int64))
@@ -186,11 +218,14 @@ class ImageNetLoader:
         return out
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        loader = DataLoader(self.dataset, batch_sampler=self.batches(),
+        loader = DataLoader(_Reported(self.dataset), batch_sampler=self.batches(),
                             num_workers=self.num_workers,
                             collate_fn=_Collate(self.dataset.crop),
                             pin_memory=self.device.type == "cuda")
-        for xb, yb in loader:
+        for batch in loader:
+            if isinstance(batch, _Failed):
+                raise DataError(batch.message)
+            xb, yb = batch
             xb = xb.to(self.device, non_blocking=True)
             yield normalise(xb, self._mean, self._std), yb.to(self.device, non_blocking=True)
         self.epoch += 1

@@ -10,6 +10,7 @@ Modules: _spec (RunSpec, Experiment, registry), suite (the seven experiments), _
 the claim reproduce?), runner (plan, resume, progress), collect (read runs back), figures,
 report (docs/results.md).
 """
+from . import suite  # noqa: F401  (registers the seven experiments)
 from ._spec import (FIGURE_KINDS, PROFILE_SEEDS, PROFILES, Experiment, Row, RunSpec, Verdict,
                     get_experiment, list_experiments, register_experiment)
 from .collect import RunResult, aggregate, load_runs

@@ -13,6 +13,8 @@ import re
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
+from hyperfree._registry import Registry
+
 __all__ = ["PROFILES", "PROFILE_SEEDS", "FIGURE_KINDS", "RunSpec", "Row", "Verdict",
            "Experiment", "register_experiment", "get_experiment", "list_experiments"]
 
@@ -116,32 +118,19 @@ class Experiment:
         return self.runs[profile]
 
 
-_REGISTRY: dict[str, Experiment] = {}
+_REGISTRY: Registry[Experiment] = Registry("experiment")
 
 
 def register_experiment(exp: Experiment) -> Experiment:
     """Add ``exp`` to the registry (ValueError if another experiment has its name)."""
-    if exp.name in _REGISTRY and _REGISTRY[exp.name] is not exp:
-        raise ValueError(f"experiment {exp.name!r} is already registered; pick another name")
-    _REGISTRY[exp.name] = exp
-    return exp
-
-
-def _load() -> None:
-    from . import suite  # noqa: F401  (registers the built-in experiments)
+    return _REGISTRY.register(exp.name, exp)
 
 
 def list_experiments() -> list[str]:
     """Names of the registered experiments, in registration order."""
-    _load()
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_experiment(name: str) -> Experiment:
     """The experiment registered as ``name``; ValueError listing the choices if none."""
-    _load()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown experiment {name!r}; choose one of "
-                         f"{', '.join(_REGISTRY)}") from None
+    return _REGISTRY.get(name)

@@ -1,8 +1,9 @@
 """Read an experiment's run directories back: per-seed records and per-label :class:`Row` s.
 
 A run directory counts when it has ``experiment.json`` (written by the runner when the run
-finished) and at least one epoch in ``metrics.jsonl``. Rows aggregate the seeds of a label:
-mean and (sample, n-1) standard deviation of every final-epoch number.
+finished) and at least one epoch in ``metrics.jsonl``, or when it diverged. Rows aggregate the
+seeds of a label: mean and (sample, n-1) standard deviation of every final-epoch number; a
+diverged seed counts as NaN, which the report prints as "diverged".
 """
 from __future__ import annotations
 
@@ -50,11 +51,12 @@ def load_runs(runs_dir: str | os.PathLike[str], experiment: str, profile: str
         info_file = run_dir / RUN_INFO_NAME
         if not info_file.is_file():
             continue
+        info = json.loads(info_file.read_text())
         records = read_metrics(run_dir)
-        if not records:
+        if not records and not info.get("diverged"):
             continue
         body = json.loads((run_dir / "config.json").read_text())
-        out.append(RunResult(run_dir, json.loads(info_file.read_text()), read_config(run_dir),
+        out.append(RunResult(run_dir, info, read_config(run_dir),
                              dict(body.get("environment", {})), records))
     return out
 
@@ -75,8 +77,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def _final(records: Sequence[dict[str, Any]], key: str) -> float | None:
-    value = records[-1].get(key)
+def _final(run: RunResult, key: str) -> float | None:
+    if run.info.get("diverged"):
+        return float("nan")
+    value = run.records[-1].get(key) if run.records else None
     if value is None:
         return None
     value = float(value)
@@ -93,7 +97,7 @@ def aggregate(runs: Sequence[RunResult]) -> list[Row]:
         first = group[0].info
         metrics: dict[str, tuple[float, float]] = {}
         for key in _METRICS:
-            vals = [v for v in (_final(r.records, key) for r in group) if v is not None]
+            vals = [v for v in (_final(r, key) for r in group) if v is not None]
             if vals:
                 metrics[key] = mean_std(vals)
         seconds = mean_std([float(r.info.get("wall_seconds", 0.0)) for r in group])[0]

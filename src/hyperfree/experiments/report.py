@@ -48,7 +48,8 @@ def _cell(row: Row, key: str, pct: bool) -> str:
 def command_line(exp: str, profile: str, seeds: int, runs: Sequence[RunResult] = ()) -> str:
     """The command that produced ``exp``'s ``runs`` under ``profile`` with ``seeds`` seeds.
 
-    The device and torch thread count are read from the first run's recorded environment.
+    The device and torch thread count are read from the first run's recorded environment;
+    every dataset the runs read from outside the package gets a ``--data-dir NAME=PATH``.
     """
     extra = "" if seeds == PROFILE_SEEDS[profile] else f" --seeds {seeds}"
     if runs:
@@ -58,6 +59,8 @@ def command_line(exp: str, profile: str, seeds: int, runs: Sequence[RunResult] =
             extra += f" --device {device}"
         if env.get("num_threads"):
             extra += f" --threads {env['num_threads']}"
+    for name in sorted({str(r.config.get("dataset")) for r in runs} - {"fashion-mnist"}):
+        extra += f" --data-dir {name}=PATH"
     return f"hyperfree experiment {exp} --profile {profile}{extra}"
 
 

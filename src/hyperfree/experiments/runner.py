@@ -4,7 +4,7 @@
 
     plan  = [(spec, seed) for spec in experiment.specs(profile) for seed in range(seeds)]
     for k, (spec, seed) in enumerate(plan):      # runs/experiments/<exp>/<profile>/<label>-seed<k>
-        finished (metrics.jsonl has all epochs)  -> skip
+        finished (all epochs, or diverged)       -> skip
         checkpoint.pt present                    -> train(cfg, resume=True)   (harness resume)
         otherwise                                -> train(cfg)
         print "[k/N] label seed s ... ETA mm:ss" (ETA = mean wall time of runs done × runs left)
@@ -12,7 +12,9 @@
 Runs that share a dataset share one loaded :class:`~hyperfree.data.DataBundle` (a
 :class:`DataCache` lives for one :func:`run_experiment` call, or longer if the caller passes
 one). Next to the harness's files each run directory gets ``experiment.json``: the experiment,
-profile, label, group, coordinates, seed, wall time and CPU, which the report reads.
+profile, label, group, coordinates, seed, wall time and CPU, which the report reads. A run that
+diverges (:class:`~hyperfree.train.TrainingDiverged`) is a result, not a failure of the suite:
+its ``experiment.json`` carries ``"diverged"`` (the message) and the report shows it so.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, read_metrics,
-                             train)
-from hyperfree.train.config import RESUME_FIXED_FIELDS
+from hyperfree.data import get_dataset_info
+from hyperfree.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, TrainingDiverged,
+                             read_metrics, train)
+from hyperfree.train.config import RESUME_FIXED_FIELDS, config_difference
 
 from ._spec import PROFILE_SEEDS, Experiment, RunSpec, get_experiment
 
@@ -84,7 +87,8 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
     """Every (run, seed) of ``exp`` under ``profile``, with its run dir and TrainConfig.
 
     ``seeds`` defaults to the profile's (:data:`PROFILE_SEEDS`); ``data_dirs`` maps a dataset
-    name to its folder/file (key ``""``: every non-vendored dataset).
+    name to its folder/file (key ``""``: every non-vendored dataset). A text dataset has no
+    default location: without its entry this raises a one-line ValueError naming the flag.
     """
     n_seeds = PROFILE_SEEDS[profile] if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
@@ -94,8 +98,12 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
     for spec in exp.specs(profile):
         for seed in range(n_seeds):
             fields = {**_SUITE_DEFAULTS, **spec.overrides}
-            fields["data_dir"] = _data_dir(str(fields.get("dataset", "fashion-mnist")),
-                                           fields.get("data_dir"), data_dirs or {})
+            dataset = str(fields.get("dataset", "fashion-mnist"))
+            fields["data_dir"] = _data_dir(dataset, fields.get("data_dir"), data_dirs or {})
+            if fields["data_dir"] is None and get_dataset_info(dataset).kind == "text":
+                raise ValueError(f"experiment {exp.name!r} ({profile}) needs a text file for "
+                                 f"{dataset}: pass --data-dir {dataset}=PATH "
+                                 f"(data_dirs={{{dataset!r}: PATH}})")
             run_dir = root / f"{spec.label}-seed{seed}"
             cfg = TrainConfig(**fields).replace(seed=seed, device=device, out_dir=str(run_dir))
             plan.append(PlannedRun(spec, seed, run_dir, cfg))
@@ -103,7 +111,8 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
 
 
 def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
-    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded.
+    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded, or a
+    record that it diverged.
 
     Raises ValueError if it holds a different run (another optimiser, model, ...).
     """
@@ -111,10 +120,14 @@ def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
     if not metrics.is_file() or not config.is_file():
         return False
     stored = json.loads(config.read_text())["config"]
-    for name in (*RESUME_FIXED_FIELDS, "epochs", "limit_batches"):
-        if stored.get(name) != getattr(cfg, name):
-            raise ValueError(f"{run_dir} holds a run with {name}={stored.get(name)!r}, not "
-                             f"{getattr(cfg, name)!r}; delete it or pick another --runs-dir")
+    diff = config_difference(stored, cfg, (*RESUME_FIXED_FIELDS, "epochs"))
+    if diff is not None:
+        name, old, new = diff
+        raise ValueError(f"{run_dir} holds a run with {name}={old!r}, not {new!r}; delete it "
+                         "or pick another --runs-dir")
+    info = run_dir / RUN_INFO_NAME
+    if info.is_file() and json.loads(info.read_text()).get("diverged"):
+        return True
     lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
     return len(lines) >= cfg.epochs
 
@@ -139,11 +152,13 @@ def format_eta(seconds: float) -> str:
         f"{s // 60:02d}:{s % 60:02d}"
 
 
-def _write_info(run: PlannedRun, exp: Experiment, profile: str, wall: float) -> None:
+def _write_info(run: PlannedRun, exp: Experiment, profile: str, wall: float,
+                diverged: str | None = None) -> None:
     info = {"experiment": exp.name, "profile": profile, "label": run.spec.label,
             "group": run.spec.group, "panel": run.spec.panel, "x": run.spec.x, "y": run.spec.y,
             "seed": run.seed, "wall_seconds": wall, "cpu": cpu_name(),
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), **({"diverged": diverged} if diverged else {})}
+    run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RUN_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -181,9 +196,6 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
     (once) before the first run, so missing data fails fast with the loader's error.
     ``callbacks`` go to every ``train`` call (e.g. a StopFlag for Ctrl-C).
     """
-    import hyperfree.hyper.integration  # noqa: F401  (towers' spec parser)
-    import hyperfree.optim.peers  # noqa: F401  (peer optimisers' registry entries)
-
     exp = name if isinstance(name, Experiment) else get_experiment(name)
     plan = plan_runs(exp, profile, seeds=seeds, runs_dir=runs_dir, device=device,
                      data_dirs=data_dirs)
@@ -206,11 +218,15 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
         emit(f"[{k}/{len(plan)}] {exp.name} {run.spec.label} seed {run.seed}"
              f"{' (resuming)' if resume else ''} ... ETA {eta}")
         t0 = time.perf_counter()
-        history = train(run.config.replace(resume=resume), data=cache.get(run.config),
-                        callbacks=callbacks)
+        diverged = None
+        try:
+            history = train(run.config.replace(resume=resume), data=cache.get(run.config),
+                            callbacks=callbacks)
+            summary = _summary(history.records)
+        except TrainingDiverged as exc:
+            diverged = summary = str(exc)
         wall = time.perf_counter() - t0
         done_walls.append(wall)
-        _write_info(run, exp, profile, wall)
-        emit(f"[{k}/{len(plan)}] {run.spec.label} seed {run.seed}: {_summary(history.records)}"
-             f" in {wall:.1f}s")
+        _write_info(run, exp, profile, wall, diverged)
+        emit(f"[{k}/{len(plan)}] {run.spec.label} seed {run.seed}: {summary} in {wall:.1f}s")
     return [r.run_dir for r in plan]

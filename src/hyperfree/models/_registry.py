@@ -18,6 +18,8 @@ from typing import Callable, Literal
 
 from torch import nn
 
+from hyperfree._registry import Registry
+
 __all__ = ["Builder", "InputKind", "ModelInfo", "MODEL_FLAGS", "register_model", "get_model_info",
            "list_models", "resolve_flags", "create_model"]
 
@@ -55,7 +57,7 @@ class ModelInfo:
         return {f: v for f, v in values.items() if v is not None}
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+_REGISTRY: Registry[ModelInfo] = Registry("model")
 
 
 def register_model(name: str, *, description: str, input_kind: InputKind = "image",
@@ -68,19 +70,16 @@ def register_model(name: str, *, description: str, input_kind: InputKind = "imag
     ``name`` must be non-empty lowercase. A model uses the flag ``f`` of :data:`MODEL_FLAGS` iff
     ``default_f`` is given; ``min_depth`` is the smallest valid depth.
     """
-    if not name or name != name.lower():
-        raise ValueError(f"model name {name!r} must be non-empty lowercase, e.g. {name.lower()!r}")
+    _REGISTRY.check_name(name)
     if input_kind not in _INPUT_KINDS:
         raise ValueError(f"input_kind {input_kind!r} is not one of {_INPUT_KINDS}")
     if default_tie_weights is not None and not isinstance(default_tie_weights, bool):
         raise ValueError(f"default_tie_weights must be a bool or None, got {default_tie_weights!r}")
 
     def deco(builder: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
-            raise ValueError(f"model {name!r} is already registered; pick another name")
-        _REGISTRY[name] = ModelInfo(name, builder, description, input_kind, paper_exact,
-                                    default_depth, default_width, min_depth, default_heads,
-                                    default_seq_len, default_tie_weights)
+        _REGISTRY.register(name, ModelInfo(name, builder, description, input_kind, paper_exact,
+                                           default_depth, default_width, min_depth, default_heads,
+                                           default_seq_len, default_tie_weights))
         return builder
 
     return deco
@@ -88,16 +87,12 @@ def register_model(name: str, *, description: str, input_kind: InputKind = "imag
 
 def list_models(input_kind: InputKind | None = None) -> list[str]:
     """Names of all registered models, sorted; only those of ``input_kind`` if it is given."""
-    return sorted(k for k, v in _REGISTRY.items() if input_kind in (None, v.input_kind))
+    return sorted(m.name for m in _REGISTRY if input_kind in (None, m.input_kind))
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` registered under ``name`` (case-insensitive); ValueError if none."""
-    try:
-        return _REGISTRY[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}"
-                         ) from None
+    return _REGISTRY.get(name)
 
 
 def _check_positive(flag: str, value: object, minimum: int = 1) -> int:

@@ -3,26 +3,36 @@
 >>> from hyperfree.train import TrainConfig, train
 >>> history = train(TrainConfig(epochs=1, out_dir=None, progress=False))  # doctest: +SKIP
 
-Modules: config (TrainConfig), loop (train), losses, stats (device-side metrics), checkpoint,
-record (config.json, metrics.jsonl), plots (Figure-4-style PNGs), distributed (DDP context),
-progress (tqdm bar), callbacks.
+Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives),
+optimizers (the optimiser registry and its built-in entries agd, sgd, adam), peers (third-party
+learning-rate-free optimisers), towers (hypergradient stacks), losses, stats (device-side
+metrics), checkpoint, resume (what continuing a run requires), rundir (the run directory's
+lock), record (config.json, metrics.jsonl), tally (repeated warnings counted), plots
+(Figure-4-style PNGs), distributed (DDP context), progress (tqdm bar), callbacks.
 """
 from __future__ import annotations
 
+from . import peers, towers  # noqa: F401  (register their optimiser entries)
+
 from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable
+from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
-from .loop import (FIGURE_NAME, History, TrainingInterrupted, build_model, load_data,
-                   model_flags, resolve_device, train)
+from .loop import (FIGURE_NAME, History, TrainingDiverged, TrainingInterrupted, build_model,
+                   load_data, model_flags, resolve_device, train)
 from .losses import cross_entropy, get_loss, square_loss
+from .optimizers import (OptimArgs, OptimInfo, build_optimizer, get_optimizer_info,
+                         list_optimizers, register_optimizer, register_spec_parser)
 from .plots import plot_runs
 from .record import CONFIG_NAME, METRICS_NAME, read_config, read_metrics
+from .steppers import Stepper, TorchStepper
 
 __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
-           "check_resumable", "SINGLE", "DistContext", "close_distributed", "dist_from_env",
-           "init_distributed",
-           "FIGURE_NAME", "History", "TrainingInterrupted", "build_model", "load_data",
-           "model_flags", "resolve_device", "train", "cross_entropy", "get_loss", "square_loss", "plot_runs", "CONFIG_NAME",
-           "METRICS_NAME", "read_config", "read_metrics"]
+           "check_resumable", "resolve_config", "SINGLE", "DistContext", "close_distributed",
+           "dist_from_env", "init_distributed", "FIGURE_NAME", "History", "TrainingDiverged",
+           "TrainingInterrupted", "build_model", "load_data", "model_flags", "resolve_device",
+           "train", "cross_entropy", "get_loss", "square_loss", "OptimArgs", "OptimInfo",
+           "build_optimizer", "get_optimizer_info", "list_optimizers", "register_optimizer",
+           "register_spec_parser", "plot_runs", "CONFIG_NAME", "METRICS_NAME", "read_config",
+           "read_metrics", "Stepper", "TorchStepper"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -57,9 +57,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; CheckpointError if missing or corrupt."""
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
+                    required: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    CheckpointError (one line) if it is missing, corrupt, not ours, or lacks a ``required`` key.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; resume needs a run directory written "
@@ -72,6 +75,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a hyperfree format-{_FORMAT} "
                               "checkpoint; start a new run with --out")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(map(repr, missing))}; it was "
+                              "not written by hyperfree train (or was edited): start a new run "
+                              "with --out")
     return data
 
 

@@ -20,16 +20,23 @@ On a text dataset the evaluation is the language-model metric: ``test_loss`` is 
 cross-entropy in nats, token-weighted over every window of the whole test split (see
 :meth:`_Run.evaluate`), whatever the training loss.
 
-The optimiser comes only from the registry (``hyperfree.optim.registry.build_optimizer``), so
-AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
+The optimiser comes only from the registry (:func:`~hyperfree.train.optimizers.build_optimizer`),
+so AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
 ``DistributedDataParallel`` the forward pass goes through the DDP wrapper (gradients are averaged
 in backward), each rank takes its share of the global batch, metrics are reduced across ranks
 and only rank 0 writes files or shows progress. ``KeyboardInterrupt`` at a step boundary (e.g.
 from :class:`~hyperfree.train.callbacks.StopFlag`) saves a checkpoint and is re-raised as
 :class:`TrainingInterrupted`.
+
+The run owns its directory (:mod:`~hyperfree.train.rundir`: locked until it ends). Divergence
+stops it: the loss sum is checked at the loop's existing host syncs (every ``log_every`` steps,
+single-process; every epoch's end, all ranks together) and the weights before every save, so a
+non-finite loss or weight raises :class:`TrainingDiverged` and the last good checkpoint stays.
+Repeated warnings are counted and summarised at each epoch's end (:mod:`~hyperfree.train.tally`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -40,19 +47,22 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from hyperfree.optim.registry import OptimArgs, Stepper, build_optimizer
-
 from .callbacks import Callback, StepInfo
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, check_resumable
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, resolve_config
 from .distributed import SINGLE, DistContext
 from .losses import correct_count, cross_entropy, get_loss
+from .optimizers import OptimArgs, build_optimizer
 from .progress import Progress
 from .record import append_metrics, environment, write_config, write_metrics
+from .resume import exactness_settings, open_checkpoint
+from .rundir import claim_run_dir
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
+from .steppers import Stepper
+from .tally import WarningTally
 
-__all__ = ["History", "TrainingInterrupted", "train", "resolve_device", "build_model",
-           "model_flags", "default_loss", "load_data", "FIGURE_NAME"]
+__all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "resolve_device",
+           "build_model", "model_flags", "default_loss", "load_data", "FIGURE_NAME"]
 
 FIGURE_NAME = "figure.png"
 
@@ -73,6 +83,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint: Path | None) -> None:
         super().__init__(f"interrupted; checkpoint: {checkpoint}")
         self.checkpoint = checkpoint
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite training loss or weight stopped the run; ``checkpoint`` is the last good
+    one kept on disk (``None`` if there is none) and ``epoch`` the 0-based epoch it happened in."""
+
+    def __init__(self, message: str, checkpoint: Path | None, epoch: int) -> None:
+        super().__init__(message)
+        self.checkpoint, self.epoch = checkpoint, epoch
 
 
 def resolve_device(name: str, dist: DistContext = SINGLE) -> torch.device:
@@ -123,22 +142,14 @@ def default_loss(info: Any) -> str:
     return "xent" if info.kind == "text" else "mse"
 
 
-def _prepare_run_dir(cfg: TrainConfig) -> Path | None:
-    if cfg.out_dir is None:
-        return None
-    run_dir = Path(cfg.out_dir)
-    if not cfg.resume and (run_dir / CHECKPOINT_NAME).exists():
-        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                         "or choose another --out")
-    return run_dir
-
-
 class _Run:
     """Bookkeeping of one run: model, stepper, loaders, position and accumulators."""
 
     def __init__(self, cfg: TrainConfig, dist: DistContext, device: torch.device,
-                 bundle: Any, callbacks: Sequence[Callback], run_dir: Path | None) -> None:
+                 bundle: Any, callbacks: Sequence[Callback], run_dir: Path | None,
+                 tally: WarningTally) -> None:
         self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, run_dir
+        self.tally = tally
         self.callbacks = list(callbacks)
         self.loss_name = cfg.loss or default_loss(bundle.info)
         self.loss_fn = get_loss(self.loss_name)
@@ -167,19 +178,29 @@ class _Run:
         epochs = cfg.epochs or math.ceil((cfg.steps or 0) / max(self.epoch_len, 1))
         self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=epochs)
         self._open: tuple[int, Any] | None = None  # (epoch, its batch iterator at self.batch)
+        self.checked_step = 0  # the divergence check has seen every loss up to this step
+        self.saved: Path | None = None  # the last checkpoint written (or resumed from)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint's model, stepper, position, accumulators and RNG state."""
-        self.model.load_state_dict(ckpt["model"])
-        self.stepper.load_state_dict(ckpt["stepper"])
-        self.epoch, self.batch = int(ckpt["epoch"]), int(ckpt["batch"])
-        self.global_step = int(ckpt["global_step"])
-        self.stats.load_state_dict(ckpt["stats"])
-        self.records = [dict(r) for r in ckpt["metrics"]]
-        set_rng_state(ckpt["rng"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.stepper.load_state_dict(ckpt["stepper"])
+            self.epoch, self.batch = int(ckpt["epoch"]), int(ckpt["batch"])
+            self.global_step = self.checked_step = int(ckpt["global_step"])
+            self.stats.load_state_dict(ckpt["stats"])
+            self.records = [dict(r) for r in ckpt["metrics"]]
+            set_rng_state(ckpt["rng"])
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+            where = self.run_dir / CHECKPOINT_NAME if self.run_dir else "the checkpoint"
+            raise CheckpointError(f"{where} does not fit this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else '-'}); start a "
+                                  "new run with --out") from None
+        self.saved = self.run_dir / CHECKPOINT_NAME if self.run_dir else None
 
     def wrap_ddp(self) -> None:
-        if self.dist.enabled:
+        """Wrap the forward module in DDP, unless the stepper averages gradients itself."""
+        if self.dist.enabled and not getattr(self.stepper, "syncs_gradients", False):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -195,14 +216,50 @@ class _Run:
         return {"model": self.model.state_dict(), "stepper": self.stepper.state_dict(),
                 "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
                 "stats": stats, "rng": rng_state(), "config": self.cfg.to_dict(),
-                "metrics": self.records}
+                "metrics": self.records,
+                "exactness": exactness_settings(self.device, self.dist)}
 
     def save(self) -> Path | None:
+        """Checkpoint (rank 0, if there is a run dir); TrainingDiverged instead of saving
+        non-finite weights or an epoch whose loss was not finite."""
+        self.check_finite()
         if self.run_dir is None or not self.dist.is_main:
             return None
         path = self.run_dir / CHECKPOINT_NAME
         save_checkpoint(path, self.payload())
+        self.saved = path
         return path
+
+    def check_finite(self, loss_finite: bool | None = None) -> None:
+        """TrainingDiverged unless every loss since the epoch began (``loss_finite``, if the
+        caller already synced it) and every model tensor is finite. One host sync."""
+        flags = [torch.isfinite(t).all() for t in self.model.state_dict().values()
+                 if t.is_floating_point()]
+        if loss_finite is None:
+            flags.append(torch.isfinite(self.stats.loss_sum))
+        elif not loss_finite:
+            raise self.diverged("the training loss is not finite")
+        if not bool(torch.stack(flags).all()):
+            raise self.diverged("the training loss or the weights are not finite")
+
+    def check_loss(self, running_loss: float | None) -> None:
+        """The periodic divergence check at a host sync (single process only: under DDP the
+        ranks check together at the epoch's end, so that none stops alone)."""
+        if self.dist.enabled:
+            return
+        finite = (math.isfinite(running_loss) if running_loss is not None
+                  else bool(torch.isfinite(self.stats.loss_sum)))
+        if not finite:
+            raise self.diverged("the training loss is not finite")
+        self.checked_step = self.global_step
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        kept = (f"the last good checkpoint ({self.saved}) is kept" if self.saved is not None
+                else "nothing was saved")
+        return TrainingDiverged(
+            f"training diverged in epoch {self.epoch + 1} (steps {self.checked_step + 1}-"
+            f"{self.global_step}): {what}; {kept}. Try a smaller --lr/--gain or another "
+            "optimiser", self.saved, self.epoch)
 
     def finished(self) -> bool:
         """Whether the run has done its ``epochs`` epochs or its ``steps`` steps."""
@@ -254,9 +311,12 @@ class _Run:
                 self.stats.add_rel_update(relative_update(before, weights))
             self.batch, self.global_step = i + 1, self.global_step + 1
             self.at_boundary = True
-            if self.progress.active and (self.batch % cfg.log_every == 0 or self.batch == n):
-                self.progress.update(self.batch - shown, self.stats.running(logs))
-                shown = self.batch
+            if self.batch % cfg.log_every == 0 or self.batch == n:  # the loop's host sync
+                values = self.stats.running(logs) if self.progress.active else None
+                if values is not None:
+                    self.progress.update(self.batch - shown, values)
+                    shown = self.batch
+                self.check_loss(values["loss"] if values is not None else None)
             for cb in self.callbacks:
                 cb.on_step_end(StepInfo(self.epoch, i, self.global_step, loss.detach(), logs))
         self.progress.close()
@@ -304,6 +364,8 @@ class _Run:
     def _record(self, epoch: float, *, next_epoch: bool) -> dict[str, Any]:
         record: dict[str, Any] = {"epoch": epoch, "step": self.global_step}
         record.update(self.stats.summary("train", self.dist))
+        self.check_finite(math.isfinite(record["train_loss"]))  # reduced: every rank agrees
+        self.checked_step = self.global_step
         record.update(self.evaluate())
         record["train_seconds"] = self.train_seconds
         record["seconds"] = time.perf_counter() - self.epoch_t0
@@ -315,6 +377,7 @@ class _Run:
         if self.run_dir is not None and self.dist.is_main:
             append_metrics(self.run_dir, record)
             self.save()
+        self.tally.flush(f"in epoch {record['epoch']}")
         for cb in self.callbacks:
             cb.on_epoch_end(math.ceil(record["epoch"]) - 1, record)
         return record
@@ -336,30 +399,45 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
 
     ``data`` is an already loaded ``DataBundle`` (default: ``load_dataset(cfg.dataset, ...)``,
     text windows of the model's ``seq_len``; a given bundle keeps its own window length);
-    ``dist`` is an initialised process-group context (default: one process). Raises ValueError
-    (bad settings, unknown names, a run dir that holds another run), ``CheckpointError`` (resume
-    from a missing/corrupt checkpoint) and :class:`TrainingInterrupted` on Ctrl-C.
+    ``dist`` is an initialised process-group context (default: one process). The optimiser's
+    defaults are resolved into the config first, so ``config.json`` says what ran. Raises
+    ValueError (bad settings, unknown names, a run dir that holds another run or is in use),
+    ``CheckpointError`` (resume from a missing/corrupt checkpoint), :class:`TrainingDiverged`
+    and :class:`TrainingInterrupted` on Ctrl-C. Resuming a run that has already done its
+    epochs (or steps) trains nothing and leaves its files as they are.
     """
+    cfg = resolve_config(cfg)
     device = resolve_device(cfg.device, dist)
     flags = model_flags(cfg)
-    run_dir = _prepare_run_dir(cfg)
-    ckpt = None
-    if cfg.resume:
-        assert run_dir is not None  # TrainConfig enforces out_dir with resume
-        ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
-        check_resumable(ckpt["config"], cfg)
-    bundle = data if data is not None else load_data(cfg, device)
-    run = _Run(cfg, dist, device, bundle, callbacks, run_dir)
-    if ckpt is not None:
-        run.restore(ckpt)
-    run.wrap_ddp()
-    if run_dir is not None and dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        n_params = sum(p.numel() for p in run.model.parameters())
-        write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
-                     {"num_parameters": n_params,
-                      "resolved": {"loss": run.loss_name, "model": flags}})
-        write_metrics(run_dir, run.records)
+    run_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
+    owner = claim_run_dir(run_dir) if run_dir is not None and dist.is_main \
+        else contextlib.nullcontext()
+    with owner, WarningTally() as tally:
+        ckpt = open_checkpoint(cfg, run_dir, device, dist)
+        bundle = data if data is not None else load_data(cfg, device)
+        run = _Run(cfg, dist, device, bundle, callbacks, run_dir, tally)
+        if ckpt is not None:
+            run.restore(ckpt)
+            if run.finished():  # nothing left to do (open_checkpoint refused less)
+                return History(run.records, run_dir, run.model, run.stepper)
+        run.wrap_ddp()
+        if run_dir is not None and dist.is_main:
+            n_params = sum(p.numel() for p in run.model.parameters())
+            write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
+                         {"num_parameters": n_params,
+                          "resolved": {"loss": run.loss_name, "model": flags}})
+            write_metrics(run_dir, run.records)
+        _run_segments(run)
+        if run_dir is not None and dist.is_main and cfg.plots:
+            from .plots import plot_runs
+
+            plot_runs([run_dir], run_dir / FIGURE_NAME)
+    return History(run.records, run_dir, run.model, run.stepper)
+
+
+def _run_segments(run: _Run) -> None:
+    """Train until ``run.finished()``, recording at epoch ends, every ``eval_every`` steps and
+    at the last step; Ctrl-C at a step boundary checkpoints there."""
     try:
         while not run.finished():
             run.train_epoch(run.segment_end())
@@ -368,11 +446,9 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
         run.progress.close()
         saved = run.save() if run.at_boundary else None
         raise TrainingInterrupted(saved) from None
-    if run_dir is not None and dist.is_main and cfg.plots:
-        from .plots import plot_runs
-
-        plot_runs([run_dir], run_dir / FIGURE_NAME)
-    return History(run.records, run_dir, run.model, run.stepper)
+    except TrainingDiverged:
+        run.progress.close()
+        raise
 
 
 def _hook(stepper: Any, name: str) -> None:

@@ -3,11 +3,14 @@
 ``config.json`` holds ``{"config": TrainConfig.to_dict(), "environment": {...}}`` where the
 environment records the versions of python, torch and hyperfree, the git commit (when the code
 runs from a checkout; failures ignored), the hostname, the device and the world size.
-``metrics.jsonl`` holds one JSON object per finished epoch.
+``metrics.jsonl`` holds one JSON object per finished epoch. Both are strict JSON: a number that
+is NaN or infinite (say, a test loss that overflowed) is written as ``null`` and its key listed
+under ``"nonfinite"``, never as the bare ``NaN``/``Infinity`` that JSON parsers reject.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 
 __all__ = ["CONFIG_NAME", "METRICS_NAME", "environment", "git_commit", "write_config",
-           "read_config", "append_metrics", "write_metrics", "read_metrics"]
+           "read_config", "append_metrics", "write_metrics", "read_metrics", "strict_json"]
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -37,7 +40,7 @@ def git_commit(directory: str | os.PathLike[str]) -> str | None:
 
 def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """Versions, git commit, host and device of this process."""
-    from hyperfree import __version__
+    from hyperfree._version import __version__
 
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -59,7 +62,10 @@ def write_config(run_dir: Path, config: dict[str, Any], env: dict[str, Any],
                  extra: dict[str, Any] | None = None) -> None:
     """Write ``config.json`` (pretty, sorted keys)."""
     body = {"config": config, "environment": env, **(extra or {})}
-    (run_dir / CONFIG_NAME).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(body, indent=2, sort_keys=True, allow_nan=False)
+    tmp = run_dir / f".{CONFIG_NAME}.tmp"
+    tmp.write_text(text + "\n")
+    os.replace(tmp, run_dir / CONFIG_NAME)
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -73,15 +79,24 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path} is not a valid hyperfree config.json") from None
 
 
+def strict_json(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON: non-finite numbers become ``null``, their keys are
+    listed (sorted) under ``"nonfinite"``."""
+    bad = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        record = {**{k: None if k in bad else v for k, v in record.items()}, "nonfinite": bad}
+    return json.dumps(record, allow_nan=False)
+
+
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one epoch's record to ``metrics.jsonl``."""
     with open(run_dir / METRICS_NAME, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(strict_json(record) + "\n")
 
 
 def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` with exactly ``records`` (used when resuming)."""
-    text = "".join(json.dumps(r) + "\n" for r in records)
+    text = "".join(strict_json(r) + "\n" for r in records)
     tmp = run_dir / f".{METRICS_NAME}.tmp"
     tmp.write_text(text)
     os.replace(tmp, run_dir / METRICS_NAME)

@@ -1,28 +1,31 @@
-"""Hook the towers into the optimiser registry: ``build_optimizer("adam(1e-3)/sgd(1e-5)", ...)``.
+"""The towers in the harness: ``build_optimizer("adam(1e-3)/sgd(1e-5)", ...)``.
 
-Importing this module registers :func:`parse_spec` with
-:func:`hyperfree.optim.registry.register_spec_parser`; the harness then accepts every stack that
-:func:`hyperfree.hyper.parse` accepts (``hyperfree train --optimizer "sgd(0.01)/sgd(1e-4)"``).
+Importing this module (the package's ``__init__`` does) registers :func:`parse_spec` with
+:func:`hyperfree.train.optimizers.register_spec_parser`; the harness then accepts every stack
+that :func:`hyperfree.hyper.parse` accepts (``hyperfree train --optimizer "sgd(0.01)/sgd(1e-4)"``).
 The stepper logs every hyperparameter of every level (``lr``, ``momentum``, ``alpha``,
-``beta1``, ``beta2`` for level 0; ``lr@1`` … for level 1, …). Towers are single-process only.
+``beta1``, ``beta2`` for level 0; ``lr@1`` … for level 1, …). Under ``torchrun`` the
+:class:`HyperModule` averages gradients and hypergradients itself (one all-reduce per step), so
+the loop does not wrap it in DDP (:attr:`HyperStepper.syncs_gradients`).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 
-from ..optim.registry import OptimArgs, Stepper, register_spec_parser
-from .module import HyperModule
-from .optimizers import OPTIMIZERS
-from .parse import parse
+from hyperfree.hyper import OPTIMIZERS, HyperModule, parse
+
+from .optimizers import OptimArgs, register_spec_parser
+from .steppers import Stepper
 
 __all__ = ["HyperStepper", "parse_spec"]
 
 
 class HyperStepper:
-    """The registry's :class:`~hyperfree.optim.registry.Stepper` around a :class:`HyperModule`."""
+    """The :class:`~hyperfree.train.steppers.Stepper` around a :class:`HyperModule`."""
+
+    syncs_gradients = True  # HyperModule all-reduces itself: the loop must not add DDP
 
     def __init__(self, module: HyperModule) -> None:
         self.module = module
@@ -62,14 +65,6 @@ def parse_spec(text: str) -> Callable[[nn.Module, OptimArgs], Stepper] | None:
     parse(text)  # validate now, so errors surface before any model is touched
 
     def build(model: nn.Module, args: OptimArgs) -> Stepper:
-        for flag in ("lr", "momentum", "gain"):
-            if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag} cannot be combined with the stack {text!r}: the "
-                                 "stack text carries its hyperparameters, e.g. "
-                                 "'sgd(0.01, 0.9)/sgd(1e-4)'")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            raise ValueError(f"hypergradient stacks ({text!r}) do not support distributed "
-                             "(DDP) training; run single-process or pick a registry optimiser")
         return HyperStepper(HyperModule(model, parse(text)))
 
     return build

@@ -1,7 +1,7 @@
 """Registry entries for the learning-rate-free optimisers people use (the ``peers`` extra).
 
 Each entry wraps a third-party optimiser, at its documented defaults, as a
-:class:`~hyperfree.optim.registry.Stepper`, so ``hyperfree train --optimizer prodigy`` and the
+:class:`~hyperfree.train.steppers.Stepper`, so ``hyperfree train --optimizer prodigy`` and the
 ``peers`` experiment drive it exactly like AGD. None of them takes ``--lr``/``--momentum``/
 ``--gain``: the point of the race is that nobody tunes anything. A missing package raises a
 one-line ``ValueError`` naming it (``pip install 'hyperfree[peers]'``).
@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .registry import OptimArgs, Stepper, TorchStepper, register_optimizer
+from .optimizers import OptimArgs, register_optimizer
+from .steppers import Stepper, TorchStepper
 
 __all__ = ["PEER_PACKAGES", "import_peer", "ScheduleFreeStepper", "DoGStepper", "GdtuoStepper"]
 
@@ -53,13 +54,6 @@ def import_peer(name: str) -> ModuleType:
     except ImportError:
         raise ValueError(f"optimiser {name!r} needs the package {package!r}: "
                          f"pip install 'hyperfree[peers]' (or pip install {package})") from None
-
-
-def _no_flags(name: str, args: OptimArgs) -> None:
-    for field in ("lr", "momentum", "gain"):
-        if getattr(args, field) is not None:
-            raise ValueError(f"--{field} is not used by {name}: it runs at its documented "
-                             "defaults (learning-rate-free); drop the flag")
 
 
 class _ScaleLogStepper(TorchStepper):
@@ -195,7 +189,6 @@ class GdtuoStepper:
 @register_optimizer("prodigy", requires="prodigyopt",
                     description="Prodigy (prodigyopt, lr=1.0 defaults; learning-rate-free Adam)")
 def _prodigy(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("prodigy", args)
     opt = import_peer("prodigy").Prodigy(model.parameters(), lr=1.0)
     return _ScaleLogStepper(model, opt)
 
@@ -203,7 +196,6 @@ def _prodigy(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("dadapt-adam", requires="dadaptation",
                     description="D-Adaptation Adam (dadaptation.DAdaptAdam, lr=1.0 defaults)")
 def _dadapt_adam(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("dadapt-adam", args)
     opt = import_peer("dadapt-adam").DAdaptAdam(model.parameters(), lr=1.0)
     return _ScaleLogStepper(model, opt)
 
@@ -211,7 +203,6 @@ def _dadapt_adam(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("schedulefree-adamw", requires="schedulefree",
                     description="Schedule-Free AdamW (schedulefree, documented defaults)")
 def _schedulefree(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("schedulefree-adamw", args)
     opt = import_peer("schedulefree-adamw").AdamWScheduleFree(model.parameters())
     return ScheduleFreeStepper(model, opt)
 
@@ -219,13 +210,11 @@ def _schedulefree(model: nn.Module, args: OptimArgs) -> Stepper:
 @register_optimizer("dog", requires="dog-optimizer", module="dog",
                     description="DoG (dog-optimizer) with its polynomial-decay averaging")
 def _dog(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("dog", args)
     return DoGStepper(model, import_peer("dog"))
 
 
 @register_optimizer("gdtuo", requires="gradient-descent-the-ultimate-optimizer",
                     description="the hypergradient paper's own library: SGD(0.01) / SGD(1e-5)")
 def _gdtuo(model: nn.Module, args: OptimArgs) -> Stepper:
-    _no_flags("gdtuo", args)
     mod = import_peer("gdtuo")
     return GdtuoStepper(model, importlib.import_module(f"{mod.__name__}.gdtuo"))

@@ -1,11 +1,11 @@
-"""The peer optimisers (hyperfree.optim.peers): registered, trainable, at their defaults.
+"""The peer optimisers (hyperfree.train.peers): registered, trainable, at their defaults.
 
 Registry-wide over every peer: it builds by name, lowers the loss of a tiny regression in a few
 steps, logs finite scalars and round-trips its state. Also: a missing package is a one-line
 ValueError naming the pip package; flags are refused; DoG evaluates with its averaged weights
 and gets the live ones back for training; gdtuo's tower actually changes its step size,
 without the create_graph warning its README calls expected.
-Run: .venv/bin/python -m pytest -q tests/experiments/test_peers.py
+Run: .venv/bin/python -m pytest -q tests/train/test_train_peers.py
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from hyperfree.optim import peers
-from hyperfree.optim.registry import OptimArgs, build_optimizer, list_optimizers
+from hyperfree.train import peers
+from hyperfree.train.optimizers import OptimArgs, build_optimizer, list_optimizers
 
 PEERS = list(peers.PEER_PACKAGES)
 

@@ -1,0 +1,215 @@
+"""The optimiser registry: every optimiser the harness offers, built by name.
+
+An entry builds a :class:`~hyperfree.train.steppers.Stepper`, the one object the training loop
+talks to, from a model and the user's optimiser flags (:class:`OptimArgs`). This module holds
+the registry and the built-in entries: AGD and the PyTorch baselines the AGD paper compares
+against. :mod:`hyperfree.train.peers` adds the third-party learning-rate-free optimisers and
+:mod:`hyperfree.train.towers` the hypergradient stacks; the package's ``__init__`` imports both,
+so every entry is registered before any look-up.
+
+Each entry declares the flags it takes and their defaults (``OptimInfo.defaults``): a flag the
+entry does not take is refused, a value that is not a finite positive number (or overflows
+float32, as ``--gain 1e300`` would) is refused, and :func:`resolve_optim_args` fills in the
+defaults, so ``config.json`` records what actually ran (Adam's lr 1e-3, not ``null``).
+
+Names that are not registered are offered, in order, to the registered *spec parsers*
+(:func:`register_spec_parser`); the towers use this to accept stacks such as
+``"sgd(0.01)/sgd(1e-4)"``. A stack carries its hyperparameters in its text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from hyperfree._registry import Registry
+from hyperfree.optim import AGD
+
+from .steppers import Stepper, TorchStepper
+
+__all__ = ["OptimArgs", "OptimInfo", "Builder", "AGDStepper", "register_optimizer",
+           "register_spec_parser", "get_optimizer_info", "iter_optimizers", "list_optimizers",
+           "resolve_optim_args", "build_optimizer"]
+
+# torch's optimisers convert lr to float32, and overflow there is a RuntimeError mid-step:
+# larger values are refused up front (AGD bounds its gain more tightly itself).
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimArgs:
+    """The optimiser flags a user may give (``None`` = not given)."""
+
+    lr: float | None = None
+    momentum: float | None = None
+    gain: float | None = None
+
+    def given(self) -> list[str]:
+        """The names of the flags that are set."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+Builder = Callable[[nn.Module, OptimArgs], Stepper]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimInfo:
+    """A registered optimiser: its builder, the flags it takes, what the CLI says about it.
+
+    ``defaults`` gives a default for every flag the optimiser takes; a ``None`` field there
+    means it does not take that flag.
+    """
+
+    name: str
+    builder: Builder
+    description: str
+    defaults: OptimArgs = OptimArgs()
+    requires: str | None = None  # pip package (extra) that must be importable, if any
+    module: str | None = None  # its import name, when it differs from the package's
+
+
+_STACK_HINT = " or a hypergradient stack such as 'sgd(0.01)/sgd(1e-4)'"
+_REGISTRY: Registry[OptimInfo] = Registry("optimiser", hint=_STACK_HINT)
+_SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
+
+
+def register_optimizer(name: str, *, description: str, defaults: OptimArgs = OptimArgs(),
+                       requires: str | None = None, module: str | None = None
+                       ) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(model, args) -> Stepper`` under ``name`` (lowercase).
+
+    The builder receives ``args`` already resolved: every flag of ``defaults`` set (the user's
+    value or the default), every other flag ``None``. ``requires`` names the pip package the
+    builder needs (``module`` its import name if that differs); a missing one is a one-line
+    ValueError saying what to install.
+    """
+    _REGISTRY.check_name(name)
+
+    def deco(builder: Builder) -> Builder:
+        _REGISTRY.register(name, OptimInfo(name, builder, description, defaults, requires,
+                                           module))
+        return builder
+
+    return deco
+
+
+def register_spec_parser(parser: Callable[[str], Builder | None]) -> None:
+    """Register ``parser(text) -> builder or None`` for names not in the registry."""
+    if parser not in _SPEC_PARSERS:
+        _SPEC_PARSERS.append(parser)
+
+
+def list_optimizers() -> list[str]:
+    """Names of all registered optimisers, sorted."""
+    return sorted(_REGISTRY.names())
+
+
+def iter_optimizers() -> Iterator[OptimInfo]:
+    """Every registered :class:`OptimInfo`, sorted by name."""
+    return iter(sorted(_REGISTRY, key=lambda info: info.name))
+
+
+def get_optimizer_info(name: str) -> OptimInfo:
+    """The :class:`OptimInfo` registered as ``name``; ValueError listing the choices if none."""
+    return _REGISTRY.get(name)
+
+
+def _check_requires(info: OptimInfo) -> None:
+    if info.requires is None:
+        return
+    try:
+        importlib.import_module(info.module or info.requires.replace("-", "_"))
+    except ImportError:
+        raise ValueError(f"optimiser {info.name!r} needs the package {info.requires!r}: pip "
+                         f"install 'hyperfree[peers]' (or pip install {info.requires})") from None
+
+
+def _check_value(name: str, flag: str, value: float) -> None:
+    """ValueError (naming the value) unless ``value`` is valid for ``--flag`` of ``name``."""
+    if flag == "momentum":
+        ok, need = math.isfinite(value) and 0 <= value < 1, "in [0, 1)"
+    else:
+        ok, need = 0 < value <= _FLOAT32_MAX, "a finite number > 0"
+    if not ok:
+        raise ValueError(f"{name} needs --{flag} {need}, got {value:g}")
+
+
+def resolve_optim_args(spec: str, args: OptimArgs = OptimArgs()) -> OptimArgs:
+    """``args`` checked against ``spec``'s entry, its defaults filled in (what will run).
+
+    A flag the entry does not take, or a bad value, is a one-line ValueError. A stack (spec
+    parser) takes no flags: its ``args`` come back unchanged after the parser's own checks.
+    """
+    if spec not in _REGISTRY:
+        if _parse(spec) is None:
+            get_optimizer_info(spec)  # neither registered nor a stack: raises, listing choices
+        for flag in args.given():
+            raise ValueError(f"--{flag} cannot be combined with the stack {spec!r}: the stack "
+                             "text carries its hyperparameters, e.g. 'sgd(0.01, 0.9)/sgd(1e-4)'")
+        return args
+    info = _REGISTRY.get(spec)
+    takes = info.defaults.given()
+    for flag in args.given():
+        if flag not in takes:
+            offer = ", ".join(f"--{f}" for f in takes) or "no flags (it runs at its defaults)"
+            raise ValueError(f"--{flag} is not used by {info.name}: it takes {offer}; "
+                             "drop the flag")
+    resolved = OptimArgs(**{f: getattr(args, f) if getattr(args, f) is not None
+                            else getattr(info.defaults, f) for f in takes})
+    for flag in takes:
+        _check_value(info.name, flag, float(getattr(resolved, flag)))
+    return resolved
+
+
+def _parse(spec: str) -> Builder | None:
+    for parser in _SPEC_PARSERS:
+        builder = parser(spec)
+        if builder is not None:
+            return builder
+    return None
+
+
+def build_optimizer(spec: str, model: nn.Module, args: OptimArgs = OptimArgs()) -> Stepper:
+    """Build the stepper named by ``spec`` for ``model`` (registry name or parsed stack)."""
+    resolved = resolve_optim_args(spec, args)
+    if spec not in _REGISTRY:
+        builder = _parse(spec)
+        assert builder is not None  # resolve_optim_args raised otherwise
+        return builder(model, resolved)
+    info = _REGISTRY.get(spec)
+    _check_requires(info)
+    return info.builder(model, resolved)
+
+
+# ---------------------------------------------------------------- built-in entries
+class AGDStepper(TorchStepper):
+    """TorchStepper that logs AGD's automatic step size η of each step (``AGD.eta``)."""
+
+    def step(self, loss: Tensor) -> dict[str, Tensor]:
+        super().step(loss)
+        return {"eta": self.optimizer.eta.detach()}
+
+
+@register_optimizer("agd", description="Automatic Gradient Descent (no learning rate; gain 1)",
+                    defaults=OptimArgs(gain=1.0))
+def _agd(model: nn.Module, args: OptimArgs) -> Stepper:
+    opt = AGD(model, gain=args.gain)
+    return AGDStepper(model, opt, init=opt.init_weights)
+
+
+@register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)",
+                    defaults=OptimArgs(lr=0.1, momentum=0.0))
+def _sgd(model: nn.Module, args: OptimArgs) -> Stepper:
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, foreach=True)
+    return TorchStepper(model, opt)
+
+
+@register_optimizer("adam", description="torch.optim.Adam (default lr 1e-3)",
+                    defaults=OptimArgs(lr=1e-3))
+def _adam(model: nn.Module, args: OptimArgs) -> Stepper:
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=True)
+    return TorchStepper(model, opt)

@@ -1,0 +1,79 @@
+"""What continuing a stored run requires, checked before any work is done.
+
+:func:`open_checkpoint` is the loop's door into a run directory:
+
+* a new run refuses a directory that already holds a checkpoint;
+* a resumed run loads ``checkpoint.pt`` (every key the loop needs must be there), and refuses
+  settings that change the trajectory (:func:`~hyperfree.train.config.check_resumable`, on the
+  *resolved* configs) and an ``epochs`` below what the run has already reached: resuming never
+  rewrites history. ``epochs`` equal to the epochs done is a no-op.
+
+Exact resume (bit-for-bit equal to an uninterrupted run) also depends on the settings in
+:func:`exactness_settings`: the device type, the number of processes and, on a CPU, torch's
+thread count (it changes how reductions are split). They are stored in every checkpoint; a
+resume under different ones warns that it continues correctly but not bit-identically.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .config import TrainConfig, check_resumable
+from .distributed import DistContext
+
+__all__ = ["CHECKPOINT_KEYS", "exactness_settings", "open_checkpoint"]
+
+CHECKPOINT_KEYS: tuple[str, ...] = ("model", "stepper", "epoch", "batch", "global_step", "stats",
+                                    "rng", "config", "metrics")
+
+
+def exactness_settings(device: torch.device, dist: DistContext) -> dict[str, Any]:
+    """The settings besides the config that a bit-exact resume needs to be equal."""
+    out: dict[str, Any] = {"device": device.type, "world_size": dist.world_size}
+    if device.type == "cpu":
+        out["num_threads"] = torch.get_num_threads()
+    return out
+
+
+def open_checkpoint(cfg: TrainConfig, run_dir: Path | None, device: torch.device,
+                    dist: DistContext) -> dict[str, Any] | None:
+    """The checkpoint ``cfg`` continues (``None`` for a new run), after every check above."""
+    if run_dir is None:
+        return None
+    path = run_dir / CHECKPOINT_NAME
+    if not cfg.resume:
+        if path.exists():
+            raise ValueError(f"{run_dir} already holds a run; continue it with --resume "
+                             f"{run_dir} or choose another --out")
+        return None
+    ckpt = load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
+    check_resumable(ckpt["config"], cfg)
+    if cfg.steps is not None:
+        done = int(ckpt["global_step"])
+        if cfg.steps < done:
+            raise ValueError(f"cannot resume {run_dir} with steps={cfg.steps}: the run has "
+                             f"already taken {done} steps; give --steps {done} or more (or "
+                             "leave it out) to continue it, or start a new run with --out")
+        _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
+        return ckpt
+    reached = int(ckpt["epoch"]) + (1 if int(ckpt["batch"]) > 0 else 0)
+    if cfg.epochs < reached:
+        raise ValueError(f"cannot resume {run_dir} with epochs={cfg.epochs}: the run has "
+                         f"already reached epoch {reached}; give --epochs {reached} or more "
+                         "(or leave it out) to continue it, or start a new run with --out")
+    _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
+    return ckpt
+
+
+def _warn_if_inexact(stored: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    if not stored:
+        return  # a checkpoint from before these settings were recorded
+    changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in now.items() if stored.get(k) != v]
+    if changed:
+        warnings.warn(f"resuming with {', '.join(changed)}: the run continues correctly but "
+                      "not bit-identically to an uninterrupted one (exact resume needs the "
+                      "same device, processes and CPU threads)", RuntimeWarning, stacklevel=3)
