@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from . import rules
 from .kinds import Kind
 from .newton_schulz import ns_dtype, orthogonalize
 
-__all__ = ["Plan", "build_plan", "foreach_step", "acc_dtype"]
+__all__ = ["Plan", "Reduce", "build_plan", "foreach_step", "acc_dtype"]
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -100,36 +100,59 @@ def _unbind_as(values: Tensor, like: list[Tensor]) -> list[Tensor]:
     return [v.to(t.dtype) for v, t in zip(values.unbind(), like)]
 
 
+Reduce = Callable[[Tensor], Tensor]  # sums partial reductions over the shards of a tensor
+
+
 @torch.no_grad()
 def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *, L: float,
                  multipliers: Tensor, bias_correction: Tensor | None, guard: str,
                  ns_steps: int = 5, ns_dtype_: torch.dtype | None = None,
-                 retract: str | None = None) -> tuple[Tensor, Tensor]:
+                 retract: str | None = None, reduce: Reduce | None = None
+                 ) -> tuple[Tensor, Tensor]:
     """Move ``params`` by AGD along ``us`` (the gradients, or the momentum buffers).
 
     ``multipliers`` (n,) is ``gain·lr`` of every parameter (device, accumulation dtype);
     ``bias_correction`` (0-dim, or None) multiplies ``G`` when ``us`` are raw momentum buffers
-    ``m`` (their estimate is ``m/(1−β^t)``; every direction is scale-free). Returns ``(η, ok)``
-    as device tensors: η is 0 when the step was skipped, ``ok`` says whether ``G`` was finite.
+    ``m`` (their estimate is ``m/(1−β^t)``; every direction is scale-free). Every reduction the
+    step needs (sums of squares per cell, ℓ1 sums, ⟨u, D⟩) is computed locally into ONE flat
+    vector and passed through ``reduce`` once (e.g. an all-reduce over the shards of sharded
+    parameters; identity by default) before any square root is taken. Returns ``(η, ok)`` as
+    device tensors: η is 0 when the step was skipped, ``ok`` says whether ``G`` was finite.
     """
     acc = plan.sigma_t.dtype
-    parts: list[Tensor] = []  # pieces of L·G
-    whole_n: Tensor | None = None
-    cells_n: list[Tensor] = []
+    local: list[Tensor] = []  # flat partial sums, reduced together
+    cell_shapes: list[torch.Size] = []
     if plan.whole:
-        whole_n = torch.stack(torch._foreach_norm([us[i] for i in plan.whole], dtype=acc))
-        parts.append(torch.dot(plan.sigma_t.index_select(0, plan.whole_t), whole_n))
+        local.append(torch.stack(torch._foreach_norm([us[i] for i in plan.whole], dtype=acc))
+                     .square())
     for i in plan.cells:
         view, dims = rules.cells(us[i], plan.kinds[i], plan.family)
-        n = torch.linalg.vector_norm(view, dim=dims, keepdim=True, dtype=acc)
-        cells_n.append(n)
-        parts.append(plan.sigma[i] * n.sum())
+        sq = torch.linalg.vector_norm(view, dim=dims, keepdim=True, dtype=acc).square()
+        cell_shapes.append(sq.shape)
+        local.append(sq.reshape(-1))
+    if plan.sign:
+        local.append(torch.stack(torch._foreach_norm([us[i] for i in plan.sign], ord=1,
+                                                     dtype=acc)))
     directions: dict[int, Tensor] = {}
     for group in plan.polar:
-        parts.append(_polar(us, plan, group, directions, guard, ns_steps, ns_dtype_))
+        local.append(_polar(us, plan, group, directions, guard, ns_steps, ns_dtype_))
+    flat = torch.cat(local)
+    if reduce is not None:
+        flat = reduce(flat)
+    pieces = iter(flat.split([t.numel() for t in local]))
+    whole_n = next(pieces).sqrt() if plan.whole else None
+    cells_n = [next(pieces).sqrt().view(shape) for shape in cell_shapes]
+    parts: list[Tensor] = []  # pieces of L·G
+    if whole_n is not None:
+        parts.append(torch.dot(plan.sigma_t.index_select(0, plan.whole_t), whole_n))
+    parts += [plan.sigma[i] * n.sum() for i, n in zip(plan.cells, cells_n)]
     if plan.sign:
-        l1 = torch.stack(torch._foreach_norm([us[i] for i in plan.sign], ord=1, dtype=acc))
-        parts.append(torch.dot(plan.sigma_t.index_select(0, plan.sign_t), l1))
+        parts.append(torch.dot(plan.sigma_t.index_select(0, plan.sign_t), next(pieces)))
+    for group in plan.polar:
+        dots = next(pieces)  # ⟨u_b, D_b⟩ of every matrix of the group
+        weights = torch.cat([dots.new_full((rules.matrix_dims(us[i].shape, plan.kinds[i])[0],),
+                                           plan.sigma[i]) for i in group])
+        parts.append(torch.dot(weights, dots))
     G = torch.stack(parts).sum() / L
     if bias_correction is not None:
         G = G * bias_correction
@@ -142,13 +165,14 @@ def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *, L: float
     step = (-eta / L) * multipliers * plan.sigma_t  # −gain·lr·(η/L)·σ per parameter
     _update(params, us, plan, step, whole_n, cells_n, directions, ok if guard == "device" else None)
     if retract is not None:
-        _retract(params, plan, retract)
+        _retract(params, plan, retract, reduce)
     return eta.to(params[0].dtype), ok
 
 
 def _polar(us: list[Tensor], plan: Plan, group: tuple[int, ...], directions: dict[int, Tensor],
            guard: str, ns_steps: int, ns_dtype_: torch.dtype | None) -> Tensor:
-    """Newton–Schulz on one shape group; fills ``directions``; returns its part of ``L·G``."""
+    """Newton–Schulz on one shape group; fills ``directions``; returns ``⟨u_b, D_b⟩`` of every
+    matrix of the group (NaN everywhere if the group's input was not finite)."""
     acc = plan.sigma_t.dtype
     mats = torch.cat([rules.as_matrices(us[i], plan.kinds[i]) for i in group])
     bad = None
@@ -157,14 +181,12 @@ def _polar(us: list[Tensor], plan: Plan, group: tuple[int, ...], directions: dic
         mats = torch.nan_to_num(mats, nan=0.0, posinf=0.0, neginf=0.0)
     D = orthogonalize(mats, steps=ns_steps, dtype=ns_dtype_ or ns_dtype(mats.dtype))
     dots = torch.linalg.vecdot(mats.flatten(1).to(acc), D.flatten(1).to(acc))  # ⟨u_b, D_b⟩
-    pieces, start = [], 0
+    start = 0
     for i in group:
         n = rules.matrix_dims(us[i].shape, plan.kinds[i])[0]
-        pieces.append(plan.sigma[i] * dots[start:start + n].sum())
         directions[i] = rules.from_matrices(D[start:start + n], us[i].shape, plan.kinds[i])
         start += n
-    total = torch.stack(pieces).sum()
-    return total if bad is None else torch.where(bad, math.nan, total)
+    return dots if bad is None else torch.where(bad, math.nan, dots)
 
 
 def _update(params: list[Tensor], us: list[Tensor], plan: Plan, step: Tensor,
@@ -195,14 +217,25 @@ def _update(params: list[Tensor], us: list[Tensor], plan: Plan, step: Tensor,
         torch._foreach_addcmul_(ps, signs, _unbind_as(step.index_select(0, plan.sign_t), ps))
 
 
-def _retract(params: list[Tensor], plan: Plan, how: str) -> None:
+def _retract(params: list[Tensor], plan: Plan, how: str, reduce: Reduce | None) -> None:
     """Rescale every matrix block / conv slice / embedding row to its init norm ρ (``sphere``),
-    or only those above it (``ball``); zero cells stay zero."""
-    for i, p in enumerate(params):
-        rho, kind = plan.radius[i], plan.kinds[i]
-        if rho is None:
-            continue
-        view, dims = rules.cells(p, kind, "spectral" if kind.name == "embedding" else "frobenius")
-        n = torch.linalg.vector_norm(view, dim=dims, keepdim=True, dtype=acc_dtype(p.dtype))
+    or only those above it (``ball``); zero cells stay zero. One ``reduce`` for all norms."""
+    idx = [i for i in range(len(params)) if plan.radius[i] is not None]
+    if not idx:
+        return
+    views, sqs = [], []
+    for i in idx:
+        kind = plan.kinds[i]
+        view, dims = rules.cells(params[i], kind,
+                                 "spectral" if kind.name == "embedding" else "frobenius")
+        views.append(view)
+        sqs.append(torch.linalg.vector_norm(view, dim=dims, keepdim=True,
+                                            dtype=plan.sigma_t.dtype).square())
+    flat = torch.cat([q.reshape(-1) for q in sqs])
+    if reduce is not None:
+        flat = reduce(flat)
+    for i, view, q, n in zip(idx, views, sqs, flat.split([q.numel() for q in sqs])):
+        n = n.sqrt().view(q.shape)
+        rho = plan.radius[i]
         factor = rho / n if how == "sphere" else (rho / n).clamp(max=1.0)
-        view.mul_(torch.where(n > 0, factor, 1.0).to(p.dtype))
+        view.mul_(torch.where(n > 0, factor, 1.0).to(view.dtype))
