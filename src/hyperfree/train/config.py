@@ -27,7 +27,8 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 # Fields that change what a run computes: a stored run may only be resumed if these are equal.
 RESUME_FIXED_FIELDS: tuple[str, ...] = ("arch", "dataset", "optimizer", "loss", "lr", "momentum",
-                                        "gain", "depth", "width", "seed", "train_bs", "heads",
+                                        "gain", "weight_decay", "schedule", "warmup_steps",
+                                        "depth", "width", "seed", "train_bs", "heads",
                                         "seq_len", "tie_weights", "limit_batches")
 
 
@@ -40,6 +41,11 @@ class TrainConfig:
     and test batches per epoch (for tests; a text dataset is always evaluated on its whole test
     split). ``rel_update_samples`` is how many steps per epoch measure the relative update size
     ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the progress bar syncs with the device.
+
+    Optimiser flags (``None`` = the optimiser's default, resolved by :func:`resolve_config`):
+    ``lr``, ``momentum``, ``gain`` (AGD), ``weight_decay`` (adamw, muon), and for the
+    learning-rate optimisers ``schedule`` (constant, cosine, linear) with ``warmup_steps``
+    (:mod:`hyperfree.train.schedules`).
 
     Run length: ``epochs`` (default :data:`DEFAULT_EPOCHS`) or ``steps`` optimiser steps, not
     both; ``steps`` leaves ``epochs`` ``None``. A record (evaluation, metrics line, checkpoint)
@@ -58,6 +64,9 @@ class TrainConfig:
     lr: float | None = None
     momentum: float | None = None
     gain: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
     epochs: int | None = None
     steps: int | None = None
     eval_every: int | None = None
@@ -137,8 +146,9 @@ def _require_int(name: str, value: object, minimum: int) -> None:
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its optimiser's defaults filled in; ValueError for flags it does not take."""
-    args = resolve_optim_args(cfg.optimizer, OptimArgs(cfg.lr, cfg.momentum, cfg.gain))
-    return cfg.replace(lr=args.lr, momentum=args.momentum, gain=args.gain)
+    fields = ("lr", "momentum", "gain", "weight_decay", "schedule", "warmup_steps")
+    args = resolve_optim_args(cfg.optimizer, OptimArgs(**{f: getattr(cfg, f) for f in fields}))
+    return cfg.replace(**{f: getattr(args, f) for f in fields})
 
 
 def config_difference(stored: dict[str, Any], cfg: TrainConfig,

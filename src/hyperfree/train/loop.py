@@ -58,7 +58,8 @@ from .record import append_metrics, environment, write_config, write_metrics
 from .resume import exactness_settings, open_checkpoint
 from .rundir import claim_run_dir
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
-from .steppers import Stepper
+from .schedules import schedule_stepper
+from .steppers import Stepper, describe_stepper
 from .tally import WarningTally
 
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "resolve_device",
@@ -156,8 +157,8 @@ class _Run:
         self.text = bundle.info.kind == "text"
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, bundle.info).to(device)
-        self.stepper = build_optimizer(cfg.optimizer, self.model,
-                                       OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain))
+        self.stepper = build_optimizer(cfg.optimizer, self.model, OptimArgs(
+            lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain, weight_decay=cfg.weight_decay))
         self.stepper.init_weights()
         common = dict(rank=dist.rank, world_size=dist.world_size, num_workers=cfg.num_workers)
         # Under DDP a short last batch could leave a rank with an empty share: drop it there.
@@ -175,6 +176,8 @@ class _Run:
         if self.epoch_len == 0:
             raise ValueError(f"the training set gives no batch of train_bs={cfg.train_bs}; use a "
                              "smaller --train-bs")
+        self.stepper = schedule_stepper(self.stepper, cfg.schedule, cfg.warmup_steps,
+                                        cfg.steps or (cfg.epochs or 0) * self.epoch_len)
         epochs = cfg.epochs or math.ceil((cfg.steps or 0) / max(self.epoch_len, 1))
         self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=epochs)
         self._open: tuple[int, Any] | None = None  # (epoch, its batch iterator at self.batch)
@@ -425,7 +428,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
             n_params = sum(p.numel() for p in run.model.parameters())
             write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
                          {"num_parameters": n_params,
-                          "resolved": {"loss": run.loss_name, "model": flags}})
+                          "resolved": {"loss": run.loss_name, "model": flags,
+                                       "optimizer": describe_stepper(run.stepper)}})
             write_metrics(run_dir, run.records)
         _run_segments(run)
         if run_dir is not None and dist.is_main and cfg.plots:
