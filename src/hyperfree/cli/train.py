@@ -82,7 +82,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (other flags default to its settings)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S,
-                   help="hide the progress bar")
+                   help="hide progress (a bar on a terminal, else one line per epoch)")
+    p.add_argument("--tensorboard", action="store_true", default=S,
+                   help="also write every logged scalar, per step and per epoch, as "
+                        "TensorBoard events in <run dir>/tensorboard (pip install "
+                        "'hyperfree[tensorboard]')")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
     add_threads_flag(p, default=S)

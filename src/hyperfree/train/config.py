@@ -40,7 +40,10 @@ class TrainConfig:
     ``resume=True`` continues the run stored in ``out_dir``. ``limit_batches`` caps the train
     and test batches per epoch (for tests; a text dataset is always evaluated on its whole test
     split). ``rel_update_samples`` is how many steps per epoch measure the relative update size
-    ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the progress bar syncs with the device.
+    ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the loop syncs with the device (progress,
+    divergence check, TensorBoard). ``progress`` shows a bar on a terminal, one line per epoch
+    otherwise; ``tensorboard`` writes TensorBoard event files into ``out_dir/tensorboard``
+    (:mod:`hyperfree.train.tensorboard`; needs the ``tensorboard`` package).
 
     Optimiser flags (``None`` = the optimiser's default, resolved by :func:`resolve_config`):
     ``lr``, ``momentum``, ``gain`` (AGD), ``weight_decay`` (adamw, muon), and for the
@@ -87,6 +90,7 @@ class TrainConfig:
     log_every: int = 20
     progress: bool = True
     plots: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.loss is not None and self.loss not in _LOSSES:
@@ -111,6 +115,9 @@ class TrainConfig:
             _require_int("limit_batches", self.limit_batches, 1)
         if self.resume and self.out_dir is None:
             raise ValueError("resume=True needs out_dir, the run directory to continue")
+        if self.tensorboard and self.out_dir is None:
+            raise ValueError("tensorboard=True needs out_dir, the run directory its event files "
+                             "go to")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-able dict (field name -> value)."""

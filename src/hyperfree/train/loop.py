@@ -60,6 +60,7 @@ from .rundir import claim_run_dir
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
 from .schedules import schedule_stepper
 from .steppers import Stepper, describe_stepper
+from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
 
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "resolve_device",
@@ -415,10 +416,11 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
     run_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
     owner = claim_run_dir(run_dir) if run_dir is not None and dist.is_main \
         else contextlib.nullcontext()
-    with owner, WarningTally() as tally:
+    board = tensorboard_callbacks(cfg.tensorboard and dist.is_main, run_dir, cfg.log_every)
+    with owner, WarningTally() as tally, board as logs:
         ckpt = open_checkpoint(cfg, run_dir, device, dist)
         bundle = data if data is not None else load_data(cfg, device)
-        run = _Run(cfg, dist, device, bundle, callbacks, run_dir, tally)
+        run = _Run(cfg, dist, device, bundle, [*logs, *callbacks], run_dir, tally)
         if ckpt is not None:
             run.restore(ckpt)
             if run.finished():  # nothing left to do (open_checkpoint refused less)
