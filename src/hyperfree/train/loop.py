@@ -21,7 +21,10 @@ cross-entropy in nats, token-weighted over every window of the whole test split 
 :meth:`_Run.evaluate`), whatever the training loss.
 
 The optimiser comes only from the registry (:func:`~hyperfree.train.optimizers.build_optimizer`),
-so AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
+so AGD, the baselines, hypergradient towers and later plug-ins train the same way; once the
+run's length is known, a learning-rate optimiser's stepper is put under its lr schedule
+(:mod:`~hyperfree.train.schedules`). ``tensorboard=True`` adds a
+:class:`~hyperfree.train.tensorboard.TensorBoardLog` callback (first, so it sees every step). Under
 ``DistributedDataParallel`` the forward pass goes through the DDP wrapper (gradients are averaged
 in backward), each rank takes its share of the global batch, metrics are reduced across ranks
 and only rank 0 writes files or shows progress. ``KeyboardInterrupt`` at a step boundary (e.g.
