@@ -8,7 +8,8 @@
 * a run interrupted and resumed has every step exactly once;
 * without the tensorboard package: a one-line ValueError naming the extra (exit 2 from the CLI).
 
-Skipped when tensorboard is not installed (it is in the ``dev`` extra).
+The tests that read events back skip when tensorboard is not installed (it is in the ``dev``
+extra); the missing-package error is checked either way.
 
 Run: .venv/bin/python -m pytest -q tests/train/test_train_tensorboard.py
 """
@@ -26,14 +27,18 @@ from hyperfree.cli import main
 from hyperfree.train import Callback, StepInfo, TrainingInterrupted, read_metrics, train
 from hyperfree.train import tensorboard as tb_module
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-
-
 def _events(run_dir: Path) -> Any:
+    """TensorBoard's own reader over the run's event files (skips without tensorboard)."""
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
     acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"),
                                              size_guidance={event_accumulator.SCALARS: 0})
     acc.Reload()
     return acc
+
+
+def _needs_tensorboard() -> None:
+    pytest.importorskip("tensorboard")
 
 
 def _series(acc: Any, tag: str) -> list[tuple[int, float]]:
@@ -64,6 +69,7 @@ def test_every_step_and_record_scalar_is_written(tmp_path: Path, optimizer: str,
             sizes.append(len(self._steps))
         flush(self)
 
+    _needs_tensorboard()
     monkeypatch.setattr(tb_module.TensorBoardLog, "flush_steps", counting)
     seen = _Seen()
     cfg = tiny_config(optimizer=optimizer, epochs=2, log_every=3, loss="xent",
@@ -94,6 +100,7 @@ class _InterruptAt(Callback):
 
 
 def test_interrupted_and_resumed_run_has_every_step_once(tmp_path: Path) -> None:
+    _needs_tensorboard()
     bundle = tiny_image_bundle()
     cfg = tiny_config(epochs=2, log_every=3, out_dir=str(tmp_path), tensorboard=True)
     with pytest.raises(TrainingInterrupted):
@@ -119,6 +126,7 @@ def test_missing_tensorboard_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_cli_flag_reaches_the_config(tmp_path: Path) -> None:
+    _needs_tensorboard()
     out = tmp_path / "run"
     assert main(["train", "--tensorboard", "--out", str(out), "--epochs", "1",
                  "--limit-batches", "2", "--depth", "3", "--width", "16", "--test-bs", "500",
@@ -130,6 +138,7 @@ def test_cli_flag_reaches_the_config(tmp_path: Path) -> None:
 def test_steps_after_the_checkpoint_are_not_doubled_after_a_crash(tmp_path: Path) -> None:
     from hyperfree.train import CHECKPOINT_NAME
 
+    _needs_tensorboard()
     bundle = tiny_image_bundle()
     cfg = tiny_config(epochs=1, log_every=3, out_dir=str(tmp_path), tensorboard=True)
     train(cfg, data=bundle)
