@@ -1,9 +1,11 @@
 """Small bias-free models of the three kinds the AGD paper trains (defined here, independently
-of ``hyperfree.models``, so the optimiser tests do not depend on the model registry)."""
+of ``hyperfree.models``, so the optimiser tests do not depend on the model registry), and a
+fixture that restores the global parameter-kind registry after a test changes it."""
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -75,3 +77,16 @@ def make(kind: str) -> tuple[nn.Module, torch.Tensor]:
     if kind == "vgg":
         return VGGish(), torch.randn(8, 3, 8, 8)
     return PreActResNet(), torch.randn(8, 3, 8, 8)
+
+
+@pytest.fixture
+def restore_kind_rules():
+    """Undo any change a test makes to the global kinds registry (RULES, TIE_RESOLUTION)."""
+    from hyperfree.optim import kinds
+
+    rules, ties = dict(kinds.RULES), dict(kinds.TIE_RESOLUTION)
+    yield kinds
+    kinds.RULES.clear()
+    kinds.RULES.update(rules)
+    kinds.TIE_RESOLUTION.clear()
+    kinds.TIE_RESOLUTION.update(ties)
