@@ -197,6 +197,53 @@ def assert_step_equals(model_params: Mapping[str, Tensor], step: Step, *, rtol: 
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
+def hand_rules(model: nn.Module, family: str, extra: Mapping[str, Rule] | None = None
+               ) -> dict[str, Rule]:
+    """Every parameter's rule from its owner's type, transcribed from the doc's table (§2) for
+    the layer types the tests use; ``extra`` overrides. A tied parameter is listed once, under
+    its first name, with the first owner's rule (the tests state ties' rules themselves)."""
+    out = dict(extra or {})
+    seen = {id(p) for n, p in model.named_parameters() if n in out}
+    for mname, m in model.named_modules():
+        for local, p in m.named_parameters(recurse=False):
+            name = f"{mname}.{local}" if mname else local
+            if name in out or id(p) in seen:
+                continue
+            seen.add(id(p))
+            out[name] = _owner_rule(m, local, p.shape, family)
+    return out
+
+
+def _owner_rule(m: nn.Module, local: str, shape, family: str) -> Rule:
+    if isinstance(m, nn.MultiheadAttention):
+        if local == "in_proj_weight":
+            return linear(shape, 3)
+        if local == "in_proj_bias":
+            return bias(shape, 3)
+        return bias(shape) if local.startswith("bias") else linear(shape)
+    if isinstance(m, (nn.RNN, nn.LSTM, nn.GRU)):
+        gates = 4 if isinstance(m, nn.LSTM) else 3 if isinstance(m, nn.GRU) else 1
+        if local.startswith("weight_hr"):
+            return linear(shape)
+        return linear(shape, gates) if local.startswith("weight") else bias(shape, gates)
+    if local == "bias":
+        return bias(shape)
+    if isinstance(m, nn.Linear):
+        return linear(shape)
+    if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return conv_transpose(shape, m.groups)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return conv(shape, m.groups)
+    if isinstance(m, (nn.LayerNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
+                      nn.InstanceNorm2d)):
+        return gain(shape)
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+        return embedding(shape, family)
+    if type(m).__qualname__ == "Conv1D":
+        return in_out(shape)
+    raise AssertionError(f"no hand rule for {type(m).__name__}.{local}")
+
+
 def _conv1d_init(self, nf: int, nx: int, bias: bool = True) -> None:
     nn.Module.__init__(self)
     self.nf = nf

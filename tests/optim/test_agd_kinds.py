@@ -42,37 +42,8 @@ def _x(*shape):
     return torch.randn(*shape, dtype=torch.float64)
 
 
-def _rules_by_type(model: nn.Module, family: str, extra: dict[str, S.Rule] | None = None
-                   ) -> dict[str, S.Rule]:
-    """Hand rules for the plain layers used below (Linear, Conv*, norms); ``extra`` wins."""
-    out = dict(extra or {})
-    for mname, m in model.named_modules():
-        for local, p in m.named_parameters(recurse=False):
-            name = f"{mname}.{local}" if mname else local
-            if name in out:
-                continue
-            if local == "bias":
-                out[name] = S.bias(p.shape)
-            elif isinstance(m, nn.Linear):
-                out[name] = S.linear(p.shape)
-            elif isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-                out[name] = S.conv_transpose(p.shape, m.groups)
-            elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                out[name] = S.conv(p.shape, m.groups)
-            elif isinstance(m, (nn.LayerNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d,
-                                nn.GroupNorm, nn.InstanceNorm2d)):
-                out[name] = S.gain(p.shape)
-            elif isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
-                out[name] = S.embedding(p.shape, family)
-            elif type(m).__qualname__ == "Conv1D":
-                out[name] = S.in_out(p.shape)
-            else:
-                raise AssertionError(f"no hand rule for {name}")
-    return out
-
-
 def _plain(name, build, x_shape, L):
-    return Case(name, build, lambda m: m(_x(*x_shape)), _rules_by_type, L)
+    return Case(name, build, lambda m: m(_x(*x_shape)), S.hand_rules, L)
 
 
 class Tied(nn.Module):
@@ -101,7 +72,7 @@ def _mha_run(m):
 
 
 def _mha_rules(m, family):
-    return _rules_by_type(m, family, {"in_proj_weight": S.linear(m.in_proj_weight.shape, 3),
+    return S.hand_rules(m, family, {"in_proj_weight": S.linear(m.in_proj_weight.shape, 3),
                                       "in_proj_bias": S.bias(m.in_proj_bias.shape, 3)})
 
 
@@ -110,7 +81,7 @@ def _mha_kv_run(m):
 
 
 def _mha_kv_rules(m, family):
-    return _rules_by_type(m, family, {
+    return S.hand_rules(m, family, {
         "q_proj_weight": S.linear((6, 6)), "k_proj_weight": S.linear((6, 5)),
         "v_proj_weight": S.linear((6, 3)), "in_proj_bias": S.bias((18,), 3),
         "bias_k": S.bias((1, 1, 6)), "bias_v": S.bias((1, 1, 6))})
@@ -155,11 +126,11 @@ CASES = [
            (4, 3), 2),
     Case("embedding", lambda: nn.Sequential(nn.Embedding(10, 4, padding_idx=0),
                                             nn.Linear(4, 3)),
-         lambda m: m(_ids()), _rules_by_type, 2),
+         lambda m: m(_ids()), S.hand_rules, 2),
     Case("embedding_bag", lambda: nn.Sequential(nn.EmbeddingBag(10, 4, mode="sum",
                                                                 padding_idx=0),
                                                 nn.Linear(4, 3)),
-         lambda m: m(_ids(shape=(3, 4))), _rules_by_type, 2),
+         lambda m: m(_ids(shape=(3, 4))), S.hand_rules, 2),
     _plain("layernorm", lambda: nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.Tanh(),
                                               nn.Linear(6, 3)), (4, 5), 3),
     _plain("rmsnorm", lambda: nn.Sequential(nn.Linear(5, 6), nn.RMSNorm(6), nn.Linear(6, 3)),
