@@ -96,8 +96,8 @@ def _direction(u: Tensor, how: str, ns_steps: int, ns_dtype: torch.dtype) -> Ten
         return torch.sign(u)
     if how == "polar":
         return _ns(u, ns_steps, ns_dtype)
-    n = torch.sqrt((u * u).sum())
-    return u / n if n > 0 else torch.zeros_like(u)
+    n = torch.sqrt((u.double() ** 2).sum())  # float64: ‖u‖² of a float16 u can overflow
+    return (u.double() / n).to(u.dtype) if n > 0 else torch.zeros_like(u)
 
 
 def _retract_cells(p: Tensor, kind: Kind) -> list[tuple[Tensor, float]]:
