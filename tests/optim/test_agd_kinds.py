@@ -236,3 +236,74 @@ def test_spectral_step_is_a_polar_factor_of_the_gradient(shape):
                         rel_tol=1e-10)
     torch.testing.assert_close(D, S.ns_polar(layer.weight.grad), rtol=1e-10, atol=1e-12)
     assert float((D - S.svd_polar(layer.weight.grad)).norm()) < 0.5 * math.sqrt(min(shape))
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("preset", ["paper", "spectral"])
+def test_zero_cells_stay_put_and_gain_scales_every_move(preset, foreach):
+    """Cells with an exactly zero gradient (a conv slice, a packed K block, a packed bias block,
+    a whole gain) do not move; every other cell moves by gain·(η/L)·σ (gain = 2.5)."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"conv": nn.Conv2d(2, 3, 2), "mha": nn.MultiheadAttention(4, 2),
+                           "ln": nn.LayerNorm(4)}).double()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    model["conv"].weight.grad[:, :, 0, 1] = 0
+    model["mha"].in_proj_weight.grad[4:8] = 0
+    model["mha"].in_proj_bias.grad[8:] = 0
+    model["ln"].weight.grad.zero_()
+    params = dict(model.named_parameters())
+    rules = S.hand_rules(model, FAMILY[preset])
+    expected = S.spec_step(params, rules, FAMILY[preset], gain=2.5)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = hyperfree.AGD(model, preset=preset, foreach=foreach, gain=2.5)
+    opt.step()
+    assert opt.L == expected.L == 1 + 3 + 1 + 1
+    assert math.isclose(float(opt.eta), expected.eta, rel_tol=1e-10)
+    S.assert_step_equals(params, expected)
+    assert torch.equal(params["conv.weight"][:, :, 0, 1], before["conv.weight"][:, :, 0, 1])
+    assert torch.equal(params["mha.in_proj_weight"][4:8], before["mha.in_proj_weight"][4:8])
+    assert torch.equal(params["mha.in_proj_bias"][8:], before["mha.in_proj_bias"][8:])
+    assert torch.equal(params["ln.weight"], before["ln.weight"])
+    moved = params["mha.in_proj_weight"].detach()[:4] - before["mha.in_proj_weight"][:4]
+    if preset == "paper":  # the Q block: exactly 2.5·(η/L)·σ, σ = √(4/4), in Frobenius norm
+        assert math.isclose(float(moved.norm()), 2.5 * expected.eta / 6, rel_tol=1e-10)
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("preset", ["paper", "spectral"])
+def test_declared_packed_in_out_matrix_like_gpt2_c_attn(preset, foreach):
+    """GPT-2's ``c_attn`` is an HF Conv1D holding Q, K, V side by side, ``(d, 3d)``; its owner
+    type cannot tell, so it is declared ``Kind("linear_in_out", blocks=3)``: three
+    ``(d_in, d)`` column blocks, each transposed, σ = √(d/d_in), mass 3."""
+    from hyperfree.optim import Kind
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"c_attn": S.HFConv1D(3 * 4, 5)}).double()  # weight (5, 12)
+    model["c_attn"].weight.grad = torch.randn(5, 12, dtype=torch.float64)
+    model["c_attn"].weight.grad[:, :4] *= 1e3  # Q's gradient dwarfs K's and V's
+    model["c_attn"].bias.grad = torch.randn(12, dtype=torch.float64)
+    cells = tuple(((slice(None), slice(4 * b, 4 * (b + 1))), True) for b in range(3))
+    rules = {"c_attn.weight": S.Rule(cells, math.sqrt(4 / 5), 3, "matrix"),
+             "c_attn.bias": S.bias((12,), 3)}
+    params = dict(model.named_parameters())
+    expected = S.spec_step(params, rules, FAMILY[preset])
+    opt = hyperfree.AGD(model, preset=preset, foreach=foreach,
+                        kinds={"c_attn.weight": Kind("linear_in_out", blocks=3),
+                               "c_attn.bias": Kind("bias", blocks=3)})
+    opt.step()
+    assert opt.L == 3
+    assert math.isclose(float(opt.eta), expected.eta, rel_tol=1e-10)
+    S.assert_step_equals(params, expected)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a model whose trainable parameters all have mass 0 (only biases, e.g. BitFit-style "
+    "fine-tuning with frozen weights) gets L = 0; AGD accepts it, then G = x/0 is not finite "
+    "and every step is skipped with a false 'gradient is not finite' warning. "
+    "docs/agd-rules.md does not say what L = 0 means; refusing at construction is the least"))
+def test_only_zero_mass_parameters_is_refused_at_construction():
+    layer = nn.Linear(4, 3).double()
+    layer.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="L"):
+        hyperfree.AGD(layer)
