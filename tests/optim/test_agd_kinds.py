@@ -120,6 +120,7 @@ CASES = [
     _plain("conv2d_groups", lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2), (2, 4, 5, 5), 1),
     _plain("conv_transpose1d", lambda: nn.ConvTranspose1d(3, 5, 3), (2, 3, 6), 1),
     _plain("conv_transpose2d", lambda: nn.ConvTranspose2d(2, 6, 2), (2, 2, 3, 3), 1),
+    _plain("conv_transpose3d", lambda: nn.ConvTranspose3d(2, 3, 2), (1, 2, 2, 2, 2), 1),
     _plain("conv_transpose2d_groups", lambda: nn.ConvTranspose2d(4, 6, 2, groups=2),
            (2, 4, 3, 3), 1),
     _plain("hf_conv1d", lambda: nn.Sequential(S.HFConv1D(12, 3), nn.Tanh(), S.HFConv1D(2, 12)),
