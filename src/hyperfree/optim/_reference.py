@@ -81,9 +81,11 @@ def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int
         d = p.shape[1]
         cells = [p[t] for t in range(p.shape[0])] if family == "spectral" else [p]
         return cells, math.sqrt(d), 1, "l2"
-    flat = p.reshape(-1)  # gain, bias: (blocks · d,) (their tensors are contiguous)
-    h = flat.shape[0] // B
-    cells = [flat[b * h:(b + 1) * h] for b in range(B)]
+    # gain, bias: B equal blocks along dim 0, sliced (views of p for any memory layout; a
+    # reshape(-1) would copy a non-contiguous p and the update would be lost)
+    rows = p.shape[0] // B
+    cells = [p[b * rows:(b + 1) * rows] for b in range(B)]
+    h = p.numel() // B
     if name == "gain":
         return cells, 1.0, B, ("sign" if family == "spectral" else "l2")
     return cells, math.sqrt(h), 0, "l2"
@@ -94,8 +96,8 @@ def _direction(u: Tensor, how: str, ns_steps: int, ns_dtype: torch.dtype) -> Ten
         return torch.sign(u)
     if how == "polar":
         return _ns(u, ns_steps, ns_dtype)
-    n = torch.sqrt((u * u).sum())
-    return u / n if n > 0 else torch.zeros_like(u)
+    n = torch.sqrt((u.double() ** 2).sum())  # float64: ‖u‖² of a float16 u can overflow
+    return (u.double() / n).to(u.dtype) if n > 0 else torch.zeros_like(u)
 
 
 def _retract_cells(p: Tensor, kind: Kind) -> list[tuple[Tensor, float]]:

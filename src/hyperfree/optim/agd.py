@@ -178,13 +178,15 @@ class AGD(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.update(preset=self.preset, _counters={k: v.clone() for k, v in
-                                                    self._counters.items()})
+                                                    self._counters.items()},
+                     _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         counters = state.pop("_counters", {})
+        infos = state.pop("_infos", [])
         super().__setstate__(state)
-        self._infos = {}
+        self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
         self._init_runtime()
         self._counters = dict(counters)
 
