@@ -8,8 +8,7 @@
 * A NaN gradient skips the step: a ``RuntimeWarning`` names the parameter, weights and
   momentum buffers are bitwise unchanged, ``skipped_steps`` counts it, η is 0.
 * A skipped step should leave no trace: the next clean step equals the step of an optimiser
-  that never saw the bad gradient (strict xfail: the momentum bias correction counts skipped
-  steps, see the reason).
+  that never saw the bad gradient (the momentum bias correction counts finite gradients only).
 Run: ``pytest tests/optim/test_agd_dtypes.py``.
 """
 from __future__ import annotations
@@ -93,10 +92,6 @@ def test_nan_gradient_is_skipped_with_a_warning_and_keeps_momentum(dtype, preset
     assert float(opt.eta) > 0 and opt.skipped_steps == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "AGD._momentum bias-corrects with t = self._counters['step'], which counts skipped steps; "
-    "after a skipped step the buffer holds t-1 gradients but is divided by 1 - beta**t, so "
-    "G (and eta) of the next step are too small (first step skipped: eta 0.49 instead of 0.70)"))
 @PATHS
 @pytest.mark.parametrize("preset", ["paper-momentum", "spectral-momentum"])
 def test_skipped_step_leaves_no_trace(preset, foreach):

@@ -18,6 +18,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 
 import hyperfree
 
@@ -114,3 +115,22 @@ def test_init_weights_after_a_step_raises():
     resumed.load_state_dict(opt.state_dict())
     with pytest.raises(ValueError, match="init_weights"):
         resumed.init_weights()
+
+
+def test_init_weights_function_equals_the_optimiser_method():
+    """``hyperfree.optim.init_weights(model)`` (for frameworks that restore weights after
+    building the optimiser) initialises exactly as ``AGD(model).init_weights()``."""
+    from hyperfree.optim import init_weights
+
+    def build():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Embedding(7, 4, padding_idx=2), nn.LayerNorm(4),
+                             nn.Linear(4, 5), nn.Conv1d(5, 3, 3))
+
+    a, b = build(), build()
+    hyperfree.AGD(a).init_weights(torch.Generator().manual_seed(11))
+    assert init_weights(b, generator=torch.Generator().manual_seed(11)) is b
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), n
+    assert torch.equal(b[0].weight[2], torch.zeros(4))
+    assert not torch.equal(a[2].weight, build()[2].weight)  # it did re-initialise

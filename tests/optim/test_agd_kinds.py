@@ -298,11 +298,6 @@ def test_declared_packed_in_out_matrix_like_gpt2_c_attn(preset, foreach):
     S.assert_step_equals(params, expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a model whose trainable parameters all have mass 0 (only biases, e.g. BitFit-style "
-    "fine-tuning with frozen weights) gets L = 0; AGD accepts it, then G = x/0 is not finite "
-    "and every step is skipped with a false 'gradient is not finite' warning. "
-    "docs/agd-rules.md does not say what L = 0 means; refusing at construction is the least"))
 def test_only_zero_mass_parameters_is_refused_at_construction():
     layer = nn.Linear(4, 3).double()
     layer.weight.requires_grad_(False)
