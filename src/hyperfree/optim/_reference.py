@@ -12,7 +12,9 @@ kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Al
     for every cell c of every parameter (its scale σ_c, its unit direction D_c(u_c)):
         term_c = σ_c · ⟨u_c, D_c⟩
     G = (1/L) Σ_c term_c,   L = Σ_params mass,   η = log((1 + sqrt(1 + 4G)) / 2)
-    if G is not finite: change nothing (momentum included) and return
+    if a gradient is not finite: change nothing (momentum included) and return
+    (the momentum counter t counts the finite gradients the buffer took)
+    if G is not finite: change no weight and return
     every cell:  W_c ← W_c − gain · lr · (η/L) · σ_c · D_c
     retract (optional): every matrix block / conv slice / embedding row whose norm exceeds
                         (sphere: differs from) its init norm ρ_c is rescaled to ρ_c
@@ -81,9 +83,11 @@ def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int
         d = p.shape[1]
         cells = [p[t] for t in range(p.shape[0])] if family == "spectral" else [p]
         return cells, math.sqrt(d), 1, "l2"
-    flat = p.reshape(-1)  # gain, bias: (blocks · d,) (their tensors are contiguous)
-    h = flat.shape[0] // B
-    cells = [flat[b * h:(b + 1) * h] for b in range(B)]
+    # gain, bias: B equal blocks along dim 0, sliced (views of p for any memory layout; a
+    # reshape(-1) would copy a non-contiguous p and the update would be lost)
+    rows = p.shape[0] // B
+    cells = [p[b * rows:(b + 1) * rows] for b in range(B)]
+    h = p.numel() // B
     if name == "gain":
         return cells, 1.0, B, ("sign" if family == "spectral" else "l2")
     return cells, math.sqrt(h), 0, "l2"
@@ -94,8 +98,8 @@ def _direction(u: Tensor, how: str, ns_steps: int, ns_dtype: torch.dtype) -> Ten
         return torch.sign(u)
     if how == "polar":
         return _ns(u, ns_steps, ns_dtype)
-    n = torch.sqrt((u * u).sum())
-    return u / n if n > 0 else torch.zeros_like(u)
+    n = torch.sqrt((u.double() ** 2).sum())  # float64: ‖u‖² of a float16 u can overflow
+    return (u.double() / n).to(u.dtype) if n > 0 else torch.zeros_like(u)
 
 
 def _retract_cells(p: Tensor, kind: Kind) -> list[tuple[Tensor, float]]:
@@ -118,19 +122,30 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     in ``L`` but are not moved."""
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
     buffers = buffers if buffers is not None else [None] * len(params)
+    finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
     us: list[Tensor | None] = []
     new_buffers = list(buffers)
     for i, g in enumerate(grads):
         if g is None:
             us.append(None)
             continue
-        if momentum:
+        if momentum:  # the buffer takes finite gradients only; step = their count
             m = torch.zeros_like(g) if buffers[i] is None else buffers[i]
-            m = momentum * m + (1 - momentum) * g
-            new_buffers[i] = m
+            if finite:
+                m = momentum * m + (1 - momentum) * g
+                new_buffers[i] = m
             us.append(m / (1 - momentum ** step))
         else:
             us.append(g)
+    if momentum and finite:
+        for i in range(len(params)):
+            if new_buffers[i] is not None:
+                if buffers[i] is None:
+                    buffers[i] = new_buffers[i]
+                else:
+                    buffers[i].copy_(new_buffers[i])
+    if not finite:
+        return torch.zeros((), dtype=params[0].dtype)
     plan = []
     total = torch.zeros((), dtype=torch.float64)
     for p, u, k in zip(params, us, kinds):
@@ -161,10 +176,4 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                 n = torch.sqrt((c.double() ** 2).sum())
                 if n > 0 and (retract == "sphere" or n > rho):
                     c.copy_(c * (rho / n).to(c.dtype))
-    for i in range(len(params)):
-        if new_buffers[i] is not None:
-            if buffers[i] is None:
-                buffers[i] = new_buffers[i]
-            else:
-                buffers[i].copy_(new_buffers[i])
     return eta.to(params[0].dtype)

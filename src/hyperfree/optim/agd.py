@@ -38,7 +38,7 @@ from . import _foreach, _reference, rules
 from .kinds import Kind, ParamInfo, as_kind, classify
 from .presets import DEFAULT_PRESET, Preset, get_preset
 
-__all__ = ["AGD"]
+__all__ = ["AGD", "init_weights"]
 
 
 def _check_multiplier(name: str, value: Any) -> None:
@@ -147,13 +147,17 @@ class AGD(torch.optim.Optimizer):
         defaults = dict(gain=float(gain), lr=lr, foreach=bool(foreach), ns_steps=ns_steps,
                         preset=self.preset.name, capturable=True)
         super().__init__(groups, defaults)
+        if self.L == 0:
+            raise ValueError("AGD got only parameters of mass 0 (biases), so L = 0 and the step "
+                             "is undefined: train at least one weight, gain or embedding with "
+                             "AGD, or give the biases to another optimiser")
         self._prepare()
 
     def _prepare(self) -> None:
         """Build the plan of the full parameter set and the momentum buffers now, so the first
         step does no set-up work (``torch.compile(opt.step)`` then captures one graph)."""
         entries = self._entries()
-        self._counter("step"), self._counter("skipped")
+        self._counter("step"), self._counter("skipped"), self._counter("momentum")
         if self.defaults["foreach"]:
             self._plan([p for _, _, p, _ in entries], [k for _, _, _, k in entries])
         if self.preset.momentum:
@@ -178,13 +182,15 @@ class AGD(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.update(preset=self.preset, _counters={k: v.clone() for k, v in
-                                                    self._counters.items()})
+                                                    self._counters.items()},
+                     _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         counters = state.pop("_counters", {})
+        infos = state.pop("_infos", [])
         super().__setstate__(state)
-        self._infos = {}
+        self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
         self._init_runtime()
         self._counters = dict(counters)
 
@@ -273,6 +279,7 @@ class AGD(torch.optim.Optimizer):
             rules.init_(p, kind, generator=generator,
                         padding_idx=info.padding_idx if info is not None else None)
 
+
     def _warn_nonfinite(self, name: str) -> None:
         warnings.warn(f"AGD skipped a step: the gradient of {name!r} is not finite (NaN or "
                       "Inf); weights and momentum left unchanged", RuntimeWarning, stacklevel=3)
@@ -336,11 +343,15 @@ class AGD(torch.optim.Optimizer):
         dev, acc = params[0].device, _foreach.acc_dtype(params[0].dtype)
         if not first["foreach"]:
             bufs = [self.state[p].get("momentum_buffer") for p in params] if beta else None
+            finite = all(bool(torch.isfinite(g).all()) for g in grads)
+            if beta and finite:
+                self._counter("momentum").add_(1)
             eta = _reference.reference_step(
                 params, grads, kinds, family=preset.family,
                 gains=[float(g["gain"]) for g, _, _, _ in live],
                 lrs=[float(g["lr"]) for g, _, _, _ in live], momentum=beta, buffers=bufs,
-                step=self.steps, retract=preset.retract, ns_steps=first["ns_steps"])
+                step=max(int(self._counter("momentum")), 1), retract=preset.retract,
+                ns_steps=first["ns_steps"])
             if beta:
                 for p, b in zip(params, bufs):
                     if b is not None:
@@ -377,13 +388,16 @@ class AGD(torch.optim.Optimizer):
                 st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(st["momentum_buffer"])
         ok_g = torch.isfinite(torch.stack(torch._foreach_norm(grads, dtype=acc)).sum())
+        t = self._counter("momentum")  # momentum updates so far: finite gradients only
         if guard == "host":
             if bool(ok_g):
                 torch._foreach_lerp_(bufs, grads, 1 - beta)
+                t.add_(1)
         else:
             torch._foreach_lerp_(bufs, [torch.where(ok_g, g, b) for g, b in zip(grads, bufs)],
                                  1 - beta)
-        bc = 1.0 / (1.0 - torch.pow(beta, self._counter("step").to(acc)))
+            t.add_(ok_g.to(t.dtype))
+        bc = 1.0 / (1.0 - torch.pow(beta, t.clamp(min=1).to(acc)))
         return bufs, bc, ok_g
 
     def _record_flag(self, ok: Tensor, names: list[str], grads: list[Tensor]) -> None:
@@ -404,6 +418,7 @@ class AGD(torch.optim.Optimizer):
         sd = super().state_dict()
         self._drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
+                     "momentum_steps": int(self._counter("momentum")),
                      "preset": self.preset.name}
         return sd
 
@@ -424,6 +439,7 @@ class AGD(torch.optim.Optimizer):
             g["kinds"] = [tuple(k) for k in g["kinds"]]
         self._counter("step").fill_(int(counters["steps"]))
         self._counter("skipped").fill_(int(counters["skipped_steps"]))
+        self._counter("momentum").fill_(int(counters.get("momentum_steps", counters["steps"])))
         self._pending = []
         self._plans.clear()
 
@@ -439,3 +455,18 @@ def _first_nonfinite(names: list[str], grads: list[Tensor]) -> str:
         if not bool(torch.isfinite(g).all()):
             return n
     return names[0]
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, *, kinds: Mapping[Any, str | Kind] | None = None,
+                 generator: torch.Generator | None = None) -> nn.Module:
+    """Initialise every trainable parameter of ``model`` by its kind's rule, in place.
+
+    The same initialisation as ``AGD(model).init_weights()``, without an optimiser: call it
+    where the model is built (e.g. a LightningModule's ``__init__``), so that a framework that
+    restores weights after building the optimiser overwrites it, never the reverse.
+    """
+    for info in classify(model, kinds):
+        rules.check_shape(info.name, info.param.shape, info.kind)
+        rules.init_(info.param, info.kind, generator=generator, padding_idx=info.padding_idx)
+    return model
