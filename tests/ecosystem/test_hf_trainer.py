@@ -2,7 +2,8 @@
 are installed: the ``ecosystem`` extra).
 
 The model is a real, tiny ``GPT2LMHeadModel`` built from a config (nothing downloaded): its
-``Conv1D`` weights, tied embedding/head, LayerNorms and biases are classified by AGD's kinds.
+``Conv1D`` weights, tied embedding/head, LayerNorms and biases are classified by AGD's kinds,
+and the packed Q/K/V ``c_attn`` is declared as three blocks.
 The Trainer always builds a learning-rate scheduler over ``group["lr"]``; with
 ``optimizers=(AGD(model), None)`` and ``lr_scheduler_type="constant"`` the multiplier stays 1,
 so the run is AGD as derived.
@@ -27,6 +28,7 @@ import pytest
 import torch
 
 import hyperfree
+from hyperfree.optim import Kind
 
 from _ecosystem_helpers import flat
 
@@ -47,13 +49,19 @@ def _hf() -> Any:
     return transformers
 
 
+def _kinds() -> dict[str, Kind]:
+    """GPT-2's c_attn packs Q, K and V side by side: declared (docs/agd-rules.md)."""
+    return {"transformer.h.0.attn.c_attn.weight": Kind("linear_in_out", blocks=3),
+            "transformer.h.0.attn.c_attn.bias": Kind("bias", blocks=3)}
+
+
 def _model(seed: int) -> Any:
     transformers = _hf()
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=16, n_layer=1,
                                   n_head=2, bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(cfg)
-    hyperfree.AGD(model).init_weights()  # where the model is built: a resume overwrites it
+    hyperfree.optim.init_weights(model, kinds=_kinds())  # where it is built: a resume overwrites
     return model
 
 
@@ -90,7 +98,7 @@ def _trainer(model: Any, out: Path, steps: int, **kw: Any) -> Any:
         lr_scheduler_type="constant", logging_steps=1, save_steps=3, save_strategy="steps",
         report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
     return transformers.Trainer(model=model, args=args, train_dataset=_Tokens(),
-                                optimizers=(hyperfree.AGD(model), None), **kw)
+                                optimizers=(hyperfree.AGD(model, kinds=_kinds()), None), **kw)
 
 
 def _train(trainer: Any, **kw: Any) -> Any:
@@ -108,6 +116,10 @@ def test_trainer_runs_agd_and_exposes_eta(tmp_path: Path) -> None:
     assert history[-1]["loss"] < history[0]["loss"]
     assert len(eta_log.etas) == 6 and all(e > 0 for e in eta_log.etas)
     assert len(set(eta_log.etas)) > 1
+    group = trainer.optimizer.optimizer.param_groups[0]  # accelerate's wrapper, then AGD
+    kinds = dict(zip(group["param_names"], group["kinds"]))
+    assert tuple(kinds["transformer.h.0.attn.c_attn.weight"]) == ("linear_in_out", 3, 1)
+    assert tuple(kinds["transformer.h.0.mlp.c_fc.weight"]) == ("linear_in_out", 1, 1)
 
 
 def test_resume_from_checkpoint_equals_never_stopping(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def _module_class() -> type:
         def __init__(self, seed: int, schedule: bool) -> None:
             super().__init__()
             self.net = tiny_net(seed)
-            hyperfree.AGD(self.net).init_weights()
+            hyperfree.optim.init_weights(self.net)
             self.schedule = schedule
 
         def training_step(self, data: Any, index: int) -> torch.Tensor:

@@ -10,7 +10,9 @@ measured a 0.93 max weight difference). The safe place is where the model is bui
   that order equals never stopping, bit for bit, for the paper and a momentum preset;
 * the old pattern (init in ``configure_optimizers``) resumed in the same order diverges from
   never stopping — the failure the issue reported, so this test would catch its return;
-* the guard: ``init_weights()`` on an optimiser whose state was restored refuses.
+* the guard: ``init_weights()`` on an optimiser whose state was restored refuses;
+* ``hyperfree.optim.init_weights(model)`` (the safe pattern's call) draws the same weights as
+  ``AGD(model).init_weights()`` for the same generator.
 
 Run: .venv/bin/python -m pytest -q tests/ecosystem/test_restore_order.py
 """
@@ -35,7 +37,7 @@ class SafeModule(nn.Module):
         super().__init__()
         self.preset = preset
         self.net = tiny_net(seed)
-        hyperfree.AGD(self.net).init_weights()  # the init rule applied to the model itself
+        hyperfree.optim.init_weights(self.net)  # AGD's init rule applied to the model itself
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -117,11 +119,8 @@ def test_init_weights_refuses_once_a_state_was_restored() -> None:
     assert torch.equal(flat(module), before)
 
 
-@pytest.mark.xfail(strict=True, raises=(ImportError, AttributeError),
-                   reason="hyperfree.optim.init_weights(model) is not in the library yet; "
-                          "AGD.init_weights's own message already points users to it")
-def test_init_rule_is_available_for_the_model_itself() -> None:
-    from hyperfree.optim import init_weights  # type: ignore[attr-defined]
+def test_init_rule_for_the_model_equals_agds() -> None:
+    from hyperfree.optim import init_weights
 
     a, b = tiny_net(seed=0), tiny_net(seed=0)
     init_weights(a, generator=torch.Generator().manual_seed(3))
