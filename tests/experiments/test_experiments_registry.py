@@ -110,3 +110,22 @@ def test_registry_errors() -> None:
         register_experiment(Experiment("depth", "t", "c", "curves", {}, depth_verdict))
     with pytest.raises(ValueError, match="seeds must be"):
         plan_runs(get_experiment("depth"), "quick", seeds=0)
+
+
+def test_only_selects_runs_by_label_group_or_panel(tmp_path) -> None:
+    from hyperfree.experiments import plan_runs
+
+    exp = get_experiment("race")
+    dirs = {"tinyshakespeare": str(tmp_path / "t.txt")}
+    every = plan_runs(exp, "quick", runs_dir=tmp_path, data_dirs=dirs)
+    gpt = plan_runs(exp, "quick", runs_dir=tmp_path, data_dirs=dirs, only=["gpt"])
+    assert gpt and {r.spec.panel for r in gpt} == {"gpt"} and len(gpt) < len(every)
+    picked = plan_runs(exp, "quick", runs_dir=tmp_path, data_dirs=dirs,
+                       only=["fcn16-adamw-*", "dog"])
+    assert {r.spec.group for r in picked} == {"adamw", "dog"}
+    assert all(r.spec.panel == "fcn16" for r in picked if r.spec.group == "adamw")
+    labels = {r.spec.label for r in picked}
+    assert [r.spec.label for r in picked] == [r.spec.label for r in every
+                                              if r.spec.label in labels]  # plan order kept
+    with pytest.raises(ValueError, match=r"--only 'nope' matches no run"):
+        plan_runs(exp, "quick", runs_dir=tmp_path, data_dirs=dirs, only=["nope"])

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="root of the run directories (default runs)")
     add_threads_flag(p)
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only the runs whose label, group or panel matches PATTERN "
+                        "(fnmatch, repeatable), e.g. --only gpt --only 'fcn16-agd-*'")
     p.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH",
                    help="where a dataset lives, e.g. cifar10=/data/cifar or "
                         "tinyshakespeare=/path/file.txt; a bare PATH applies to every "
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     for name in names:  # a missing input (no --data-dir for a text file) fails before any run
         plan_runs(get_experiment(name), args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
-                  device=args.device, data_dirs=data_dirs)
+                  device=args.device, data_dirs=data_dirs, only=args.only)
     cache = DataCache()
     t0 = time.perf_counter()
     try:
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                           flush=True)
                 run_experiment(name, args.profile, seeds=args.seeds, runs_dir=args.runs_dir,
                                device=args.device, data_dirs=data_dirs, cache=cache,
-                               callbacks=[stop], log=lambda line: print(line, flush=True))
+                               callbacks=[stop], log=lambda line: print(line, flush=True),
+                               only=args.only)
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume (finished runs are kept)",
               file=sys.stderr)

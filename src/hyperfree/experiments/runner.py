@@ -19,6 +19,7 @@ its ``experiment.json`` carries ``"diverged"`` (the message) and the report show
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 import time
@@ -83,19 +84,22 @@ def _data_dir(dataset: str, given: str | None, data_dirs: Mapping[str, str]) -> 
 
 def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
               runs_dir: str | os.PathLike[str] = "runs", device: str = "auto",
-              data_dirs: Mapping[str, str] | None = None) -> list[PlannedRun]:
+              data_dirs: Mapping[str, str] | None = None,
+              only: Sequence[str] = ()) -> list[PlannedRun]:
     """Every (run, seed) of ``exp`` under ``profile``, with its run dir and TrainConfig.
 
     ``seeds`` defaults to the profile's (:data:`PROFILE_SEEDS`); ``data_dirs`` maps a dataset
     name to its folder/file (key ``""``: every non-vendored dataset). A text dataset has no
     default location: without its entry this raises a one-line ValueError naming the flag.
+    ``only`` keeps the runs whose label, group or panel matches one of its ``fnmatch``
+    patterns (e.g. ``["gpt", "fcn16-agd-*"]``); a pattern that matches nothing is an error.
     """
     n_seeds = PROFILE_SEEDS[profile] if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     root = Path(runs_dir) / "experiments" / exp.name / profile
     plan = []
-    for spec in exp.specs(profile):
+    for spec in select_specs(exp.specs(profile), only, f"{exp.name} ({profile})"):
         for seed in range(n_seeds):
             fields = {**_SUITE_DEFAULTS, **spec.overrides}
             dataset = str(fields.get("dataset", "fashion-mnist"))
@@ -108,6 +112,22 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
             cfg = TrainConfig(**fields).replace(seed=seed, device=device, out_dir=str(run_dir))
             plan.append(PlannedRun(spec, seed, run_dir, cfg))
     return plan
+
+
+def select_specs(specs: Sequence[RunSpec], only: Sequence[str], where: str
+                 ) -> list[RunSpec]:
+    """The specs whose label, group or panel matches a pattern of ``only`` (all if empty)."""
+    if not only:
+        return list(specs)
+    keep = []
+    for pattern in only:
+        hits = [s for s in specs if any(fnmatch.fnmatchcase(v, pattern)
+                                        for v in (s.label, s.group, s.panel))]
+        if not hits:
+            raise ValueError(f"--only {pattern!r} matches no run of {where}; runs are named "
+                             f"like {specs[0].label!r} (label, group or panel)")
+        keep += [s for s in hits if s not in keep]
+    return [s for s in specs if s in keep]
 
 
 def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -189,8 +209,8 @@ def _summary(records: Sequence[dict[str, Any]], metric: str) -> str:
 def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int | None = None,
                    runs_dir: str | os.PathLike[str] = "runs", device: str = "auto",
                    data_dirs: Mapping[str, str] | None = None, cache: DataCache | None = None,
-                   callbacks: Sequence[Any] = (), log: Callable[[str], None] | None = None
-                   ) -> list[Path]:
+                   callbacks: Sequence[Any] = (), log: Callable[[str], None] | None = None,
+                   only: Sequence[str] = ()) -> list[Path]:
     """Run experiment ``name`` (or an unregistered :class:`Experiment`) under ``profile``.
 
     Returns the run directories, in plan order.
@@ -198,11 +218,12 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
     Finished runs are skipped, half-finished ones resumed from their checkpoint. ``log``
     receives one line per run (``[k/N] label seed s ... ETA mm:ss``). All datasets are loaded
     (once) before the first run, so missing data fails fast with the loader's error.
-    ``callbacks`` go to every ``train`` call (e.g. a StopFlag for Ctrl-C).
+    ``callbacks`` go to every ``train`` call (e.g. a StopFlag for Ctrl-C); ``only`` restricts
+    the plan as in :func:`plan_runs`.
     """
     exp = name if isinstance(name, Experiment) else get_experiment(name)
     plan = plan_runs(exp, profile, seeds=seeds, runs_dir=runs_dir, device=device,
-                     data_dirs=data_dirs)
+                     data_dirs=data_dirs, only=only)
     cache = cache if cache is not None else DataCache()
     _load_all(cache, plan, f"{exp.name} ({profile})")
     emit = log or (lambda line: None)
