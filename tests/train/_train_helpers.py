@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from hyperfree.data import DataBundle, DatasetInfo
-from hyperfree.train import TrainConfig
+from hyperfree.train import Callback, StepInfo, TrainConfig
 
 
 def tiny_image_bundle(n_train: int = 64, n_test: int = 32, channels: int = 1, size: int = 8,
@@ -56,3 +56,14 @@ def ddp_worker(rank: int, world_size: int, port: int, steps: int, out_file: str,
                        out_file)
     finally:
         close_distributed(ctx)
+
+
+class InterruptAt(Callback):
+    """Raise KeyboardInterrupt (Ctrl-C) at the end of global step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, info: StepInfo) -> None:
+        if info.global_step == self.step:
+            raise KeyboardInterrupt

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from _train_helpers import tiny_config, tiny_image_bundle, tiny_text_bundle
+from _train_helpers import (InterruptAt, tiny_config, tiny_image_bundle,
+                            tiny_text_bundle)
 
 from hyperfree.models import get_model_info, list_models
 from hyperfree.train import optimizers
 from hyperfree.train.steppers import Stepper, TorchStepper
-from hyperfree.train import (CHECKPOINT_NAME, Callback, CheckpointError, StepInfo,
-                             TrainingInterrupted, read_metrics, train)
+from hyperfree.train import (CHECKPOINT_NAME, CheckpointError, TrainingInterrupted, read_metrics, train)
 from hyperfree.train.losses import square_loss
 
 torch.set_num_threads(1)
@@ -61,21 +61,12 @@ def test_resume_after_one_epoch_is_exact(tmp_path: Path, optimizer: str) -> None
         assert torch.equal(a, b), name
 
 
-class _InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, info: StepInfo) -> None:
-        if info.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     bundle = tiny_image_bundle()
     straight = train(tiny_config(epochs=2), data=bundle)
     cfg = tiny_config(epochs=2, out_dir=str(tmp_path))
     with pytest.raises(TrainingInterrupted) as info:
-        train(cfg, callbacks=[_InterruptAt(6)], data=bundle)  # epoch 2, batch 2 of 4
+        train(cfg, callbacks=[InterruptAt(6)], data=bundle)  # epoch 2, batch 2 of 4
     assert info.value.checkpoint == tmp_path / CHECKPOINT_NAME
     assert info.value.checkpoint.is_file()
     assert len(read_metrics(tmp_path)) == 1

@@ -15,13 +15,12 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _train_helpers import tiny_config, tiny_image_bundle
+from _train_helpers import InterruptAt, tiny_config, tiny_image_bundle
 from torch import nn
 
 from hyperfree.models import _registry as model_registry
 from hyperfree.models import register_model
-from hyperfree.train import (CHECKPOINT_NAME, CONFIG_NAME, Callback, CheckpointError, StepInfo,
-                             TrainingInterrupted, check_resumable, loop, read_metrics, train)
+from hyperfree.train import (CHECKPOINT_NAME, CONFIG_NAME, CheckpointError, TrainingInterrupted, check_resumable, loop, read_metrics, train)
 
 torch.set_num_threads(1)
 
@@ -98,15 +97,6 @@ def test_other_thread_count_warns_that_resume_is_not_exact(tmp_path: Path) -> No
         torch.set_num_threads(1)
 
 
-class _InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, info: StepInfo) -> None:
-        if info.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture
 def dropout_model() -> Iterator[str]:
     """A bias-free MLP with dropout (AGD-compatible): training draws from the global RNG."""
@@ -123,7 +113,7 @@ def dropout_model() -> Iterator[str]:
 
 def _interrupted_then_resumed(tmp_path: Path, cfg: Any, bundle: Any) -> Any:
     with pytest.raises(TrainingInterrupted):
-        train(cfg.replace(out_dir=str(tmp_path)), callbacks=[_InterruptAt(6)], data=bundle)
+        train(cfg.replace(out_dir=str(tmp_path)), callbacks=[InterruptAt(6)], data=bundle)
     return train(cfg.replace(out_dir=str(tmp_path), resume=True), data=bundle)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from _train_helpers import tiny_config, tiny_image_bundle
+from _train_helpers import InterruptAt, tiny_config, tiny_image_bundle
 
 from hyperfree.train import (CONFIG_NAME, Callback, CheckpointError, StepInfo,
                              TrainingInterrupted, resolve_config, train)
@@ -81,15 +81,6 @@ def test_run_steps_at_the_scheduled_lr(schedule: str, monkeypatch: pytest.Monkey
     assert history.records[0]["lr_min"] == pytest.approx(expected[0], rel=1e-6)
 
 
-class _InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, info: StepInfo) -> None:
-        if info.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def _strip(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records]
 
@@ -101,7 +92,7 @@ def test_scheduled_run_resumes_exactly(tmp_path: Path, optimizer: str) -> None:
                       loss="xent", width=8)
     straight = train(cfg, data=bundle)
     with pytest.raises(TrainingInterrupted):
-        train(cfg.replace(out_dir=str(tmp_path)), callbacks=[_InterruptAt(3)], data=bundle)
+        train(cfg.replace(out_dir=str(tmp_path)), callbacks=[InterruptAt(3)], data=bundle)
     resumed = train(cfg.replace(out_dir=str(tmp_path), resume=True), data=bundle)
     assert _strip(resumed.records) == _strip(straight.records)
     assert "lr_mean" in resumed.records[0]

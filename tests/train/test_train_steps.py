@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-from _train_helpers import tiny_config
+from _train_helpers import InterruptAt, tiny_config
 
 from hyperfree.data import DataBundle, load_dataset
-from hyperfree.train import (Callback, StepInfo, TrainConfig, TrainingInterrupted, check_resumable,
+from hyperfree.train import (TrainConfig, TrainingInterrupted, check_resumable,
                              read_metrics, train)
 
 torch.set_num_threads(1)
@@ -99,21 +99,12 @@ def test_steps_run_resumes_bitwise(tmp_path: Path) -> None:
                                                               b["test_acc"])
 
 
-class _InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, info: StepInfo) -> None:
-        if info.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_ctrl_c_mid_epoch_resumes_bitwise_with_steps(tmp_path: Path) -> None:
     bundle = text_bundle(tmp_path)
     straight = train(_cfg(steps=11), data=bundle)
     cfg = _cfg(steps=11, out_dir=str(tmp_path / "run"))
     with pytest.raises(TrainingInterrupted):
-        train(cfg, callbacks=[_InterruptAt(9)], data=bundle)  # epoch 2, batch 2 of 7
+        train(cfg, callbacks=[InterruptAt(9)], data=bundle)  # epoch 2, batch 2 of 7
     resumed = train(cfg.replace(resume=True), data=bundle)
     _same_weights(straight.model, resumed.model)
     strip = lambda rs: [{k: v for k, v in r.items() if "seconds" not in k} for r in rs]  # noqa

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _train_helpers import tiny_config, tiny_image_bundle
+from _train_helpers import InterruptAt, tiny_config, tiny_image_bundle
 
 from hyperfree.cli import main
 from hyperfree.train import Callback, StepInfo, TrainingInterrupted, read_metrics, train
@@ -90,21 +90,12 @@ def test_every_step_and_record_scalar_is_written(tmp_path: Path, optimizer: str,
         assert [v for _, v in got] == pytest.approx([r[key] for r in records], rel=1e-6), key
 
 
-class _InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, info: StepInfo) -> None:
-        if info.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_and_resumed_run_has_every_step_once(tmp_path: Path) -> None:
     _needs_tensorboard()
     bundle = tiny_image_bundle()
     cfg = tiny_config(epochs=2, log_every=3, out_dir=str(tmp_path), tensorboard=True)
     with pytest.raises(TrainingInterrupted):
-        train(cfg, callbacks=[_InterruptAt(5)], data=bundle)
+        train(cfg, callbacks=[InterruptAt(5)], data=bundle)
     train(cfg.replace(resume=True), data=bundle)
     acc = _events(tmp_path)
     assert [s for s, _ in _series(acc, "step/eta")] == list(range(1, 9))
