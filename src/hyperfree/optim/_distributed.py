@@ -158,9 +158,10 @@ class ShardedStep:
     def _gather(self, us: list[Tensor], order: list[int], rows: tuple[Rows, ...]
                 ) -> dict[int, Tensor]:
         send = torch.cat([self._padded(us[i], rows[i]) for i in order])
-        out = send.new_empty((self.world, send.numel()))
+        out = send.new_empty(self.world * send.numel())
         self.collectives += 1
         dist.all_gather_into_tensor(out, send, group=self.group)
+        out = out.view(self.world, send.numel())
         full, off = {}, 0
         for i in order:
             n = self._padded_numel(us[i], rows[i])
