@@ -15,6 +15,7 @@ the single process trains on the whole batch. After 4 steps, in float64:
   ``in_proj_bias``: its gradient is zero in exact arithmetic and ~1e-17 noise in floating point,
   AGD normalises that noise (docs/agd-rules.md §5), and the noise depends on the summation
   order, which sharding changes;
+* ``init_weights`` on the sharded model (seeded alike) gives the unsharded initialisation;
 * the collectives per step are the designed ones: ``paper`` ONE all-reduce; ``spectral-sphere``
   one for the gradients' finite flag (momentum), one all-reduce of the partial sums, one of the
   retraction's norms, plus two ``all_to_all`` (owner) or one ``all_gather`` (gather).
@@ -104,6 +105,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                            world_size=world)
     from torch.distributed.fsdp import fully_shard
 
+    model = TinyTransformer().double()  # AGD's init on shards, seeded alike on every rank
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    hyperfree.AGD(model).init_weights(torch.Generator().manual_seed(1))
+    init = {k: v.full_tensor().detach().clone() for k, v in model.state_dict().items()}
     results = []
     for preset, kw, _ in CONFIGS:
         model = _model()
@@ -115,7 +122,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         calls = opt._sharded.collectives / STEPS if kw.get("foreach", True) else None
         results.append((weights, etas, calls))
     if rank == 0:
-        torch.save(results, out)
+        torch.save((init, results), out)
     dist.destroy_process_group()
 
 
@@ -135,7 +142,9 @@ def test_fsdp2_sharded_agd_equals_one_process(tmp_path: Path) -> None:
     out = str(tmp_path / "rank0.pt")
     mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, join=True,
                        start_method="fork")
-    sharded = torch.load(out, weights_only=True)
+    init, sharded = torch.load(out, weights_only=True)
+    for name, w in _model().state_dict().items():
+        torch.testing.assert_close(init[name], w, rtol=0, atol=0, msg=f"init of {name}")
     for (preset, kw, calls), (w1, e1), (w2, e2, c2) in zip(CONFIGS, singles, sharded):
         what = f"{preset} {kw}"
         assert e2 == pytest.approx(e1, rel=1e-10), what

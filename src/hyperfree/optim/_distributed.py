@@ -32,7 +32,7 @@ from . import rules
 from ._plan import Plan, Rows
 from .newton_schulz import ns_dtype, orthogonalize
 
-__all__ = ["is_sharded", "ShardedStep", "POLAR_SCHEMES"]
+__all__ = ["is_sharded", "ShardedStep", "POLAR_SCHEMES", "init_rows_"]
 
 POLAR_SCHEMES = ("owner", "gather")
 
@@ -277,3 +277,14 @@ def _orthogonalize(fulls: list[Tensor], kinds: list, guard: str, ns_steps: int,
         out.append(rules.from_matrices(D[start:start + n], t.shape, k))
         start += n
     return out, dots
+
+
+@torch.no_grad()
+def init_rows_(p: Tensor, rows: Rows, kind: Any, generator: torch.Generator | None,
+               padding_idx: int | None) -> None:
+    """AGD's initialisation of a sharded parameter: the whole tensor drawn on every rank (the
+    same draw when ``generator`` is seeded alike), this rank's rows written to its shard."""
+    local = p.to_local()
+    full = torch.empty(tuple(p.shape), dtype=local.dtype, device=local.device)
+    rules.init_(full, kind, generator=generator, padding_idx=padding_idx)
+    local.copy_(full.narrow(0, rows.start, rows.count))

@@ -10,11 +10,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from . import rules
 from .kinds import Kind, ParamInfo, as_kind, classify
 
-__all__ = ["check_multiplier", "param_groups"]
+__all__ = ["check_multiplier", "checked_group", "param_groups"]
 
 
 def check_multiplier(name: str, value: Any) -> None:
@@ -79,3 +81,42 @@ def _declared(kinds: Mapping[Any, Any] | None, p: Tensor, name: str | None) -> A
         if key is p or (name is not None and key == name):
             return value
     return None
+
+
+def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
+                  defaults: dict[str, Any]) -> dict[str, Any]:
+    """``param_group`` with ``params`` as a list, ``param_names``, ``kinds`` as tuples and
+    ``eta``; a group added after construction takes its kinds from the model (``infos``).
+    ValueError for an unknown parameter, a shape its kind cannot have, a non-float dtype or a
+    bad ``gain``/``lr``."""
+    params = param_group["params"]
+    params = [params] if isinstance(params, Tensor) else list(params)
+    if "kinds" not in param_group:  # added after construction: kinds from the model
+        missing = [i for i, p in enumerate(params) if id(p) not in infos]
+        if missing:
+            raise ValueError("AGD.add_param_group: parameter #%d is not part of the model "
+                             "AGD was built with; give the group 'kinds': [KIND, ...]"
+                             % missing[0])
+        found = [infos[id(p)] for p in params]
+        param_group = {**param_group, "kinds": [i.kind for i in found],
+                       "param_names": param_group.get("param_names")
+                       or [i.name for i in found]}
+    names = list(param_group.get("param_names") or [f"param {i}" for i in range(len(params))])
+    kinds = [Kind(*k) if isinstance(k, (tuple, list)) else as_kind(k)
+             for k in param_group["kinds"]]
+    if not (len(names) == len(kinds) == len(params)):
+        raise ValueError(f"AGD param group has {len(params)} params, {len(names)} names "
+                         f"and {len(kinds)} kinds")
+    for name, p, kind in zip(names, params, kinds):
+        if not p.is_floating_point():
+            raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
+                             "floating point")
+        rules.check_shape(name, p.shape, kind)
+    for key in ("gain", "lr"):
+        check_multiplier(key, param_group.get(key, defaults[key]))
+    eta = param_group.get("eta")
+    if eta is None:  # η of the last step, for loggers; present from the start
+        eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
+                          device=params[0].device if params else "cpu")
+    return {**param_group, "params": params, "param_names": names,
+            "kinds": [(k.name, k.blocks, k.groups) for k in kinds], "eta": eta}

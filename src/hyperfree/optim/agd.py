@@ -26,17 +26,15 @@ scale σ, in the norm of its kind.
 """
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _foreach, _reference, rules
-from ._groups import check_multiplier, param_groups
-from .kinds import Kind, ParamInfo, as_kind, classify
+from . import _distributed, _flags, _foreach, _reference, rules
+from ._groups import check_multiplier, checked_group, param_groups
+from .kinds import Kind, classify
 from .presets import DEFAULT_PRESET, Preset, get_preset
 
 __all__ = ["AGD", "init_weights"]
@@ -134,7 +132,7 @@ class AGD(torch.optim.Optimizer):
 
     def _init_runtime(self) -> None:
         self._plans: dict[tuple, _foreach.Plan] = {}
-        self._pending: list[tuple[Tensor, Any, list[str]]] = []
+        self._flags = _flags.FlagQueue()
         self._cache: list | None = None  # _entries()
         # "host" / "device" forces the non-finite guard (tests); None: host on eager CPU
         self._guard: str | None = None
@@ -169,38 +167,7 @@ class AGD(torch.optim.Optimizer):
         return self._counters[name]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        if "kinds" not in param_group:  # added after construction: kinds from the model
-            missing = [i for i, p in enumerate(params) if id(p) not in self._infos]
-            if missing:
-                raise ValueError("AGD.add_param_group: parameter #%d is not part of the model "
-                                 "AGD was built with; give the group 'kinds': [KIND, ...]"
-                                 % missing[0])
-            infos = [self._infos[id(p)] for p in params]
-            param_group = {**param_group, "kinds": [i.kind for i in infos],
-                           "param_names": param_group.get("param_names")
-                           or [i.name for i in infos]}
-        names = list(param_group.get("param_names") or [f"param {i}" for i in range(len(params))])
-        kinds = [Kind(*k) if isinstance(k, (tuple, list)) else as_kind(k)
-                 for k in param_group["kinds"]]
-        if not (len(names) == len(kinds) == len(params)):
-            raise ValueError(f"AGD param group has {len(params)} params, {len(names)} names "
-                             f"and {len(kinds)} kinds")
-        for name, p, kind in zip(names, params, kinds):
-            if not p.is_floating_point():
-                raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
-                                 "floating point")
-            rules.check_shape(name, p.shape, kind)
-        for key in ("gain", "lr"):
-            check_multiplier(key, param_group.get(key, self.defaults[key]))
-        eta = param_group.get("eta")
-        if eta is None:  # η of the last step, for loggers; present from the start
-            eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
-                              device=params[0].device if params else "cpu")
-        super().add_param_group({**param_group, "params": params, "param_names": names,
-                                 "kinds": [(k.name, k.blocks, k.groups) for k in kinds],
-                                 "eta": eta})
+        super().add_param_group(checked_group(param_group, self._infos, self.defaults))
         self._plans.clear()
         self._cache = None
 
@@ -225,7 +192,7 @@ class AGD(torch.optim.Optimizer):
     @property
     def skipped_steps(self) -> int:
         """Steps skipped because of non-finite gradients (reading it may wait for the device)."""
-        self._drain(block=True)
+        self._flags.drain(block=True)
         return int(self._counter("skipped"))
 
     @property
@@ -246,29 +213,13 @@ class AGD(torch.optim.Optimizer):
             raise ValueError(f"AGD.init_weights() after {self.steps} steps would "
                              "wipe the trained weights; initialise before training, where the "
                              "model is built (hyperfree.optim.init_weights(model))")
-        for _, name, p, kind in self._entries():
+        for j, (_, name, p, kind) in enumerate(self._entries()):
             info = self._infos.get(id(p))
-            rules.init_(p, kind, generator=generator,
-                        padding_idx=info.padding_idx if info is not None else None)
-
-
-    def _warn_nonfinite(self, name: str) -> None:
-        warnings.warn(f"AGD skipped a step: the gradient of {name!r} is not finite (NaN or "
-                      "Inf); weights and momentum left unchanged", RuntimeWarning, stacklevel=3)
-
-    def _drain(self, block: bool) -> None:
-        """Read the finite flags of earlier device-side steps that have reached the host."""
-        still = []
-        for flags, event, names in self._pending:
-            if event is not None and not event.query():
-                if not block:
-                    still.append((flags, event, names))
-                    continue
-                event.synchronize()
-            if not bool(flags[0]):  # counted on the device already
-                self._warn_nonfinite("one of " + ", ".join(names[:3])
-                                     + (", ..." if len(names) > 3 else ""))
-        self._pending = still
+            pad = info.padding_idx if info is not None else None
+            if self._sharded is None:
+                rules.init_(p, kind, generator=generator, padding_idx=pad)
+            else:  # the whole tensor on every rank (seeded alike), then this rank's rows
+                _distributed.init_rows_(p, self._sharded.rows[j], kind, generator, pad)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -294,18 +245,19 @@ class AGD(torch.optim.Optimizer):
         device_guard = compiling or entries[live[0]][2].device.type != "cpu" \
             if self._guard is None else self._guard == "device"
         if device_guard and not compiling:
-            self._drain(block=False)
+            self._flags.drain(block=False)
         eta, ok = self._update(live, grads, "device" if device_guard else "host")
         for g in self.param_groups:
             g["eta"] = eta
         if not device_guard:
             if not bool(ok):
                 self._counter("skipped").add_(1)
-                self._warn_nonfinite(_first_nonfinite([entries[j][1] for j in live], grads))
+                _flags.warn_nonfinite(_flags.first_nonfinite([entries[j][1] for j in live],
+                                                             grads), stacklevel=3)
         else:
             self._counter("skipped").add_((~ok).to(torch.int64))
             if not compiling:
-                self._record_flag(ok, [entries[j][1] for j in live])
+                self._flags.record(ok, [entries[j][1] for j in live])
         return loss
 
     def _update(self, live: tuple[int, ...], grads: list[Tensor], guard: str
@@ -399,23 +351,10 @@ class AGD(torch.optim.Optimizer):
         bc = 1.0 / (1.0 - torch.pow(beta, t.clamp(min=1).to(acc)))
         return bufs, bc, finite
 
-    def _record_flag(self, ok: Tensor, names: list[str]) -> None:
-        """Queue the step's finite flag for the host without waiting for the device."""
-        flags = ok.reshape(1)
-        if flags.device.type == "cuda":
-            host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
-            host.copy_(flags, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending.append((host, event, names))
-        else:
-            self._pending.append((flags, None, names))
-            self._drain(block=False)
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        self._drain(block=True)
+        self._flags.drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
                      "momentum_steps": int(self._counter("momentum")),
                      "preset": self.preset.name}
@@ -439,7 +378,7 @@ class AGD(torch.optim.Optimizer):
         self._counter("step").fill_(int(counters["steps"]))
         self._counter("skipped").fill_(int(counters["skipped_steps"]))
         self._counter("momentum").fill_(int(counters.get("momentum_steps", counters["steps"])))
-        self._pending = []
+        self._flags.clear()
         self._plans.clear()
         self._cache = None
 
@@ -458,13 +397,6 @@ def _multipliers(chosen: list, acc: torch.dtype, device: torch.device) -> Any:
         return m
     return torch.stack([torch.as_tensor(g["gain"] * g["lr"], dtype=acc).to(device)
                         for g, _, _, _ in chosen])
-
-
-def _first_nonfinite(names: list[str], grads: list[Tensor]) -> str:
-    for n, g in zip(names, grads):
-        if not bool(torch.isfinite(g).all()):
-            return n
-    return names[0]
 
 
 @torch.no_grad()
