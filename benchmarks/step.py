@@ -11,7 +11,9 @@ parameter tensors (so memory placement, which moves single runs by ±10% on a sh
 same for all), in a shuffled order each round. The table gives the median step time, the ratio
 of the median (and of the 10th percentile: less sensitive to preemption on a loaded machine) to
 the floor ``torch._foreach_add_(params, grads, alpha=-0.1)``, and the memory each optimiser
-keeps (weights + state, in units of the weights). ``torch.optim.Muon`` steps the hidden 2-D
+keeps (weights + state, in units of the weights). "two passes" (``torch._foreach_norm`` then
+the floor) is the least a step that normalises by a norm of the gradient can cost.
+``torch.optim.Muon`` steps the hidden 2-D
 matrices only (its documented use; embeddings, gains and biases would go to another optimiser).
 
 ``--ops`` prints the CPU proxy for launch counts: the number of top-level aten operator calls of
@@ -19,6 +21,7 @@ one ``step()`` (``torch.profiler``), for 8/16/32/64-tensor members of three mode
 
     python benchmarks/step.py [--device cpu|cuda] [--rounds 30] [--threads 2]
                               [--sets fcn,resnet18,gpt2] [--gpt2-layers 12] [--ops]
+                              [--presets paper,spectral,...] [--no-reference]
 
 On CUDA it also runs every preset under ``torch.cuda.set_sync_debug_mode("error")`` from the
 second step on, to show that ``step()`` never synchronises with the host.
@@ -81,8 +84,8 @@ def make_params(shapes: Shapes, device: torch.device) -> list[torch.nn.Parameter
     return ps
 
 
-def make_candidates(shapes: Shapes, ps: list, device: torch.device, reference: bool
-                    ) -> dict[str, tuple[Callable[[], object], float]]:
+def make_candidates(shapes: Shapes, ps: list, device: torch.device, reference: bool,
+                    presets: list[str]) -> dict[str, tuple[Callable[[], object], float]]:
     """name -> (step function, state numel) for every optimiser, all on ``ps``."""
     kinds = {p: k for p, (_, k) in zip(ps, shapes)}
     grads = [p.grad for p in ps]
@@ -92,8 +95,14 @@ def make_candidates(shapes: Shapes, ps: list, device: torch.device, reference: b
         with torch.no_grad():
             torch._foreach_add_(ps, grads, alpha=-0.1)
 
+    def two_pass() -> None:  # the least any normalised step can do: read, then update
+        with torch.no_grad():
+            torch._foreach_norm(grads)
+            torch._foreach_add_(ps, grads, alpha=-0.1)
+
     out["floor _foreach_add_"] = (floor, 0)
-    for name in PRESETS:
+    out["two passes: norm + add"] = (two_pass, 0)
+    for name in presets:
         opt = hyperfree.AGD(ps, kinds=kinds, preset=name)
         out[f"AGD {name}"] = (opt.step, _state(opt))
     if reference:
@@ -121,10 +130,10 @@ def _state(opt: torch.optim.Optimizer) -> float:
                if torch.is_tensor(t) and t.dim() > 0)
 
 
-def bench(shapes: Shapes, device: torch.device, rounds: int, reference: bool
-          ) -> list[tuple[str, float, float, float, float]]:
+def bench(shapes: Shapes, device: torch.device, rounds: int, reference: bool,
+          presets: list[str]) -> list[tuple[str, float, float, float, float]]:
     ps = make_params(shapes, device)
-    cands = make_candidates(shapes, ps, device, reference)
+    cands = make_candidates(shapes, ps, device, reference, presets)
     n_weights = sum(p.numel() for p in ps)
     times: dict[str, list[float]] = {k: [] for k in cands}
     for fn, _ in cands.values():  # warm up
@@ -226,6 +235,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--sets", default="fcn,resnet18", help="comma-separated: fcn,resnet18,gpt2")
     ap.add_argument("--gpt2-layers", type=int, default=12, help="layers of the gpt2 shape set")
+    ap.add_argument("--presets", default=",".join(PRESETS),
+                    help="comma-separated AGD presets to time (default: all)")
     ap.add_argument("--no-reference", action="store_true", help="skip the (slow) reference twin")
     ap.add_argument("--ops", action="store_true", help="print the operator-count table")
     args = ap.parse_args()
@@ -246,8 +257,9 @@ def main() -> None:
         print(f"| {'optimiser':<30} | {'step ms':>8} | {'x floor':>7} | {'x floor p10':>11} | "
               f"{'memory x weights':>16} |")
         print(f"|{'-' * 32}|{'-' * 10}|{'-' * 9}|{'-' * 13}|{'-' * 18}|")
-        for name, ms, ratio, ratio10, mem in bench(shapes, device, args.rounds,
-                                                   reference=not args.no_reference):
+        for name, ms, ratio, ratio10, mem in bench(
+                shapes, device, args.rounds, reference=not args.no_reference,
+                presets=[p.strip() for p in args.presets.split(",") if p.strip()]):
             print(f"| {name:<30} | {ms:8.2f} | {ratio:7.2f} | {ratio10:11.2f} | {mem:16.1f} |")
     if args.ops:
         print_ops()

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import rules
 from ._plan import Plan, Rows
-from .newton_schulz import ns_dtype, orthogonalize
+from .newton_schulz import batched_dot, ns_dtype, orthogonalize
 
 __all__ = ["is_sharded", "ShardedStep", "POLAR_SCHEMES", "init_rows_"]
 
@@ -268,7 +268,7 @@ def _orthogonalize(fulls: list[Tensor], kinds: list, guard: str, ns_steps: int,
         bad = ~torch.isfinite(torch.linalg.vector_norm(mats, dtype=acc))
         mats = torch.nan_to_num(mats, nan=0.0, posinf=0.0, neginf=0.0)
     D = orthogonalize(mats, steps=ns_steps, dtype=ns_dtype_ or ns_dtype(mats.dtype))
-    dots = torch.linalg.vecdot(mats.flatten(1).to(acc), D.flatten(1).to(acc))
+    dots = batched_dot(mats, D, acc)
     if bad is not None:
         dots = torch.where(bad, math.nan, dots)
     out, start = [], 0

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from . import rules
 from ._plan import Pattern, Plan, Whole, acc_dtype, build_plan, narrow, pattern_view
-from .newton_schulz import ns_dtype, orthogonalize
+from .newton_schulz import batched_dot, ns_dtype, orthogonalize
 
 __all__ = ["Plan", "Reduce", "Polar", "build_plan", "foreach_step", "acc_dtype"]
 
@@ -115,7 +115,7 @@ def _polar_group(us: list[Tensor], plan: Plan, group: tuple[int, ...],
         bad = ~torch.isfinite(torch.linalg.vector_norm(mats, dtype=acc))
         mats = torch.nan_to_num(mats, nan=0.0, posinf=0.0, neginf=0.0)
     D = orthogonalize(mats, steps=ns_steps, dtype=ns_dtype_ or ns_dtype(mats.dtype))
-    dots = torch.linalg.vecdot(mats.flatten(1).to(acc), D.flatten(1).to(acc))  # ⟨u_b, D_b⟩
+    dots = batched_dot(mats, D, acc)  # ⟨u_b, D_b⟩
     start = 0
     for i in group:
         n = rules.matrix_dims(plan.shapes[i], plan.kinds[i])[0]

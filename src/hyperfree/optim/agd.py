@@ -281,7 +281,7 @@ class AGD(torch.optim.Optimizer):
             if guard == "host" and not bool(finite):
                 return torch.zeros((), dtype=params[0].dtype, device=params[0].device), finite
         eta, ok = _foreach.foreach_step(
-            params, us, plan, multipliers=_multipliers(chosen, acc, params[0].device),
+            params, us, plan, multipliers=_multipliers(chosen, plan, params[0].device),
             bias_correction=bc, guard=guard, finite=finite if guard == "device" else None,
             ns_steps=first["ns_steps"], retract=preset.retract,
             reduce=sh.reduce if sh is not None else None,
@@ -388,15 +388,27 @@ def _local(t: Tensor) -> Tensor:
     return getattr(t, "_local_tensor", t)
 
 
-def _multipliers(chosen: list, acc: torch.dtype, device: torch.device) -> Any:
-    """``gain·lr``: one number (or 0-dim tensor) when every group agrees, else ``(n,)``."""
+def _multipliers(chosen: list, plan: _foreach.Plan, device: torch.device) -> Any:
+    """``gain·lr``: one number (or 0-dim tensor) when every group agrees, else ``(n,)`` on the
+    device (cached per value, so that a step copies nothing from the host)."""
     first = chosen[0][0]
     m = first["gain"] * first["lr"]
-    if all(g is first for g, _, _, _ in chosen) or all(
-            (g["gain"], g["lr"]) == (first["gain"], first["lr"]) for g, _, _, _ in chosen):
+    if all(g is first or (_same(g["gain"], first["gain"]) and _same(g["lr"], first["lr"]))
+           for g, _, _, _ in chosen):
         return m
-    return torch.stack([torch.as_tensor(g["gain"] * g["lr"], dtype=acc).to(device)
-                        for g, _, _, _ in chosen])
+    values = [g["gain"] * g["lr"] for g, _, _, _ in chosen]
+    acc = plan.sigma_t.dtype
+    if any(isinstance(v, Tensor) for v in values):  # tensor lr: stays on its device
+        return torch.stack([torch.as_tensor(v, dtype=acc, device=device) for v in values])
+    key = ("multipliers", tuple(values))
+    if key not in plan.extra:
+        plan.extra[key] = torch.tensor(values, dtype=acc, device=device)
+    return plan.extra[key]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal numbers, or the same tensor (comparing tensors' values would sync)."""
+    return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)
 
 
 @torch.no_grad()

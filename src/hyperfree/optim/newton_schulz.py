@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["NS_COEFFICIENTS", "NS_STEPS", "orthogonalize", "ns_dtype"]
+__all__ = ["NS_COEFFICIENTS", "NS_STEPS", "orthogonalize", "ns_dtype", "batched_dot"]
 
 NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
@@ -57,3 +57,10 @@ def orthogonalize(G: Tensor, *, steps: int = NS_STEPS, dtype: torch.dtype | None
     if tall:
         X = X.mT
     return X.to(G.dtype)
+
+
+def batched_dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(n, r, c), (n, r, c) -> (n,)``: ``⟨a_i, b_i⟩`` of every pair, in ``dtype``, as one
+    batched matrix product (no full-size temporary, unlike ``(a * b).sum``)."""
+    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).flatten()
