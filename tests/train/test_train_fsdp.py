@@ -2,11 +2,13 @@
 train``): the weights after a few steps equal one process on the same global batch, for the FCN
 on images and the GPT on text (embeddings, LayerNorms, attention, biases: every parameter
 sharded by FSDP2; float32, 1e-5; the key block of the attention bias, moved along float noise,
-is left out); the checkpoint holds whole tensors, and a run resumed under FSDP from it
-continues exactly as an uninterrupted one; ``--fsdp`` outside torchrun is refused."""
+is left out); the checkpoint holds whole tensors, and a run resumed from it, under FSDP or in
+one process, continues as an uninterrupted one; ``--fsdp`` outside torchrun is refused."""
 from __future__ import annotations
 
+import shutil
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,12 @@ def test_fsdp_training_equals_one_process_and_resumes(tmp_path: Path) -> None:
     _same(gpt, single["gpt"], "gpt")
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
     assert all(type(t) is torch.Tensor for t in saved.values())  # whole tensors, no DTensor
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with warnings.catch_warnings():  # resuming 2 ranks' run in one process: "not bit-exact"
+        warnings.simplefilter("ignore")
+        alone = train(_cfg("gpt", steps=4, out_dir=str(copy), resume=True), data=_bundle("gpt"))
+    _same(alone.model.state_dict(), single["gpt"], "gpt resumed in one process")
     resumed, = _spawn([("gpt", dict(steps=4, fsdp=True, out_dir=str(run_dir), resume=True))],
                       tmp_path / "b.pt")
     _same(resumed, single["gpt"], "gpt resumed")
