@@ -43,12 +43,13 @@ def orthogonalize(G: Tensor, *, steps: int = NS_STEPS, dtype: torch.dtype | None
     """
     if G.dim() != 3:
         raise ValueError(f"orthogonalize expects a stack (n, d_out, d_in), got {tuple(G.shape)}")
-    X = G.to(dtype or ns_dtype(G.dtype))
+    dtype = dtype or ns_dtype(G.dtype)
+    X = G.to(dtype, copy=True)  # a copy even in G's dtype: normalised in place below
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = X.mT
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
-    X = X / norm.clamp_min(torch.finfo(X.dtype).tiny)
+    X.div_(norm.clamp_min(torch.finfo(X.dtype).tiny))
     a, b, c = NS_COEFFICIENTS
     for _ in range(steps):
         A = X @ X.mT
