@@ -39,10 +39,6 @@ from .kinds import Kind
 
 __all__ = ["Rows", "Whole", "Pattern", "Plan", "build_plan", "acc_dtype", "narrow"]
 
-#: A slice of a local tensor, ``t.narrow(dim, start, length)``; None is the whole tensor.
-Select = "tuple[int, int, int] | None"
-
-
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype of norms and scalars: float32 for 16/32-bit tensors (‖g‖² of a
     float16 gradient would overflow in float16), float64 for float64."""
@@ -50,6 +46,7 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def narrow(t: Tensor, select: tuple[int, int, int] | None) -> Tensor:
+    """A unit's slice ``t.narrow(dim, start, length)`` of a local tensor; None: all of it."""
     return t if select is None else t.narrow(*select)
 
 
@@ -129,10 +126,10 @@ def _blocks(kind: Kind, shape: Sequence[int], rows: Rows) -> list[tuple[int, int
 class Plan:
     """The step's units and constants for one list of parameters (see the module docstring).
 
-    ``sqrt_sigma`` (``n_sq``,) is σ of every entry of the flat vector that holds a sum of
-    squares (Whole units, then Pattern cells); ``lin_sigma`` weighs the entries that are
-    already terms of ``L·G`` up to σ (ℓ1 sums of sign units, then Newton–Schulz ⟨u, D⟩ per
-    matrix); embedding rows add their terms as one extra entry each.
+    The flat vector of a step holds, in this order: sums of squares of every Whole unit, then
+    of every Pattern cell (``sq_sigma`` is their σ), then ℓ1 sums of the sign parameters,
+    Σ_t ‖u_t‖₂ of every row-wise embedding and ⟨u, D⟩ of every Newton–Schulz matrix
+    (``lin_sigma`` is their σ): ``L·G = sq_sigma·√(squares) + lin_sigma·(the rest)``.
     """
 
     family: str
