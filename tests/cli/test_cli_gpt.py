@@ -71,8 +71,12 @@ def test_gpt_steps_run_reports_test_loss_over_every_window(text_file: Path,
     body = json.loads((out / "config.json").read_text())
     cfg = body["config"]
     assert (cfg["steps"], cfg["epochs"], cfg["seq_len"], cfg["heads"]) == (3, None, 8, 2)
-    assert body["resolved"] == {"loss": "xent", "model": {
+    resolved = body["resolved"]
+    assert {k: resolved[k] for k in ("loss", "model")} == {"loss": "xent", "model": {
         "depth": 1, "width": 8, "heads": 2, "seq_len": 8, "tie_weights": False}}
+    assert resolved["optimizer"]["lr"] == 3e-3  # Adam's lr, then its schedule over the run
+    assert resolved["optimizer"]["schedule"] == {"name": "constant", "warmup_steps": 0,
+                                                 "total_steps": 3}
 
 
 def test_resume_with_more_steps_matches_a_straight_run(text_file: Path, tmp_path: Path) -> None:

@@ -93,6 +93,15 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     (["--optimizer", "adam", "--lr", "1e300"], "adam needs --lr a finite number > 0, got 1e+300"),
     (["--optimizer", "sgd", "--momentum", "1.5"], "sgd needs --momentum in [0, 1), got 1.5"),
     (["--optimizer", "prodigy", "--lr", "1"], "--lr is not used by prodigy: it takes no flags"),
+    (["--schedule", "cosine"], "--schedule is not used by agd: it has no learning rate to "
+     "schedule"),
+    (["--optimizer", "agd-spectral", "--warmup-steps", "5"], "--warmup-steps is not used by "
+     "agd-spectral"),
+    (["--optimizer", "adam", "--schedule", "step"], "invalid choice: 'step'"),
+    (["--optimizer", "adamw", "--weight-decay", "-1"], "adamw needs --weight-decay a finite "
+     "number >= 0, got -1"),
+    (["--optimizer", "sgd", "--epochs", "1", "--warmup-steps", "3"],
+     "--warmup-steps 3 must be below the run's 3 steps"),
 ])
 def test_user_mistakes_exit_2_with_one_line(argv: list[str], fragment: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:

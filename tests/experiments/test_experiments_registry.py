@@ -52,9 +52,15 @@ def test_smoke_is_a_tiny_subset_of_quick(name: str) -> None:
     assert all(s.overrides["limit_batches"] == 1 and s.overrides["epochs"] == 1 for s in smoke)
 
 
+# The race's gpu profile is issue 9's H100 measurement: Fashion-MNIST at GPU length, not CIFAR.
+_GPU_ON_FASHION_MNIST = {"race"}
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_gpu_profile_uses_paper_datasets(name: str) -> None:
     datasets = {TrainConfig(**s.overrides).dataset for s in get_experiment(name).specs("gpu")}
+    if name in _GPU_ON_FASHION_MNIST:
+        datasets -= {"fashion-mnist"}
     assert "fashion-mnist" not in datasets
     assert datasets <= {"cifar10", "cifar100", "imagenet", "mnist", "tinyshakespeare"}
 

@@ -41,7 +41,7 @@ def test_experiment_runs_and_reports_under_smoke(name: str, tmp_path: Path, cach
     text = md.read_text()
     assert f"## 1. {name}" in text
     assert "**Reproduced: " in text
-    data = " --data-dir tinyshakespeare=PATH" if name == "towers" else ""
+    data = " --data-dir tinyshakespeare=PATH" if name in ("towers", "race") else ""
     assert f"`hyperfree experiment {name} --profile smoke --device cpu --threads 1{data}`" in text
     figure = tmp_path / "docs" / "figures" / f"{name}.png"
     assert figure.is_file() and figure.stat().st_size > 5000

@@ -65,8 +65,14 @@ def test_builtin_entries_lower_the_loss(name: str) -> None:
 @pytest.mark.parametrize("spec, given, resolved", [
     ("agd", OptimArgs(), OptimArgs(gain=1.0)),
     ("agd", OptimArgs(gain=10.0), OptimArgs(gain=10.0)),
-    ("adam", OptimArgs(), OptimArgs(lr=1e-3)),
-    ("sgd", OptimArgs(momentum=0.9), OptimArgs(lr=0.1, momentum=0.9)),
+    ("adam", OptimArgs(), OptimArgs(lr=1e-3, schedule="constant", warmup_steps=0)),
+    ("sgd", OptimArgs(momentum=0.9), OptimArgs(lr=0.1, momentum=0.9, schedule="constant",
+                                               warmup_steps=0)),
+    ("adamw", OptimArgs(schedule="cosine", warmup_steps=5),
+     OptimArgs(lr=1e-3, weight_decay=0.01, schedule="cosine", warmup_steps=5)),
+    ("muon", OptimArgs(lr=0.02), OptimArgs(lr=0.02, momentum=0.95, weight_decay=0.1,
+                                           schedule="constant", warmup_steps=0)),
+    ("agd-spectral-momentum", OptimArgs(), OptimArgs(gain=1.0)),
     ("prodigy", OptimArgs(), OptimArgs()),
     ("sgd(0.01)/sgd(1e-4)", OptimArgs(), OptimArgs()),
 ])

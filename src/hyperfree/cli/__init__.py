@@ -33,9 +33,11 @@ SUBCOMMANDS: dict[str, Entry] = {
               "Fashion-MNIST, ~2 min on a CPU)"),
     "plot": (_plot.add_arguments, _plot.run, "draw Figure-4-style panels of one or more runs"),
     "experiment": (_experiment.add_arguments, _experiment.run,
-                   "run a registered experiment of the papers (depth, tuned, shape, batch, conv, towers, peers, all)"),
+                   "run a registered experiment (depth, tuned, shape, batch, conv, towers, "
+                   "peers, race; all = every one but race)"),
     "report": (_report.add_arguments, _report.run,
-               "regenerate docs/results.md and its figures from the run directories"),
+               "regenerate docs/results.md (and docs/race.md) and the figures from the run "
+               "directories"),
 }
 
 

@@ -3,7 +3,9 @@
 Every run goes to ``<runs-dir>/experiments/NAME/<profile>/<label>-seed<k>/`` (the ``hyperfree
 train`` layout plus ``experiment.json``); finished runs are skipped and half-finished ones
 resume from their checkpoint, so an interrupted suite continues where it stopped when the same
-command is run again. ``NAME`` may be ``all``. Ctrl-C stops at the next step boundary.
+command is run again. ``NAME`` may be ``all``: every experiment whose ``in_all`` is set (the
+race of issue 9 is not: it takes far longer than the rest, so it runs only by name). Ctrl-C
+stops at the next step boundary.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 
 from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
 
-__all__ = ["add_arguments", "run", "parse_data_dirs"]
+__all__ = ["add_arguments", "run", "parse_data_dirs", "experiment_names"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from hyperfree.experiments import PROFILES, list_experiments
 
     p.add_argument("name", choices=[*list_experiments(), "all"],
-                   help="the experiment to run, or 'all' for the whole suite in order")
+                   help="the experiment to run, or 'all' for the whole suite in order "
+                        "(without 'race', which is run by name)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="quick = minutes on a CPU (default); full = hours, 3 seeds; gpu = the "
                         "papers' CIFAR/ImageNet scale; smoke = a few batches (tests)")
@@ -52,12 +55,20 @@ def parse_data_dirs(items: list[str]) -> dict[str, str]:
     return out
 
 
+def experiment_names(name: str) -> list[str]:
+    """``[name]``, or for ``all`` every registered experiment whose ``in_all`` is set."""
+    from hyperfree.experiments import get_experiment, list_experiments
+
+    if name != "all":
+        return [name]
+    return [n for n in list_experiments() if get_experiment(n).in_all]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the experiment(s); print one line per run. Exit 0, 2 (user error) or 130 (Ctrl-C)."""
-    from hyperfree.experiments import (DataCache, get_experiment, list_experiments, plan_runs,
-                                       run_experiment)
+    from hyperfree.experiments import DataCache, get_experiment, plan_runs, run_experiment
 
-    names = list_experiments() if args.name == "all" else [args.name]
+    names = experiment_names(args.name)
     data_dirs = parse_data_dirs(args.data_dir)
     set_threads(args.threads)
     for name in names:  # a missing input (no --data-dir for a text file) fails before any run

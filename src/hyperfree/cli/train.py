@@ -48,9 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=S, metavar="SPEC",
                    help=f"registry name ({', '.join(list_optimizers())}) or a hypergradient "
                         "stack such as 'sgd(0.01)/sgd(1e-4)' (default agd)")
-    p.add_argument("--lr", type=float, default=S, help="learning rate of sgd/adam (not agd)")
-    p.add_argument("--momentum", type=float, default=S, help="momentum of sgd")
+    p.add_argument("--lr", type=float, default=S,
+                   help="learning rate of sgd, adam, adamw, muon (not agd)")
+    p.add_argument("--momentum", type=float, default=S, help="momentum of sgd and muon")
     p.add_argument("--gain", type=float, default=S, help="AGD's dimensionless gain (default 1)")
+    _add_schedule_arguments(p)
     p.add_argument("--epochs", type=int, default=S,
                    help=f"number of epochs (default {DEFAULT_EPOCHS}: ~2 min for the default run)")
     p.add_argument("--steps", type=int, default=S, metavar="N",
@@ -80,7 +82,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (other flags default to its settings)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S,
-                   help="hide the progress bar")
+                   help="hide progress (a bar on a terminal, else one line per epoch)")
+    p.add_argument("--tensorboard", action="store_true", default=S,
+                   help="also write every logged scalar, per step and per epoch, as "
+                        "TensorBoard events in <run dir>/tensorboard (pip install "
+                        "'hyperfree[tensorboard]')")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
     p.add_argument("--fsdp", action="store_true", default=S,
@@ -88,6 +94,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(fully_shard) instead of replicating them with DDP (the default)")
     add_threads_flag(p, default=S)
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
+
+
+def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """Weight decay and the lr schedule of the learning-rate optimisers."""
+    from hyperfree.train.schedules import SCHEDULES
+
+    S = argparse.SUPPRESS
+    p.add_argument("--weight-decay", type=float, default=S,
+                   help="decoupled weight decay of adamw (default 0.01) and muon's matrices "
+                        "(default 0.1)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=S,
+                   help="lr schedule of sgd/adam/adamw/muon over the run's steps (default "
+                        "constant; cosine and linear decay to 0)")
+    p.add_argument("--warmup-steps", type=int, default=S, metavar="N",
+                   help="linear lr warmup from 0 over the first N steps (default 0)")
 
 
 def default_out_dir(arch: str, optimizer: str, now: datetime.datetime) -> str:

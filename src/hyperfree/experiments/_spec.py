@@ -15,13 +15,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 from hyperfree._registry import Registry
 
-__all__ = ["PROFILES", "PROFILE_SEEDS", "FIGURE_KINDS", "RunSpec", "Row", "Verdict",
-           "Experiment", "register_experiment", "get_experiment", "list_experiments"]
+__all__ = ["PROFILES", "PROFILE_SEEDS", "FIGURE_KINDS", "DEFAULT_METRIC", "RunSpec", "Row",
+           "Verdict", "Experiment", "register_experiment", "get_experiment", "list_experiments"]
 
 PROFILES: tuple[str, ...] = ("smoke", "quick", "full", "gpu")
 PROFILE_SEEDS: Mapping[str, int] = MappingProxyType({"smoke": 1, "quick": 1, "full": 3,
                                                      "gpu": 3})
 FIGURE_KINDS: tuple[str, ...] = ("curves", "sweep", "heatmap", "bars")
+#: (final-epoch metric key, higher is better) of a panel that names none: test accuracy
+DEFAULT_METRIC: tuple[str, bool] = ("test_acc", True)
+_METRIC_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -68,10 +71,15 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """Whether a claim reproduced: ``status`` (yes / partly / no / n/a) and why, in words."""
+    """Whether a claim reproduced: ``status`` (yes / partly / no / n/a) and why, in words.
+
+    ``details`` are optional Markdown lines (e.g. a table of margins) that an experiment's own
+    page shows under the verdict (:attr:`Experiment.page`).
+    """
 
     status: str
     text: str
+    details: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +89,14 @@ class Experiment:
     ``runs[profile]`` is the tuple of :class:`RunSpec` of that profile; ``figure`` is one of
     :data:`FIGURE_KINDS` (``curves``: accuracy and objective per epoch; ``sweep``: final
     metric against ``x``; ``heatmap``: final metric over ``x`` × ``y``; ``bars``: final
-    accuracy per group). ``verdict(rows)`` compares the measured rows with the claim.
+    metric per group). ``verdict(rows)`` compares the measured rows with the claim.
+
+    ``metrics`` maps a panel to the final-epoch number it is judged by, ``(key,
+    higher_is_better)``; a panel it does not name uses :data:`DEFAULT_METRIC` (test accuracy).
+    ``in_all`` says whether ``hyperfree experiment all`` runs it. ``page`` asks the report for
+    a page of its own (``<name>.md`` beside the results): per panel a table of every run with
+    the panel's metric and a figure; ``cost_unit`` names the group whose run is the unit in
+    which that page states each grid's compute (``None``: no compute column).
     """
 
     name: str
@@ -95,11 +110,19 @@ class Experiment:
     log_x: bool = False
     notes: str = ""
     rel_update_table: bool = False  # list each group's best ‖ΔW‖/‖W‖ per epoch in the report
+    metrics: Mapping[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)
+    in_all: bool = True
+    page: bool = False
+    cost_unit: str | None = None
 
     def __post_init__(self) -> None:
         if self.figure not in FIGURE_KINDS:
             raise ValueError(f"figure {self.figure!r} of {self.name!r} is not one of "
                              f"{', '.join(FIGURE_KINDS)}")
+        for panel, (key, _) in self.metrics.items():
+            if key not in _METRIC_KEYS:
+                raise ValueError(f"metric {key!r} of panel {panel!r} of {self.name!r} is not "
+                                 f"one of {', '.join(_METRIC_KEYS)}")
         for profile, specs in self.runs.items():
             if profile not in PROFILES:
                 raise ValueError(f"profile {profile!r} of {self.name!r} is not one of "
@@ -109,6 +132,12 @@ class Experiment:
                 raise ValueError(f"{self.name!r} profile {profile!r} repeats a run label")
         object.__setattr__(self, "runs", MappingProxyType({k: tuple(v)
                                                            for k, v in self.runs.items()}))
+        object.__setattr__(self, "metrics", MappingProxyType(
+            {k: (str(key), bool(up)) for k, (key, up) in self.metrics.items()}))
+
+    def metric(self, panel: str = "") -> tuple[str, bool]:
+        """``(key, higher_is_better)`` of the number ``panel`` is judged by."""
+        return self.metrics.get(panel, DEFAULT_METRIC)
 
     def specs(self, profile: str) -> tuple[RunSpec, ...]:
         """The runs of ``profile``; ValueError naming the profiles it has if none."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ._spec import Row, Verdict
+from ._spec import DEFAULT_METRIC, Row, Verdict
 
-__all__ = ["TRAINS", "MATCH", "best", "depth_verdict", "tuned_verdict", "shape_verdict",
+__all__ = ["TRAINS", "MATCH", "score", "best", "depth_verdict", "tuned_verdict", "shape_verdict",
            "batch_verdict", "conv_verdict", "towers_verdict", "peers_verdict"]
 
 TRAINS = 0.5
@@ -29,10 +29,22 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
-def best(rows: Sequence[Row], group: str, panel: str | None = None) -> Row | None:
-    """The row of ``group`` (in ``panel``) with the highest mean test accuracy."""
+def score(row: Row, metric: tuple[str, bool] = DEFAULT_METRIC) -> float:
+    """``row``'s mean of ``metric = (key, higher_is_better)``, signed so that larger is better;
+    ``-inf`` when it is not finite (a diverged seed) or was never recorded."""
+    key, higher = metric
+    v = row.mean(key)
+    if not math.isfinite(v):
+        return -math.inf
+    return v if higher else -v
+
+
+def best(rows: Sequence[Row], group: str, panel: str | None = None,
+         metric: tuple[str, bool] = DEFAULT_METRIC) -> Row | None:
+    """The row of ``group`` (in ``panel``) with the best mean ``metric`` (default: the highest
+    test accuracy); diverged rows come last."""
     cands = [r for r in rows if r.group == group and (panel is None or r.panel == panel)]
-    return max(cands, key=_acc, default=None)
+    return max(cands, key=lambda r: score(r, metric), default=None)
 
 
 def _missing(what: str) -> Verdict:

@@ -9,6 +9,9 @@ Kinds (``Experiment.figure``):
   group's best run.
 * ``heatmap`` — final test accuracy and objective over ``x`` (columns) × ``y`` (rows).
 * ``bars`` — per panel: each group's best final test accuracy, ± std over seeds.
+
+"Test accuracy" is the panel's metric (``Experiment.metric``): a panel judged by ``test_loss``
+shows the test loss instead, and "best" means lowest there.
 """
 from __future__ import annotations
 
@@ -57,9 +60,15 @@ def _log_if_positive(ax: Any, values: Sequence[float]) -> None:
         ax.set_yscale("log")
 
 
-def _curves(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row]) -> None:
+_TITLES = {"test_acc": "test accuracy", "test_loss": "test loss", "train_acc": "train accuracy",
+           "train_loss": "training objective"}
+
+
+def _curves(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row],
+            exp: Experiment) -> None:
     axes = fig_axes[1][0]
-    keys = [("test_acc", "test accuracy"), ("train_loss", "training objective"),
+    metric = exp.metric("")[0]
+    keys = [(metric, _TITLES[metric]), ("train_loss", "training objective"),
             ("rel_update", "‖ΔW‖ / ‖W‖ (mean over the epoch)")]
     for ax, (key, title) in zip(axes, keys):
         values: list[float] = []
@@ -84,7 +93,8 @@ def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: E
     for col, panel in enumerate(panels):
         prow = [r for r in rows if r.panel == panel]
         groups = list(dict.fromkeys(r.group for r in prow))
-        for i, (key, title) in enumerate((("test_acc", "final test accuracy"),
+        metric = exp.metric(panel)
+        for i, (key, title) in enumerate(((metric[0], f"final {_TITLES[metric[0]]}"),
                                           ("train_loss", "final training objective"))):
             ax, values = axes[i][col], []
             for g in groups:
@@ -105,7 +115,7 @@ def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: E
         axes[0][col].legend(fontsize="small")
         ax = axes[2][col]
         for g in groups:
-            top = best(prow, g)
+            top = best(prow, g, metric=metric)
             if top is not None:
                 ax.plot(*mean_curve(runs, top.label, "rel_update"), marker="o", ms=3,
                         label=top.label, color=colour[g])
@@ -120,7 +130,8 @@ def _heatmap(fig_axes: Any, rows: Sequence[Row], exp: Experiment) -> None:
     xs = sorted({r.x for r in rows if r.x is not None})
     ys = sorted({r.y for r in rows if r.y is not None})
     fig, axes = fig_axes
-    for ax, (key, title, cmap) in zip(axes[0], (("test_acc", "final test accuracy", "viridis"),
+    metric = exp.metric("")[0]
+    for ax, (key, title, cmap) in zip(axes[0], ((metric, f"final {_TITLES[metric]}", "viridis"),
                                                 ("train_loss", "final training objective",
                                                  "magma_r"))):
         grid = [[math.nan] * len(xs) for _ in ys]
@@ -131,7 +142,7 @@ def _heatmap(fig_axes: Any, rows: Sequence[Row], exp: Experiment) -> None:
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
                 if math.isfinite(v):
-                    text = f"{100 * v:.1f}" if key == "test_acc" else f"{v:.3g}"
+                    text = f"{100 * v:.1f}" if key.endswith("_acc") else f"{v:.3g}"
                     dark = im.norm(v) < 0.5 if cmap == "viridis" else im.norm(v) > 0.5
                     ax.text(j, i, text, ha="center", va="center", fontsize="small",
                             color="w" if dark else "k")
@@ -141,34 +152,48 @@ def _heatmap(fig_axes: Any, rows: Sequence[Row], exp: Experiment) -> None:
         fig.colorbar(im, ax=ax)
 
 
-def _bars(fig_axes: Any, rows: Sequence[Row], panels: list[str]) -> None:
+def _bars(fig_axes: Any, rows: Sequence[Row], panels: list[str], exp: Experiment) -> None:
+    """Best row of each group (AGD red, tuned grids grey): its mean metric ± std over seeds."""
     for ax, panel in zip(fig_axes[1][0], panels):
+        key, higher = exp.metric(panel)
+        pct = key.endswith("_acc")
         prow = [r for r in rows if r.panel == panel]
         groups = list(dict.fromkeys(r.group for r in prow))
-        tops = [best(prow, g) for g in groups]
-        means = [t.mean("test_acc") if t else math.nan for t in tops]
-        stds = [t.metrics.get("test_acc", (0, 0))[1] if t else 0 for t in tops]
-        colors = ["C3" if g == "agd" else ("C7" if g == "tuned adam" else "C0") for g in groups]
+        grids = {r.group for r in prow if r.x is not None}
+        tops = [best(prow, g, metric=(key, higher)) for g in groups]
+        means = [t.mean(key) if t else math.nan for t in tops]
+        stds = [t.metrics.get(key, (0, 0))[1] if t else 0 for t in tops]
+        colors = ["C3" if g.startswith("agd") else ("C7" if g in grids else "C0")
+                  for g in groups]
         ax.barh(range(len(groups)), means, xerr=stds, color=colors)
         ax.set_yticks(range(len(groups)), groups)
         ax.invert_yaxis()
         for i, m in enumerate(means):
             if math.isfinite(m):
-                ax.text(m, i, f" {100 * m:.1f}%", va="center", fontsize="small")
-        ax.set(title=f"{panel}: final test accuracy", xlim=(0, 1.15))
+                ax.text(m, i, f" {100 * m:.1f}%" if pct else f" {m:.3g}", va="center",
+                        fontsize="small")
+            else:
+                ax.text(0, i, " diverged", va="center", fontsize="small", color="C3")
+        finite = [m for m in means if math.isfinite(m)]
+        right = 1.15 if pct else 1.3 * max(finite, default=1.0)
+        title = f"{panel}: final {_TITLES[key]}" + ("" if higher else " (lower is better)")
+        ax.set(title=title, xlim=(0, right))
         ax.grid(alpha=0.3, axis="x")
 
 
 def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
-                out_file: str | Path) -> Path:
-    """Draw ``exp``'s figure of ``rows`` (and the per-epoch ``runs``) into PNG ``out_file``."""
+                out_file: str | Path, *, panel: str | None = None) -> Path:
+    """Draw ``exp``'s figure of ``rows`` (and the per-epoch ``runs``) into PNG ``out_file``;
+    with ``panel``, only that panel's rows (an experiment page's per-panel figure)."""
+    if panel is not None:
+        rows = [r for r in rows if r.panel == panel]
     if not rows:
         raise ValueError(f"no finished runs of {exp.name!r} to draw; run "
                          f"`hyperfree experiment {exp.name}` first")
     panels = list(dict.fromkeys(r.panel for r in rows))
     if exp.figure == "curves":
         fig_axes = _new(1, 3)
-        _curves(fig_axes, runs, rows)
+        _curves(fig_axes, runs, rows, exp)
     elif exp.figure == "sweep":
         fig_axes = _new(1, 3) if len(panels) == 1 else _new(3, len(panels))
         _sweep(fig_axes, runs, rows, exp, panels)
@@ -177,8 +202,8 @@ def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
         _heatmap(fig_axes, rows, exp)
     else:
         fig_axes = _new(1, len(panels))
-        _bars(fig_axes, rows, panels)
-    fig_axes[0].suptitle(exp.title)
+        _bars(fig_axes, rows, panels, exp)
+    fig_axes[0].suptitle(exp.title if panel is None else f"{exp.title}: {panel}")
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig_axes[0].savefig(out, dpi=90)

@@ -4,7 +4,7 @@
 
     plan  = [(spec, seed) for spec in experiment.specs(profile) for seed in range(seeds)]
     for k, (spec, seed) in enumerate(plan):      # runs/experiments/<exp>/<profile>/<label>-seed<k>
-        finished (all epochs, or diverged)       -> skip
+        finished (all epochs or steps, diverged) -> skip
         checkpoint.pt present                    -> train(cfg, resume=True)   (harness resume)
         otherwise                                -> train(cfg)
         print "[k/N] label seed s ... ETA mm:ss" (ETA = mean wall time of runs done × runs left)
@@ -111,8 +111,8 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
 
 
 def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
-    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs recorded, or a
-    record that it diverged.
+    """True if ``run_dir`` holds ``cfg``'s run with all ``cfg.epochs`` epochs (or, for a run
+    counted in steps, its last record at ``cfg.steps``) recorded, or a record that it diverged.
 
     Raises ValueError if it holds a different run (another optimiser, model, ...).
     """
@@ -120,7 +120,7 @@ def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
     if not metrics.is_file() or not config.is_file():
         return False
     stored = json.loads(config.read_text())["config"]
-    diff = config_difference(stored, cfg, (*RESUME_FIXED_FIELDS, "epochs"))
+    diff = config_difference(stored, cfg, (*RESUME_FIXED_FIELDS, "epochs", "steps"))
     if diff is not None:
         name, old, new = diff
         raise ValueError(f"{run_dir} holds a run with {name}={old!r}, not {new!r}; delete it "
@@ -129,6 +129,8 @@ def is_finished(run_dir: Path, cfg: TrainConfig) -> bool:
     if info.is_file() and json.loads(info.read_text()).get("diverged"):
         return True
     lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
+    if cfg.steps is not None:
+        return bool(lines) and int(json.loads(lines[-1]).get("step", 0)) >= cfg.steps
     return len(lines) >= cfg.epochs
 
 
@@ -175,11 +177,13 @@ def _load_all(cache: DataCache, plan: Sequence[PlannedRun], what: str) -> None:
                             f"{name}=PATH)") from None
 
 
-def _summary(records: Sequence[dict[str, Any]]) -> str:
+def _summary(records: Sequence[dict[str, Any]], metric: str) -> str:
     if not records:
         return ""
     last = records[-1]
-    return f"train loss {last['train_loss']:.4g}, test acc {last['test_acc']:.1%}"
+    shown = (f"test loss {last['test_loss']:.4g}" if metric == "test_loss"
+             else f"test acc {last['test_acc']:.1%}")
+    return f"train loss {last['train_loss']:.4g}, {shown}"
 
 
 def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int | None = None,
@@ -222,7 +226,7 @@ def run_experiment(name: str | Experiment, profile: str = "quick", *, seeds: int
         try:
             history = train(run.config.replace(resume=resume), data=cache.get(run.config),
                             callbacks=callbacks)
-            summary = _summary(history.records)
+            summary = _summary(history.records, exp.metric(run.spec.panel)[0])
         except TrainingDiverged as exc:
             diverged = summary = str(exc)
         wall = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from . import _verdicts as V
 from ._spec import Experiment, RunSpec, register_experiment
 
-__all__ = ["GRID", "smoke_of"]
+__all__ = ["GRID", "smoke_of", "profiles"]
 
 GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the AGD paper's Adam/SGD grid
 _SMOKE = {"epochs": 1, "limit_batches": 1, "train_bs": 32, "test_bs": 64, "rel_update_samples": 1}
@@ -25,19 +25,27 @@ def _fmt(v: float) -> str:
 
 
 def smoke_of(specs: Iterable[RunSpec]) -> tuple[RunSpec, ...]:
-    """A few of ``specs`` covering every group and panel, shrunk to 1 epoch of 1 batch."""
+    """A few of ``specs`` covering every group and panel, shrunk to 1 epoch of 1 batch.
+
+    A run counted in ``steps`` becomes that one epoch too, and a warmup (sized for the full
+    run) is dropped: it must be shorter than the run.
+    """
     groups, panels, out = set(), set(), []
     for s in specs:
         if s.group not in groups or s.panel not in panels:
             groups.add(s.group)
             panels.add(s.panel)
             small = {**_SMOKE, "train_bs": s.overrides.get("train_bs", _SMOKE["train_bs"])}
-            out.append(RunSpec(s.label, s.group, {**s.overrides, **small}, s.x, s.y, s.panel))
+            if "warmup_steps" in s.overrides:
+                small["warmup_steps"] = 0
+            base = {k: v for k, v in s.overrides.items() if k != "steps"}
+            out.append(RunSpec(s.label, s.group, {**base, **small}, s.x, s.y, s.panel))
     return tuple(out)
 
 
-def _profiles(quick: tuple[RunSpec, ...], full: tuple[RunSpec, ...],
-              gpu: tuple[RunSpec, ...]) -> dict[str, tuple[RunSpec, ...]]:
+def profiles(quick: tuple[RunSpec, ...], full: tuple[RunSpec, ...],
+             gpu: tuple[RunSpec, ...]) -> dict[str, tuple[RunSpec, ...]]:
+    """The four profiles of an experiment: ``smoke`` is derived from ``quick``."""
     return {"smoke": smoke_of(quick), "quick": quick, "full": full, "gpu": gpu}
 
 
@@ -61,7 +69,7 @@ register_experiment(Experiment(
     claim="On a 32-layer fully-connected network, AGD trains out of the box, while Adam at "
           "lr 1e-3 and SGD at lr 0.1 with PyTorch's default initialisation fail to train.",
     figure="curves", verdict=V.depth_verdict,
-    runs=_profiles(_depth("fashion-mnist", 128, 3, limit_batches=60),
+    runs=profiles(_depth("fashion-mnist", 128, 3, limit_batches=60),
                    _depth("fashion-mnist", 256, 5),
                    _depth("cifar10", 256, 50)),
     notes="quick: width 128, 3 epochs of 60 batches; full: width 256, 5 epochs; gpu: "
@@ -85,7 +93,7 @@ register_experiment(Experiment(
           "compute; AGD's relative update size decays over training.",
     figure="sweep", verdict=V.tuned_verdict, x_label="learning rate", log_x=True,
     rel_update_table=True,
-    runs=_profiles(_tuned("fashion-mnist", 8, 256, 3, limit_batches=60),
+    runs=profiles(_tuned("fashion-mnist", 8, 256, 3, limit_batches=60),
                    _tuned("fashion-mnist", 8, 256, 5),
                    _tuned("cifar10", 16, 512, 50)),
     notes="quick: 3 epochs of 60 batches; full: 5 epochs; gpu: CIFAR-10, depth 16 x 512, "
@@ -106,7 +114,7 @@ register_experiment(Experiment(
     claim="AGD trains FCNs of depth 2-32 and width 64-2048 with no tuning; in the paper the "
           "best test accuracy (CIFAR-10) is 63.7% at depth 4, width 2048.",
     figure="heatmap", verdict=V.shape_verdict, x_label="width", y_label="depth",
-    runs=_profiles(_shape("fashion-mnist", (2, 4, 8, 16), (64, 128, 256), 1, limit_batches=100),
+    runs=profiles(_shape("fashion-mnist", (2, 4, 8, 16), (64, 128, 256), 1, limit_batches=100),
                    _shape("fashion-mnist", (2, 4, 8, 16, 32), (64, 128, 256, 512), 3),
                    _shape("cifar10", (2, 4, 8, 16, 32), (64, 128, 256, 512, 1024, 2048), 50)),
     notes="quick: depth 2-16 x width 64-256, 1 epoch of 100 batches; full: depth 2-32 x "
@@ -126,7 +134,7 @@ register_experiment(Experiment(
     claim="AGD trains at every batch size from 32 to 4096 without retuning; larger batches "
           "reach a lower objective per step (fewer steps per epoch).",
     figure="sweep", verdict=V.batch_verdict, x_label="batch size", log_x=True,
-    runs=_profiles(_batch("fashion-mnist", (32, 128, 512, 4096), 1),
+    runs=profiles(_batch("fashion-mnist", (32, 128, 512, 4096), 1),
                    _batch("fashion-mnist", (32, 64, 128, 256, 512, 1024, 2048, 4096), 5),
                    _batch("cifar10", (32, 64, 128, 256, 512, 1024, 2048, 4096), 50)),
     notes="quick: 4 batch sizes, 1 epoch; full: 8 sizes, 5 epochs; gpu: CIFAR-10, 50 epochs."))
@@ -150,7 +158,7 @@ register_experiment(Experiment(
           "pre-activation ResNets close to tuned Adam (paper: ResNet-18 CIFAR-10 91.2% vs "
           "92.9%; VGG-16 CIFAR-100 67.4% vs 69.7%).",
     figure="sweep", verdict=V.conv_verdict, x_label="Adam learning rate", log_x=True,
-    runs=_profiles(
+    runs=profiles(
         _conv("fashion-mnist", (("vgg11", 8, None), ("resnet_small", 8, 1)), (1e-4, 1e-3, 1e-2),
               1, limit_batches=40),
         _conv("fashion-mnist", (("vgg11", 8, None), ("resnet_small", 8, 1)), GRID, 2,
@@ -206,7 +214,7 @@ register_experiment(Experiment(
           "SGD/SGD/SGD recover from initial step sizes far too small or too large where SGD "
           "does not, and Adam/SGD likewise improves on Adam (MLP, ResNet, char-LSTM).",
     figure="sweep", verdict=V.towers_verdict, x_label="initial step size", log_x=True,
-    runs=_profiles(
+    runs=profiles(
         _towers((1e-4, 1e-2, 1.0), 1, _tower_models(), limit_batches=40),
         _towers((1e-4, 1e-3, 1e-2, 1e-1, 1.0), 2, _tower_models(), limit_batches=150),
         _towers((1e-4, 1e-3, 1e-2, 1e-1, 1.0), 30,
@@ -264,7 +272,7 @@ register_experiment(Experiment(
           "documented defaults on the settings of experiments 1, 2 and 5, against the best "
           "of a small Adam grid.",
     figure="bars", verdict=V.peers_verdict,
-    runs=_profiles(
+    runs=profiles(
         _peers(_peer_settings("fashion-mnist", 128, {"arch": "resnet_small", "depth": 1,
                                                      "width": 8},
                               {"epochs": 2, "limit_batches": 50},

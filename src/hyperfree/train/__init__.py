@@ -3,12 +3,14 @@
 >>> from hyperfree.train import TrainConfig, train
 >>> history = train(TrainConfig(epochs=1, out_dir=None, progress=False))  # doctest: +SKIP
 
-Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives),
-optimizers (the optimiser registry and its built-in entries agd, sgd, adam), peers (third-party
-learning-rate-free optimisers), towers (hypergradient stacks), losses, stats (device-side
-metrics), checkpoint, resume (what continuing a run requires), rundir (the run directory's
-lock), record (config.json, metrics.jsonl), tally (repeated warnings counted), plots
-(Figure-4-style PNGs), distributed (DDP context), progress (tqdm bar), callbacks.
+Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives,
+MuonStepper), optimizers (the optimiser registry and its built-in entries agd, agd-<preset>,
+sgd, adam, adamw, muon), schedules (lr schedules of the learning-rate optimisers), peers
+(third-party learning-rate-free optimisers), towers (hypergradient stacks), losses, stats
+(device-side metrics), checkpoint, resume (what continuing a run requires), rundir (the run
+directory's lock), record (config.json, metrics.jsonl), tally (repeated warnings counted), plots
+(Figure-4-style PNGs), distributed (DDP context), progress (a bar on a terminal, one line per
+epoch otherwise), tensorboard (--tensorboard event files), callbacks.
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 # Fields that change what a run computes: a stored run may only be resumed if these are equal.
 RESUME_FIXED_FIELDS: tuple[str, ...] = ("arch", "dataset", "optimizer", "loss", "lr", "momentum",
-                                        "gain", "depth", "width", "seed", "train_bs", "heads",
+                                        "gain", "weight_decay", "schedule", "warmup_steps",
+                                        "depth", "width", "seed", "train_bs", "heads",
                                         "seq_len", "tie_weights", "limit_batches")
 
 
@@ -39,7 +40,15 @@ class TrainConfig:
     ``resume=True`` continues the run stored in ``out_dir``. ``limit_batches`` caps the train
     and test batches per epoch (for tests; a text dataset is always evaluated on its whole test
     split). ``rel_update_samples`` is how many steps per epoch measure the relative update size
-    ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the progress bar syncs with the device.
+    ‖ΔW‖/‖W‖; ``log_every`` is how often (in steps) the loop syncs with the device (progress,
+    divergence check, TensorBoard). ``progress`` shows a bar on a terminal, one line per epoch
+    otherwise; ``tensorboard`` writes TensorBoard event files into ``out_dir/tensorboard``
+    (:mod:`hyperfree.train.tensorboard`; needs the ``tensorboard`` package).
+
+    Optimiser flags (``None`` = the optimiser's default, resolved by :func:`resolve_config`):
+    ``lr``, ``momentum``, ``gain`` (AGD), ``weight_decay`` (adamw, muon), and for the
+    learning-rate optimisers ``schedule`` (constant, cosine, linear) with ``warmup_steps``
+    (:mod:`hyperfree.train.schedules`).
 
     Run length: ``epochs`` (default :data:`DEFAULT_EPOCHS`) or ``steps`` optimiser steps, not
     both; ``steps`` leaves ``epochs`` ``None``. A record (evaluation, metrics line, checkpoint)
@@ -60,6 +69,9 @@ class TrainConfig:
     lr: float | None = None
     momentum: float | None = None
     gain: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
     epochs: int | None = None
     steps: int | None = None
     eval_every: int | None = None
@@ -80,6 +92,7 @@ class TrainConfig:
     log_every: int = 20
     progress: bool = True
     plots: bool = True
+    tensorboard: bool = False
     fsdp: bool = False
 
     def __post_init__(self) -> None:
@@ -105,6 +118,9 @@ class TrainConfig:
             _require_int("limit_batches", self.limit_batches, 1)
         if self.resume and self.out_dir is None:
             raise ValueError("resume=True needs out_dir, the run directory to continue")
+        if self.tensorboard and self.out_dir is None:
+            raise ValueError("tensorboard=True needs out_dir, the run directory its event files "
+                             "go to")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-able dict (field name -> value)."""
@@ -140,8 +156,9 @@ def _require_int(name: str, value: object, minimum: int) -> None:
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its optimiser's defaults filled in; ValueError for flags it does not take."""
-    args = resolve_optim_args(cfg.optimizer, OptimArgs(cfg.lr, cfg.momentum, cfg.gain))
-    return cfg.replace(lr=args.lr, momentum=args.momentum, gain=args.gain)
+    fields = ("lr", "momentum", "gain", "weight_decay", "schedule", "warmup_steps")
+    args = resolve_optim_args(cfg.optimizer, OptimArgs(**{f: getattr(cfg, f) for f in fields}))
+    return cfg.replace(**{f: getattr(args, f) for f in fields})
 
 
 def config_difference(stored: dict[str, Any], cfg: TrainConfig,

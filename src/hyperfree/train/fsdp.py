@@ -81,30 +81,39 @@ def full_state(state: Any) -> Any:
 
 def load_state(model: nn.Module, stepper: Any, model_state: dict[str, Any],
                stepper_state: dict[str, Any]) -> None:
-    """Load full-tensor state dicts into a sharded model and its stepper (every rank)."""
+    """Load full-tensor state dicts into a sharded model and its stepper (every rank).
+
+    Every per-parameter tensor of an optimiser state inside ``stepper_state`` (the ``state``
+    of each nested ``{"state", "param_groups"}`` dict; any stepper wrapping) is sharded the way
+    FSDP2 shards the parameters: along dim 0 over the model's mesh.
+    """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
-    optimizer = getattr(stepper, "optimizer", None)
-    if optimizer is None:
-        stepper.load_state_dict(stepper_state)
-        return
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    state = dict(stepper_state)
-    state["state"] = {k: {name: _like(v, params[int(k)]) for name, v in st.items()}
-                      for k, st in stepper_state.get("state", {}).items()}
-    stepper.load_state_dict(state)
-
-
-def _like(value: Any, param: Tensor) -> Any:
-    """A full tensor shaped like ``param`` (a DTensor) as a DTensor sharded like it."""
     DTensor = _dtensor()
-    if not (isinstance(param, DTensor) and isinstance(value, Tensor)
-            and tuple(value.shape) == tuple(param.shape)):
+    like = next((p for p in model.parameters() if isinstance(p, DTensor)), None)
+    stepper.load_state_dict(_sharded(stepper_state, like) if like is not None
+                            else stepper_state)
+
+
+def _sharded(state: Any, like: Tensor) -> Any:
+    if isinstance(state, dict) and "state" in state and "param_groups" in state:
+        return {**state, "state": {k: {n: _like(v, like) for n, v in st.items()}
+                                   for k, st in state["state"].items()}}
+    if isinstance(state, dict):
+        return {k: _sharded(v, like) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_sharded(v, like) for v in state)
+    return state
+
+
+def _like(value: Any, like: Tensor) -> Any:
+    """A full per-parameter tensor as a DTensor placed like the parameters (``like``)."""
+    if not isinstance(value, Tensor) or value.dim() == 0:
         return value
     from torch.distributed.tensor import distribute_tensor
 
-    return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return distribute_tensor(value.to(like.device), like.device_mesh, like.placements)
 
 
 def local_finite(model: nn.Module) -> list[Tensor]:

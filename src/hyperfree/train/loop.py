@@ -21,7 +21,10 @@ cross-entropy in nats, token-weighted over every window of the whole test split 
 :meth:`_Run.evaluate`), whatever the training loss.
 
 The optimiser comes only from the registry (:func:`~hyperfree.train.optimizers.build_optimizer`),
-so AGD, the baselines, hypergradient towers and later plug-ins train the same way. Under
+so AGD, the baselines, hypergradient towers and later plug-ins train the same way; once the
+run's length is known, a learning-rate optimiser's stepper is put under its lr schedule
+(:mod:`~hyperfree.train.schedules`). ``tensorboard=True`` adds a
+:class:`~hyperfree.train.tensorboard.TensorBoardLog` callback (first, so it sees every step). Under
 ``DistributedDataParallel`` the forward pass goes through the DDP wrapper (gradients are averaged
 in backward), each rank takes its share of the global batch, metrics are reduced across ranks
 and only rank 0 writes files or shows progress. ``KeyboardInterrupt`` at a step boundary (e.g.
@@ -59,7 +62,9 @@ from .record import append_metrics, environment, write_config, write_metrics
 from .resume import exactness_settings, open_checkpoint
 from .rundir import claim_run_dir
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
-from .steppers import Stepper
+from .schedules import schedule_stepper
+from .steppers import Stepper, describe_stepper
+from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
 
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "resolve_device",
@@ -157,7 +162,8 @@ class _Run:
         self.text = bundle.info.kind == "text"
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, bundle.info).to(device)
-        args = OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain)
+        args = OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain,
+                         weight_decay=cfg.weight_decay)
         self.stepper = build_optimizer(cfg.optimizer, self.model, args)
         self.stepper.init_weights()
         if cfg.fsdp:  # shard the initialised model; the optimiser sees the shards
@@ -179,6 +185,8 @@ class _Run:
         if self.epoch_len == 0:
             raise ValueError(f"the training set gives no batch of train_bs={cfg.train_bs}; use a "
                              "smaller --train-bs")
+        self.stepper = schedule_stepper(self.stepper, cfg.schedule, cfg.warmup_steps,
+                                        cfg.steps or (cfg.epochs or 0) * self.epoch_len)
         epochs = cfg.epochs or math.ceil((cfg.steps or 0) / max(self.epoch_len, 1))
         self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=epochs)
         self._open: tuple[int, Any] | None = None  # (epoch, its batch iterator at self.batch)
@@ -432,10 +440,11 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
     run_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
     owner = claim_run_dir(run_dir) if run_dir is not None and dist.is_main \
         else contextlib.nullcontext()
-    with owner, WarningTally() as tally:
+    board = tensorboard_callbacks(cfg.tensorboard and dist.is_main, run_dir, cfg.log_every)
+    with owner, WarningTally() as tally, board as logs:
         ckpt = open_checkpoint(cfg, run_dir, device, dist)
         bundle = data if data is not None else load_data(cfg, device)
-        run = _Run(cfg, dist, device, bundle, callbacks, run_dir, tally)
+        run = _Run(cfg, dist, device, bundle, [*logs, *callbacks], run_dir, tally)
         if ckpt is not None:
             run.restore(ckpt)
             if run.finished():  # nothing left to do (open_checkpoint refused less)
@@ -445,7 +454,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
             n_params = sum(p.numel() for p in run.model.parameters())
             write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
                          {"num_parameters": n_params,
-                          "resolved": {"loss": run.loss_name, "model": flags}})
+                          "resolved": {"loss": run.loss_name, "model": flags,
+                                       "optimizer": describe_stepper(run.stepper)}})
             write_metrics(run_dir, run.records)
         _run_segments(run)
         if run_dir is not None and dist.is_main and cfg.plots:

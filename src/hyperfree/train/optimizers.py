@@ -8,9 +8,16 @@ against. :mod:`hyperfree.train.peers` adds the third-party learning-rate-free op
 so every entry is registered before any look-up.
 
 Each entry declares the flags it takes and their defaults (``OptimInfo.defaults``): a flag the
-entry does not take is refused, a value that is not a finite positive number (or overflows
-float32, as ``--gain 1e300`` would) is refused, and :func:`resolve_optim_args` fills in the
-defaults, so ``config.json`` records what actually ran (Adam's lr 1e-3, not ``null``).
+entry does not take is refused, a bad value (an lr that is not a finite positive number or
+overflows float32, as ``--gain 1e300`` would; a negative weight decay; an unknown schedule) is
+refused, and :func:`resolve_optim_args` fills in the defaults, so ``config.json`` records what
+actually ran (Adam's lr 1e-3, not ``null``).
+
+The learning-rate optimisers (sgd, adam, adamw, muon) also take ``--schedule`` (constant,
+cosine, linear) and ``--warmup-steps``; the training loop applies them
+(:mod:`hyperfree.train.schedules`). AGD, the peers and the towers have no learning rate to
+schedule and refuse both flags. AGD is registered once per update preset: ``agd`` is
+:data:`hyperfree.optim.DEFAULT_PRESET`, ``agd-<preset>`` each of :data:`hyperfree.optim.PRESETS`.
 
 Names that are not registered are offered, in order, to the registered *spec parsers*
 (:func:`register_spec_parser`); the towers use this to accept stacks such as
@@ -27,9 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from hyperfree._registry import Registry
-from hyperfree.optim import AGD
+from hyperfree.optim import AGD, DEFAULT_PRESET, PRESETS
 
-from .steppers import Stepper, TorchStepper
+from .schedules import SCHEDULES
+from .steppers import MuonStepper, Stepper, TorchStepper
 
 __all__ = ["OptimArgs", "OptimInfo", "Builder", "AGDStepper", "register_optimizer",
            "register_spec_parser", "get_optimizer_info", "iter_optimizers", "list_optimizers",
@@ -47,6 +55,9 @@ class OptimArgs:
     lr: float | None = None
     momentum: float | None = None
     gain: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
 
     def given(self) -> list[str]:
         """The names of the flags that are set."""
@@ -72,6 +83,7 @@ class OptimInfo:
     module: str | None = None  # its import name, when it differs from the package's
 
 
+_SCHEDULE_FLAGS = ("schedule", "warmup_steps")
 _STACK_HINT = " or a hypergradient stack such as 'sgd(0.01)/sgd(1e-4)'"
 _REGISTRY: Registry[OptimInfo] = Registry("optimiser", hint=_STACK_HINT)
 _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
@@ -128,14 +140,30 @@ def _check_requires(info: OptimInfo) -> None:
                          f"install 'hyperfree[peers]' (or pip install {info.requires})") from None
 
 
-def _check_value(name: str, flag: str, value: float) -> None:
+def _check_value(name: str, flag: str, value: object) -> None:
     """ValueError (naming the value) unless ``value`` is valid for ``--flag`` of ``name``."""
+    if flag == "schedule":
+        if value not in SCHEDULES:
+            raise ValueError(f"{name} needs --schedule one of {', '.join(SCHEDULES)}, got "
+                             f"{value!r}")
+        return
+    if flag == "warmup_steps":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} needs --warmup-steps an integer >= 0, got {value!r}")
+        return
+    number = float(value)  # type: ignore[arg-type]
     if flag == "momentum":
-        ok, need = math.isfinite(value) and 0 <= value < 1, "in [0, 1)"
+        ok, need = math.isfinite(number) and 0 <= number < 1, "in [0, 1)"
+    elif flag == "weight_decay":
+        ok, need = 0 <= number <= _FLOAT32_MAX, "a finite number >= 0"
     else:
-        ok, need = 0 < value <= _FLOAT32_MAX, "a finite number > 0"
+        ok, need = 0 < number <= _FLOAT32_MAX, "a finite number > 0"
     if not ok:
-        raise ValueError(f"{name} needs --{flag} {need}, got {value:g}")
+        raise ValueError(f"{name} needs --{_flag(flag)} {need}, got {number:g}")
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
 
 
 def resolve_optim_args(spec: str, args: OptimArgs = OptimArgs()) -> OptimArgs:
@@ -148,20 +176,23 @@ def resolve_optim_args(spec: str, args: OptimArgs = OptimArgs()) -> OptimArgs:
         if _parse(spec) is None:
             get_optimizer_info(spec)  # neither registered nor a stack: raises, listing choices
         for flag in args.given():
-            raise ValueError(f"--{flag} cannot be combined with the stack {spec!r}: the stack "
-                             "text carries its hyperparameters, e.g. 'sgd(0.01, 0.9)/sgd(1e-4)'")
+            raise ValueError(f"--{_flag(flag)} cannot be combined with the stack {spec!r}: the "
+                             "stack text carries its hyperparameters, e.g. "
+                             "'sgd(0.01, 0.9)/sgd(1e-4)'")
         return args
     info = _REGISTRY.get(spec)
     takes = info.defaults.given()
     for flag in args.given():
         if flag not in takes:
-            offer = ", ".join(f"--{f}" for f in takes) or "no flags (it runs at its defaults)"
-            raise ValueError(f"--{flag} is not used by {info.name}: it takes {offer}; "
-                             "drop the flag")
+            offer = ", ".join(f"--{_flag(f)}" for f in takes) or \
+                "no flags (it runs at its defaults)"
+            why = "it has no learning rate to schedule; " if flag in _SCHEDULE_FLAGS else ""
+            raise ValueError(f"--{_flag(flag)} is not used by {info.name}: {why}it takes "
+                             f"{offer}; drop the flag")
     resolved = OptimArgs(**{f: getattr(args, f) if getattr(args, f) is not None
                             else getattr(info.defaults, f) for f in takes})
     for flag in takes:
-        _check_value(info.name, flag, float(getattr(resolved, flag)))
+        _check_value(info.name, flag, getattr(resolved, flag))
     return resolved
 
 
@@ -187,29 +218,64 @@ def build_optimizer(spec: str, model: nn.Module, args: OptimArgs = OptimArgs()) 
 
 # ---------------------------------------------------------------- built-in entries
 class AGDStepper(TorchStepper):
-    """TorchStepper that logs AGD's automatic step size η of each step (``AGD.eta``)."""
+    """TorchStepper that logs AGD's automatic step size η of each step (``group["eta"]``)."""
 
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         super().step(loss)
-        return {"eta": self.optimizer.eta.detach()}
+        return {"eta": self.optimizer.param_groups[0]["eta"].detach()}
 
 
-@register_optimizer("agd", description="Automatic Gradient Descent (no learning rate; gain 1)",
-                    defaults=OptimArgs(gain=1.0))
-def _agd(model: nn.Module, args: OptimArgs) -> Stepper:
-    opt = AGD(model, gain=args.gain)
-    return AGDStepper(model, opt, init=opt.init_weights)
+def _agd_entry(preset: str) -> Builder:
+    def build(model: nn.Module, args: OptimArgs) -> Stepper:
+        opt = AGD(model, preset=preset, gain=args.gain)
+        return AGDStepper(model, opt, init=opt.init_weights)
+
+    build.__name__ = build.__qualname__ = f"_agd_{preset.replace('-', '_')}"
+    build.__doc__ = f"AGD with the {preset!r} preset."
+    return build
+
+
+register_optimizer("agd", description=f"Automatic Gradient Descent, preset {DEFAULT_PRESET!r} "
+                   "(no learning rate; gain 1)", defaults=OptimArgs(gain=1.0))(
+    _agd_entry(DEFAULT_PRESET))
+
+# the learning-rate optimisers: their lr may follow a schedule (schedules.py)
+_SCHEDULED = dict(schedule="constant", warmup_steps=0)
 
 
 @register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)",
-                    defaults=OptimArgs(lr=0.1, momentum=0.0))
+                    defaults=OptimArgs(lr=0.1, momentum=0.0, **_SCHEDULED))
 def _sgd(model: nn.Module, args: OptimArgs) -> Stepper:
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, foreach=True)
     return TorchStepper(model, opt)
 
 
 @register_optimizer("adam", description="torch.optim.Adam (default lr 1e-3)",
-                    defaults=OptimArgs(lr=1e-3))
+                    defaults=OptimArgs(lr=1e-3, **_SCHEDULED))
 def _adam(model: nn.Module, args: OptimArgs) -> Stepper:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=True)
     return TorchStepper(model, opt)
+
+
+@register_optimizer("adamw", description="torch.optim.AdamW (default lr 1e-3, weight decay "
+                    "0.01: torch's defaults)",
+                    defaults=OptimArgs(lr=1e-3, weight_decay=0.01, **_SCHEDULED))
+def _adamw(model: nn.Module, args: OptimArgs) -> Stepper:
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                            foreach=True)
+    return TorchStepper(model, opt)
+
+
+@register_optimizer("muon", description="torch.optim.Muon on 2-D hidden matrices (AGD kind "
+                    "linear), AdamW on the rest; lr 1e-3 for both, Muon's momentum 0.95 and "
+                    "weight decay 0.1 (torch's defaults)",
+                    defaults=OptimArgs(lr=1e-3, momentum=0.95, weight_decay=0.1, **_SCHEDULED))
+def _muon(model: nn.Module, args: OptimArgs) -> Stepper:
+    return MuonStepper(model, lr=args.lr, momentum=args.momentum,
+                       weight_decay=args.weight_decay)
+
+
+for _preset in PRESETS.values():
+    register_optimizer(f"agd-{_preset.name}", description=f"AGD, preset {_preset.name!r}: "
+                       f"{_preset.description}", defaults=OptimArgs(gain=1.0))(
+        _agd_entry(_preset.name))

@@ -1,0 +1,356 @@
+"""The race (issue 9): every AGD preset, untuned, against tuned AdamW and SGD and the
+learning-rate-free peers at their defaults, on four workloads; and the race's verdict.
+
+Workloads (panels; Fashion-MNIST at batch 128 and square loss unless said):
+
+.. code-block:: text
+
+    fcn16   fcn depth 16 x width 512                 quick 2 epochs  full 5   gpu 10
+    fcn32   fcn depth 32 x width 256 (AGD Figure 1)  quick 2 epochs  full 5   gpu 10
+    conv    resnet_small (depth 1, width 16)         quick 2 epochs
+            resnet18 (width 64)                                      full 2   gpu 6
+    gpt     gpt depth 4, width 128, 4 heads, context 64, batch 12, tinyshakespeare,
+            cross-entropy, judged by test_loss (nats, whole test split)
+                                                     quick 500 steps full 2000 gpu 2000
+
+Contestants on every workload: ``agd-<preset>`` for every preset of
+:data:`hyperfree.optim.PRESETS` (read at import, so a new preset joins by itself; plain ``agd``
+is the same builder as ``agd-<DEFAULT_PRESET>`` and is not run twice); ``adamw`` over
+:data:`~hyperfree.experiments.suite.GRID` and ``sgd`` (momentum 0.9) over :data:`SGD_GRID`,
+both with ``--schedule cosine --warmup-steps W``, ``W`` = 5% of the run's optimiser steps; the
+peers of :data:`PEERS` at their defaults; on ``fcn32`` also the Figure 1 baselines at PyTorch
+defaults (``adam-default``: Adam 1e-3, ``sgd-default``: SGD 0.1, constant, no momentum).
+Profiles ``quick`` (1 seed), ``full`` and ``gpu`` (3 seeds); ``smoke`` is ``smoke_of(quick)``
+with the FCNs at width 64 (tests). Not in ``hyperfree experiment all`` (``in_all=False``).
+
+The verdict (:func:`race_verdict`) is a pure function of the aggregated rows: each preset's
+margin to the best AdamW of the grid (:func:`margin`), its worst case over the workloads, the
+preset the race chooses (best worst case), and the issue's targets for the current default.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Collection, Mapping, Sequence
+
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
+
+from ._spec import DEFAULT_METRIC, Experiment, Row, RunSpec, Verdict, register_experiment
+from ._verdicts import TRAINS, best
+from .suite import GRID, profiles
+
+__all__ = ["SGD_GRID", "PEERS", "LR_FREE_PEERS", "FIG1_DEFAULTS", "WARMUP_FRACTION",
+           "PRESET_GROUPS", "DEFAULT_GROUP", "METRICS", "EXPECTED", "warmup_steps", "race_specs",
+           "error", "margin", "race_verdict"]
+
+SGD_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+#: the peers at their documented defaults (no flags)
+PEERS: tuple[str, ...] = ("schedulefree-adamw", "prodigy", "dadapt-adam", "dog", "muon")
+#: the peers the issue's target "≥ every learning-rate-free peer" compares with (Muon has an lr)
+LR_FREE_PEERS: tuple[str, ...] = ("schedulefree-adamw", "prodigy", "dadapt-adam", "dog")
+#: group, optimiser, lr: the AGD paper's Figure 1 baselines at PyTorch defaults (fcn32 only)
+FIG1_DEFAULTS: tuple[tuple[str, str, float], ...] = (("adam-default", "adam", 1e-3),
+                                                     ("sgd-default", "sgd", 0.1))
+WARMUP_FRACTION = 0.05
+PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in PRESETS)
+DEFAULT_GROUP = f"agd-{DEFAULT_PRESET}"
+METRICS: Mapping[str, tuple[str, bool]] = {"gpt": ("test_loss", False)}
+_FASHION_MNIST_TRAIN = 60_000  # training images; batches per epoch = ceil(60000 / batch)
+_BS = 128
+
+
+# ---------------------------------------------------------------- the runs
+def warmup_steps(overrides: Mapping[str, Any]) -> int:
+    """``W``: :data:`WARMUP_FRACTION` of the run's optimiser steps (``steps``, else ``epochs``
+    × ceil(60,000 / ``train_bs``) on Fashion-MNIST), rounded half up, at least 1."""
+    total = overrides.get("steps")
+    if total is None:
+        per_epoch = math.ceil(_FASHION_MNIST_TRAIN / int(overrides.get("train_bs", _BS)))
+        total = int(overrides["epochs"]) * per_epoch
+    return max(1, int(WARMUP_FRACTION * int(total) + 0.5))
+
+
+def _contestants(panel: str, base: Mapping[str, Any]) -> list[RunSpec]:
+    sched = {"schedule": "cosine", "warmup_steps": warmup_steps(base)}
+    out = [RunSpec(f"{panel}-{g}", g, {**base, "optimizer": g}, panel=panel)
+           for g in PRESET_GROUPS]
+    out += [RunSpec(f"{panel}-adamw-lr{lr:g}", "adamw",
+                    {**base, **sched, "optimizer": "adamw", "lr": lr}, x=lr, panel=panel)
+            for lr in GRID]
+    out += [RunSpec(f"{panel}-sgd-lr{lr:g}", "sgd",
+                    {**base, **sched, "optimizer": "sgd", "lr": lr, "momentum": 0.9}, x=lr,
+                    panel=panel) for lr in SGD_GRID]
+    out += [RunSpec(f"{panel}-{p}", p, {**base, "optimizer": p}, panel=panel) for p in PEERS]
+    if panel == "fcn32":
+        out += [RunSpec(f"{panel}-{g}", g, {**base, "optimizer": opt, "lr": lr}, panel=panel)
+                for g, opt, lr in FIG1_DEFAULTS]
+    return out
+
+
+def race_specs(fcn_epochs: int, conv: Mapping[str, Any], gpt_steps: int
+               ) -> tuple[RunSpec, ...]:
+    """Every contestant on the four workloads, workload by workload."""
+    fm = {"dataset": "fashion-mnist"}
+    workloads = (
+        ("fcn16", {"arch": "fcn", **fm, "depth": 16, "width": 512, "epochs": fcn_epochs}),
+        ("fcn32", {"arch": "fcn", **fm, "depth": 32, "width": 256, "epochs": fcn_epochs}),
+        ("conv", {**fm, **conv}),
+        ("gpt", {"arch": "gpt", "dataset": "tinyshakespeare", "depth": 4, "width": 128,
+                 "heads": 4, "seq_len": 64, "train_bs": 12, "steps": gpt_steps}))
+    return tuple(s for panel, base in workloads for s in _contestants(panel, base))
+
+
+def _narrow(specs: tuple[RunSpec, ...]) -> tuple[RunSpec, ...]:
+    """The smoke runs with the FCNs at width 64: the wiring is the same, and AGD's orthogonal
+    initialisation of sixteen 512 x 512 matrices alone took 0.5 s a run."""
+    return tuple(RunSpec(s.label, s.group, {**s.overrides, "width": 64}, s.x, s.y, s.panel)
+                 if s.overrides.get("arch") == "fcn" else s for s in specs)
+
+
+_SMALL_CONV = {"arch": "resnet_small", "depth": 1, "width": 16, "epochs": 2}
+_RESNET18 = {"arch": "resnet18", "width": 64}
+_RUNS = profiles(race_specs(2, _SMALL_CONV, 500),
+                 race_specs(5, {**_RESNET18, "epochs": 2}, 2000),
+                 race_specs(10, {**_RESNET18, "epochs": 6}, 2000))
+_RUNS["smoke"] = _narrow(_RUNS["smoke"])
+#: (panel, group) of every contestant, in plan order: what the verdict expects to find
+EXPECTED: tuple[tuple[str, str], ...] = tuple(dict.fromkeys((s.panel, s.group)
+                                                            for s in _RUNS["quick"]))
+
+
+# ---------------------------------------------------------------- the verdict
+def error(row: Row | None, metric: tuple[str, bool] = DEFAULT_METRIC) -> float:
+    """The error of ``row``: 1 − the mean of a higher-is-better metric (accuracy), else the
+    mean itself (a loss); ``inf`` if it diverged or is absent."""
+    key, higher = metric
+    v = row.mean(key) if row is not None else math.nan
+    if not math.isfinite(v):
+        return math.inf
+    return 1.0 - v if higher else v
+
+
+def margin(err_preset: float, err_adamw: float) -> float | None:
+    """``(err_adamw − err_preset) / err_adamw``: positive = AGD better; ``-inf`` if the preset
+    diverged; ``None`` if AdamW has no finite error (nothing to compare with)."""
+    if not math.isfinite(err_adamw):
+        return None
+    if not math.isfinite(err_preset):
+        return -math.inf
+    if err_adamw == 0.0:
+        return 0.0 if err_preset == 0.0 else -math.inf
+    return (err_adamw - err_preset) / err_adamw
+
+
+def _value(row: Row | None, metric: tuple[str, bool]) -> str:
+    if row is None:
+        return "missing"
+    v = row.mean(metric[0])
+    if not math.isfinite(v):
+        return "diverged"
+    return f"{100 * v:.1f}%" if metric[0].endswith("_acc") else f"{v:.4g}"
+
+
+def _pct(m: float | None) -> str:
+    if m is None:
+        return "n/a"
+    return "diverged" if m == -math.inf else f"{100 * m:+.1f}%"
+
+
+def _margins(rows: Sequence[Row], presets: Sequence[str], panels: Sequence[str],
+             metrics: Mapping[str, tuple[str, bool]]
+             ) -> tuple[dict[str, dict[str, float | None]], dict[str, Row]]:
+    """{preset: {panel: margin}} (absent preset: no entry) and {panel: best AdamW row}."""
+    adamw = {p: r for p in panels
+             if (r := best(rows, "adamw", p, metrics.get(p, DEFAULT_METRIC))) is not None}
+    out: dict[str, dict[str, float | None]] = {}
+    for g in presets:
+        for p in panels:
+            metric = metrics.get(p, DEFAULT_METRIC)
+            row = best(rows, g, p, metric)
+            if row is not None and p in adamw:
+                out.setdefault(g, {})[p] = margin(error(row, metric), error(adamw[p], metric))
+    return out, adamw
+
+
+def _worst(per_panel: Mapping[str, float | None], panels: Sequence[str]
+           ) -> tuple[float | None, str, bool]:
+    """(worst margin, its panel, complete = defined on every panel)."""
+    defined = {p: m for p, m in per_panel.items() if m is not None}
+    if not defined:
+        return None, "", False
+    panel = min(defined, key=lambda p: defined[p])
+    return defined[panel], panel, set(defined) == set(panels)
+
+
+def _missing(rows: Sequence[Row], expected: Collection[tuple[str, str]]) -> str:
+    have = {(r.panel, r.group) for r in rows}
+    gone: dict[str, list[str]] = {}
+    for panel, group in sorted(set(expected) - have):
+        gone.setdefault(panel, []).append(group)
+    seeds = max((r.n for r in rows), default=0)
+    short = [f"{r.label} ({r.n} of {seeds} seeds)" for r in rows if r.n < seeds]
+    parts = [f"{p}: {', '.join(gs)}" for p, gs in gone.items()]
+    if short:
+        parts.append("fewer seeds: " + ", ".join(short))
+    return ("Contestants without a finished run: " + "; ".join(parts) + ".") if parts else \
+        "Every contestant has finished runs."
+
+
+def _verdict_of(measured: Sequence[bool | None]) -> bool | None:
+    """A target over several checks: failed if any failed, else unmeasured if any was."""
+    if any(m is False for m in measured):
+        return False
+    return None if any(m is None for m in measured) or not measured else True
+
+
+def _beats_adamw(margins: Mapping[str, float | None], adamw: Mapping[str, Row],
+                 panels: Sequence[str], metrics: Mapping[str, tuple[str, bool]]
+                 ) -> tuple[bool | None, str]:
+    parts, met = [], []
+    for p in panels:
+        m = margins.get(p)
+        met.append(None if m is None else m >= 0)
+        if p in adamw:
+            parts.append(f"{p} {_pct(m)} (AdamW lr {adamw[p].x:g}: "
+                         f"{_value(adamw[p], metrics.get(p, DEFAULT_METRIC))})")
+        else:
+            parts.append(f"{p}: no AdamW run")
+    return _verdict_of(met), ", ".join(parts)
+
+
+def _beats_peers(rows: Sequence[Row], default: str, panels: Sequence[str],
+                 metrics: Mapping[str, tuple[str, bool]]) -> tuple[bool | None, str]:
+    behind, met = [], []
+    for p in panels:
+        metric = metrics.get(p, DEFAULT_METRIC)
+        ours = best(rows, default, p, metric)
+        for peer in LR_FREE_PEERS:
+            theirs = best(rows, peer, p, metric)
+            if ours is None or theirs is None:
+                met.append(None)
+                continue
+            ok = error(ours, metric) <= error(theirs, metric)
+            met.append(ok)
+            if not ok:
+                behind.append(f"{p}: {peer} {_value(theirs, metric)} vs "
+                              f"{_value(ours, metric)}")
+    text = ("behind " + "; ".join(behind)) if behind else "behind none"
+    return _verdict_of(met), text
+
+
+def _no_divergence(rows: Sequence[Row], default: str, panels: Sequence[str],
+                   metrics: Mapping[str, tuple[str, bool]]) -> tuple[bool | None, str]:
+    met, bad = [], []
+    for p in panels:
+        metric = metrics.get(p, DEFAULT_METRIC)
+        row = best(rows, default, p, metric)
+        met.append(None if row is None else math.isfinite(row.mean(metric[0])))
+        if met[-1] is False:
+            bad.append(p)
+    return _verdict_of(met), ("diverged on " + ", ".join(bad)) if bad else \
+        "no diverged seed among the runs found"
+
+
+def _trains_deep(rows: Sequence[Row], default: str) -> tuple[bool | None, str]:
+    ours = best(rows, default, "fcn32")
+    others = {g: best(rows, g, "fcn32") for g, _, _ in FIG1_DEFAULTS}
+    text = ", ".join(f"{g} {_value(r, DEFAULT_METRIC)}" for g, r in
+                     ((default, ours), *others.items()))
+    if ours is None:
+        return None, text
+    acc = ours.mean("test_acc")
+    fail = [g for g, r in others.items() if r is not None and not r.mean("test_acc") >= TRAINS]
+    contrast = ("both PyTorch-default baselines fail" if len(fail) == len(others) else
+                "not every PyTorch-default baseline fails, so Figure 1's contrast does not "
+                "show here")
+    return math.isfinite(acc) and acc >= TRAINS, f"{text}; {contrast}"
+
+
+def _margin_table(margins: Mapping[str, Mapping[str, float | None]], adamw: Mapping[str, Row],
+                  presets: Sequence[str], panels: Sequence[str], default: str, chosen: str,
+                  metrics: Mapping[str, tuple[str, bool]]) -> list[str]:
+    lines = ["| AGD preset | " + " | ".join(panels) + " | worst case |",
+             "|---" * (len(panels) + 2) + "|"]
+    for g in presets:
+        worst, where, _ = _worst(margins.get(g, {}), panels)
+        name = f"**{g}**" if g == chosen else g
+        tags = [t for t, on in (("default", g == default), ("chosen", g == chosen)) if on]
+        name += f" ({', '.join(tags)})" if tags else ""
+        cells = [_pct(margins.get(g, {}).get(p)) for p in panels]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {_pct(worst)}{f' ({where})' if where else ''} |")
+    best_cells = [f"{_value(adamw[p], metrics.get(p, DEFAULT_METRIC))} (lr {adamw[p].x:g})"
+                  if p in adamw else "missing" for p in panels]
+    return lines + ["| best AdamW of the grid | " + " | ".join(best_cells) + " | |"]
+
+
+def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
+                 default: str = DEFAULT_GROUP,
+                 metrics: Mapping[str, tuple[str, bool]] = METRICS,
+                 expected: Sequence[tuple[str, str]] = EXPECTED) -> Verdict:
+    """Margins of every preset to the best AdamW, the preset with the best worst case, and the
+    issue's four targets for ``default`` (yes = all met, no = none, partly otherwise).
+
+    Margin on a workload = (err_AdamW − err_preset) / err_AdamW, err = 1 − test accuracy or the
+    test loss (:func:`margin`), each the best row of its group (mean over seeds). ``expected``
+    lists the (panel, group) pairs of the plan; those without rows are named as missing.
+    The chosen preset is the one with the largest worst case among those measured on every
+    workload (ties: the one registered first); a diverged preset's margin is ``-inf``.
+    """
+    panels = list(dict.fromkeys([p for p, _ in expected] + [r.panel for r in rows]))
+    margins, adamw = _margins(rows, presets, panels, metrics)
+    if not margins:
+        return Verdict("n/a", "not measured: no workload has both an AGD preset and AdamW. " +
+                       _missing(rows, expected))
+    def rank(g: str) -> tuple[bool, float]:  # complete presets first, then the worst case
+        worst, _, complete = _worst(margins[g], panels)
+        return complete, -math.inf if worst is None else worst
+
+    chosen = max(margins, key=rank)
+    worst, where, complete = _worst(margins[chosen], panels)
+    lines = [f"{g} " + ", ".join(f"{p} {_pct(m)}" for p, m in margins[g].items()) +
+             f" (worst {_pct(_worst(margins[g], panels)[0])})" for g in presets if g in margins]
+    text = ("Margin of each AGD preset to the best AdamW of the grid (relative reduction of the "
+            "error, 1 − test accuracy or the GPT's test loss in nats; + = AGD better): " +
+            "; ".join(lines) + f". The race chooses {chosen} (best worst-case margin "
+            f"{_pct(worst)}, on {where}" + ("" if complete else "; not every workload measured")
+            + ").")
+    targets = [("≥ the best AdamW on every workload", *_beats_adamw(
+                    margins.get(default, {}), adamw, panels, metrics)),
+               ("≥ every learning-rate-free peer", *_beats_peers(rows, default, panels,
+                                                                  metrics)),
+               ("no divergence on any workload or seed", *_no_divergence(rows, default, panels,
+                                                                          metrics)),
+               ("fcn32 trains (≥ 50%) where the PyTorch defaults do not",
+                *_trains_deep(rows, default))]
+    said = {True: "met", False: "NOT met", None: "not measured"}
+    text += f" Targets for the default {default}: " + "; ".join(
+        f"{name}: {said[ok]} ({why})" for name, ok, why in targets) + ". "
+    text += _missing(rows, expected)
+    oks = [ok for _, ok, _ in targets]
+    status = "yes" if all(o is True for o in oks) else (
+        "no" if not any(o is True for o in oks) else "partly")
+    details = (*_margin_table(margins, adamw, presets, panels, default, chosen, metrics), "",
+               *(f"- {name}: **{said[ok]}** — {why}" for name, ok, why in targets))
+    return Verdict(status, text, details)
+
+
+register_experiment(Experiment(
+    name="race", title="The race: every AGD preset, untuned, vs tuned AdamW/SGD and the "
+                       "learning-rate-free peers",
+    claim="Issue 9's targets: the default AGD, with no tuning, is at least as good as AdamW "
+          "tuned over a 5-point learning-rate grid (cosine schedule, 5% warmup) on every "
+          "workload (mean over seeds), at least as good as every learning-rate-free peer at "
+          "its defaults, never diverges, and trains the 32-layer FCN where Adam 1e-3 and SGD "
+          "0.1 at PyTorch defaults do not. The race also chooses the default: the preset with "
+          "the best worst-case margin to the tuned AdamW.",
+    figure="bars", verdict=race_verdict, x_label="learning rate", log_x=True,
+    runs=_RUNS, metrics=METRICS, in_all=False, page=True, cost_unit=DEFAULT_GROUP,
+    notes="Fashion-MNIST (square loss, batch 128) for fcn16 (16 x 512), fcn32 (32 x 256) and "
+          "conv; the GPT (depth 4, width 128, 4 heads, context 64, batch 12) on "
+          "tinyshakespeare with cross-entropy, judged by the test loss in nats on the whole "
+          "test split. AdamW lr in {1e-5, ..., 1e-1}, SGD momentum 0.9 lr in {1e-3, 1e-2, "
+          "1e-1}, both cosine with W = 5% of the run's steps of linear warmup; peers at their "
+          "defaults. quick: FCNs and resnet_small (depth 1, width 16) 2 epochs, GPT 500 "
+          "steps, 1 seed; full: FCNs 5 epochs, resnet18 (width 64) 2 epochs, GPT 2000 steps, "
+          "3 seeds; gpu: FCNs 10 epochs, resnet18 6 epochs, GPT 2000 steps, 3 seeds. Not part "
+          "of `hyperfree experiment all`: run it by name."))

@@ -1,0 +1,69 @@
+"""Progress output: a redrawn bar only on a terminal, one plain line per epoch elsewhere.
+
+* ``hyperfree train`` with stderr redirected to a file (a real process): no carriage return in
+  the file, and exactly one ``epoch E/N: ...`` line per epoch, with the loss and AGD's η;
+* :class:`Progress` on a stream that says it is a terminal draws a tqdm bar (carriage returns);
+  on one that does not, it writes one line per epoch; disabled, nothing.
+
+Run: .venv/bin/python -m pytest -q tests/train/test_train_progress.py
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperfree.train.progress import Progress
+
+
+def test_cli_with_redirected_stderr_writes_one_line_per_epoch(tmp_path: Path) -> None:
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hyperfree", "train", "--epochs", "2", "--limit-batches", "3",
+             "--depth", "3", "--width", "16", "--test-bs", "500", "--no-plots", "--threads", "1",
+             "--out", str(tmp_path / "run")], stderr=fh, stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 2, text
+    for epoch, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"epoch {epoch}/2: 3/3 steps, loss [0-9.e-]+, acc [0-9.e-]+, "
+                            r"eta [0-9.e-]+", line), line
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _epochs(progress: Progress, epochs: int = 2, steps: int = 4) -> None:
+    for e in range(epochs):
+        progress.start(e, steps)
+        for _ in range(steps // 2):
+            progress.update(2, {"loss": 0.5, "eta": 0.25})
+        progress.close()
+
+
+def test_bar_draws_only_on_a_terminal() -> None:
+    pytest.importorskip("tqdm")
+    terminal = _Terminal()
+    _epochs(Progress(enabled=True, epochs=2, stream=terminal))
+    assert "\r" in terminal.getvalue() and "epoch 2/2" in terminal.getvalue()
+
+    plain = io.StringIO()
+    _epochs(Progress(enabled=True, epochs=2, stream=plain))
+    assert plain.getvalue() == ("epoch 1/2: 4/4 steps, loss 0.5, eta 0.25\n"
+                                "epoch 2/2: 4/4 steps, loss 0.5, eta 0.25\n")
+
+    off = io.StringIO()
+    progress = Progress(enabled=False, epochs=2, stream=off)
+    _epochs(progress)
+    assert off.getvalue() == "" and not progress.active
