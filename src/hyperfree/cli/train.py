@@ -89,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'hyperfree[tensorboard]')")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=S,
                    help="do not draw figure.png at the end")
+    p.add_argument("--fsdp", action="store_true", default=S,
+                   help="under torchrun: shard the parameters over the processes with FSDP2 "
+                        "(fully_shard) instead of replicating them with DDP (the default)")
     add_threads_flag(p, default=S)
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
 

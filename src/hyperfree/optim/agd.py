@@ -26,83 +26,18 @@ scale σ, in the norm of its kind.
 """
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import _foreach, _reference, rules
-from .kinds import Kind, ParamInfo, as_kind, classify
+from . import _distributed, _flags, _foreach, _reference, rules
+from ._groups import check_multiplier, checked_group, param_groups
+from .kinds import Kind, classify
 from .presets import DEFAULT_PRESET, Preset, get_preset
 
 __all__ = ["AGD", "init_weights"]
-
-
-def _check_multiplier(name: str, value: Any) -> None:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"AGD {name} must be a number or a 1-element tensor, got shape "
-                             f"{tuple(value.shape)}")
-        return
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
-                                       and 0 < value <= 1e6):
-        raise ValueError(f"AGD {name} must be a finite number in (0, 1e6], got {value!r}")
-
-
-def _groups(params: Any, model: nn.Module | None,
-            kinds: Mapping[Any, str | Kind] | None) -> tuple[list[dict[str, Any]], dict]:
-    """Param groups with ``param_names`` and ``kinds`` from the owning modules or ``kinds``."""
-    if isinstance(params, nn.Module):
-        model, params = params, None
-    infos: dict[int, ParamInfo] = {}
-    if model is not None:
-        infos = {id(i.param): i for i in classify(model, kinds)}
-    if params is None:
-        items = list(infos.values())
-        return [{"params": [i.param for i in items], "param_names": [i.name for i in items],
-                 "kinds": [i.kind for i in items]}], infos
-    if isinstance(params, Tensor):
-        raise TypeError("AGD expects a model or an iterable of parameters, got a single Tensor; "
-                        "pass the model itself: AGD(model)")
-    items = list(params)
-    raw = [dict(g) for g in items] if items and isinstance(items[0], dict) else [{"params": items}]
-    groups = []
-    for g in raw:
-        ps = g["params"]
-        ps = [ps] if isinstance(ps, Tensor) else list(ps)
-        pairs = [(p if isinstance(p, tuple) else (None, p)) for p in ps]
-        names = list(g.pop("param_names", None) or [n for n, _ in pairs])
-        g.pop("names", None)
-        tensors = [p for _, p in pairs]
-        group_kinds = []
-        for j, (name, p) in enumerate(zip(names, tensors)):
-            info = infos.get(id(p))
-            if info is not None:
-                names[j] = name or info.name
-                group_kinds.append(info.kind)
-                continue
-            declared = _declared(kinds, p, name)
-            if declared is None:
-                raise ValueError(
-                    f"AGD does not know what parameter {name or f'#{j}'!r} (shape "
-                    f"{tuple(p.shape)}) is: pass the model itself, AGD(model), or "
-                    "AGD(params, model=model), or declare it with kinds={param: KIND}")
-            names[j] = name or f"param {j}"
-            group_kinds.append(as_kind(declared))
-        groups.append({**g, "params": tensors, "param_names": names, "kinds": group_kinds})
-    return groups, infos
-
-
-def _declared(kinds: Mapping[Any, Any] | None, p: Tensor, name: str | None) -> Any:
-    if not kinds:
-        return None
-    for key, value in kinds.items():
-        if key is p or (name is not None and key == name):
-            return value
-    return None
 
 
 class AGD(torch.optim.Optimizer):
@@ -119,6 +54,9 @@ class AGD(torch.optim.Optimizer):
         kinds: declarations ``{parameter name or tensor: kind}`` overriding the rules table.
         foreach: ``True`` (default) for the fast path, ``False`` for the reference twin.
         ns_steps: Newton–Schulz iterations of the spectral family (default 5).
+        sharded_polar: how the spectral family orthogonalises matrices sharded by FSDP2:
+            ``"owner"`` (default: each rank orthogonalises its share of the matrices) or
+            ``"gather"`` (every rank all of them); see ``docs/agd-speed.md``.
 
     Behaviour: ``step(closure)`` returns the closure's loss (torch's convention) and stores η
     in every group as ``group["eta"]`` (a 0-dim tensor; also :attr:`eta`). A parameter whose
@@ -132,13 +70,17 @@ class AGD(torch.optim.Optimizer):
     def __init__(self, params: Any, *, preset: str | Preset = DEFAULT_PRESET, gain: float = 1.0,
                  lr: float = 1.0, model: nn.Module | None = None,
                  kinds: Mapping[Any, str | Kind] | None = None, foreach: bool = True,
-                 ns_steps: int = 5):
-        _check_multiplier("gain", gain)
-        _check_multiplier("lr", lr)
+                 ns_steps: int = 5, sharded_polar: str = "owner"):
+        check_multiplier("gain", gain)
+        check_multiplier("lr", lr)
         if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
             raise ValueError(f"AGD ns_steps must be an integer >= 1, got {ns_steps!r}")
+        if sharded_polar not in _distributed.POLAR_SCHEMES:
+            raise ValueError(f"AGD sharded_polar must be one of {_distributed.POLAR_SCHEMES}, "
+                             f"got {sharded_polar!r}")
+        self._sharded_polar = sharded_polar
         self.preset = get_preset(preset)
-        groups, self._infos = _groups(params, model, kinds)
+        groups, self._infos = param_groups(params, model, kinds)
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")
@@ -158,41 +100,65 @@ class AGD(torch.optim.Optimizer):
         step does no set-up work (``torch.compile(opt.step)`` then captures one graph)."""
         entries = self._entries()
         self._counter("step"), self._counter("skipped"), self._counter("momentum")
+        params = [p for _, _, p, _ in entries]
+        self._setup_sharding()
         if self.defaults["foreach"]:
-            self._plan([p for _, _, p, _ in entries], [k for _, _, _, k in entries])
+            self._plan(tuple(range(len(entries))))
         if self.preset.momentum:
-            for _, _, p, _ in entries:
+            for p in params:
                 self.state[p].setdefault("momentum_buffer", torch.zeros_like(
                     p, memory_format=torch.preserve_format))
 
-    def _plan(self, params: list[Tensor], kinds: list[Kind]) -> _foreach.Plan:
-        key = (params[0].device, *(id(p) for p in params))
-        plan = self._plans.get(key)
+    def _setup_sharding(self) -> None:
+        """DTensor parameters (FSDP2): the rows each holds and the collectives of the step."""
+        entries = self._entries()
+        params = [p for _, _, p, _ in entries]
+        self._sharded = _distributed.ShardedStep([n for _, n, _, _ in entries], params,
+                                                 polar=self._sharded_polar) \
+            if _distributed.is_sharded(params) else None
+
+    def _plan(self, live: tuple[int, ...]) -> _foreach.Plan:
+        """The plan of the entries ``live`` (indices into :meth:`_entries`), cached."""
+        plan = self._plans.get(live)
         if plan is None:
-            plan = self._plans[key] = _foreach.build_plan(params, kinds, self.preset.family)
+            entries = self._entries()
+            chosen = [entries[j] for j in live]
+            sh = self._sharded
+            plan = self._plans[live] = _foreach.build_plan(
+                [_local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
+                self.preset.family, shapes=[tuple(p.shape) for _, _, p, _ in chosen],
+                rows=[sh.rows[j] for j in live] if sh is not None else None, L=self.L)
         return plan
 
     def _init_runtime(self) -> None:
         self._plans: dict[tuple, _foreach.Plan] = {}
-        self._pending: list[tuple[Tensor, Any, list[str]]] = []
+        self._flags = _flags.FlagQueue()
+        self._cache: list | None = None  # _entries()
+        # "host" / "device" forces the non-finite guard (tests); None: host on eager CPU
+        self._guard: str | None = None
+        self._sharded: _distributed.ShardedStep | None = None
         # counters as 0-dim tensors next to the weights: steps need no host sync and
         # torch.compile(opt.step) does not specialise on them (reading them may sync)
         self._counters: dict[str, Tensor] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = super().__getstate__()  # plans, caches and collectives are rebuilt on load
         state.update(preset=self.preset, _counters={k: v.clone() for k, v in
                                                     self._counters.items()},
-                     _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
+                     _infos=list(self._infos.values()),  # padding_idx etc. for init_weights
+                     _sharded_polar=self._sharded_polar)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         counters = state.pop("_counters", {})
         infos = state.pop("_infos", [])
+        polar = state.pop("_sharded_polar", "owner")
         super().__setstate__(state)
         self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
         self._init_runtime()
+        self._sharded_polar = polar
         self._counters = dict(counters)
+        self._setup_sharding()
 
     def _counter(self, name: str) -> Tensor:
         if name not in self._counters:
@@ -201,44 +167,17 @@ class AGD(torch.optim.Optimizer):
         return self._counters[name]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        if "kinds" not in param_group:  # added after construction: kinds from the model
-            missing = [i for i, p in enumerate(params) if id(p) not in self._infos]
-            if missing:
-                raise ValueError("AGD.add_param_group: parameter #%d is not part of the model "
-                                 "AGD was built with; give the group 'kinds': [KIND, ...]"
-                                 % missing[0])
-            infos = [self._infos[id(p)] for p in params]
-            param_group = {**param_group, "kinds": [i.kind for i in infos],
-                           "param_names": param_group.get("param_names")
-                           or [i.name for i in infos]}
-        names = list(param_group.get("param_names") or [f"param {i}" for i in range(len(params))])
-        kinds = [Kind(*k) if isinstance(k, (tuple, list)) else as_kind(k)
-                 for k in param_group["kinds"]]
-        if not (len(names) == len(kinds) == len(params)):
-            raise ValueError(f"AGD param group has {len(params)} params, {len(names)} names "
-                             f"and {len(kinds)} kinds")
-        for name, p, kind in zip(names, params, kinds):
-            if not p.is_floating_point():
-                raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
-                                 "floating point")
-            rules.check_shape(name, p.shape, kind)
-        for key in ("gain", "lr"):
-            _check_multiplier(key, param_group.get(key, self.defaults[key]))
-        eta = param_group.get("eta")
-        if eta is None:  # η of the last step, for loggers; present from the start
-            eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
-                              device=params[0].device if params else "cpu")
-        super().add_param_group({**param_group, "params": params, "param_names": names,
-                                 "kinds": [(k.name, k.blocks, k.groups) for k in kinds],
-                                 "eta": eta})
+        super().add_param_group(checked_group(param_group, self._infos, self.defaults))
         self._plans.clear()
+        self._cache = None
 
     # ------------------------------------------------------------------ bookkeeping
     def _entries(self) -> list[tuple[dict[str, Any], str, Tensor, Kind]]:
-        return [(g, n, p, Kind(*k)) for g in self.param_groups
-                for n, p, k in zip(g["param_names"], g["params"], g["kinds"])]
+        """``(group, name, param, kind)`` of every parameter (cached until the groups change)."""
+        if self._cache is None:
+            self._cache = [(g, n, p, Kind(*k)) for g in self.param_groups
+                           for n, p, k in zip(g["param_names"], g["params"], g["kinds"])]
+        return self._cache
 
     @property
     def L(self) -> int:
@@ -253,7 +192,7 @@ class AGD(torch.optim.Optimizer):
     @property
     def skipped_steps(self) -> int:
         """Steps skipped because of non-finite gradients (reading it may wait for the device)."""
-        self._drain(block=True)
+        self._flags.drain(block=True)
         return int(self._counter("skipped"))
 
     @property
@@ -274,29 +213,13 @@ class AGD(torch.optim.Optimizer):
             raise ValueError(f"AGD.init_weights() after {self.steps} steps would "
                              "wipe the trained weights; initialise before training, where the "
                              "model is built (hyperfree.optim.init_weights(model))")
-        for _, name, p, kind in self._entries():
+        for j, (_, name, p, kind) in enumerate(self._entries()):
             info = self._infos.get(id(p))
-            rules.init_(p, kind, generator=generator,
-                        padding_idx=info.padding_idx if info is not None else None)
-
-
-    def _warn_nonfinite(self, name: str) -> None:
-        warnings.warn(f"AGD skipped a step: the gradient of {name!r} is not finite (NaN or "
-                      "Inf); weights and momentum left unchanged", RuntimeWarning, stacklevel=3)
-
-    def _drain(self, block: bool) -> None:
-        """Read the finite flags of earlier device-side steps that have reached the host."""
-        still = []
-        for flags, event, names in self._pending:
-            if event is not None and not event.query():
-                if not block:
-                    still.append((flags, event, names))
-                    continue
-                event.synchronize()
-            if not bool(flags[0]):  # counted on the device already
-                self._warn_nonfinite("one of " + ", ".join(names[:3])
-                                     + (", ..." if len(names) > 3 else ""))
-        self._pending = still
+            pad = info.padding_idx if info is not None else None
+            if self._sharded is None:
+                rules.init_(p, kind, generator=generator, padding_idx=pad)
+            else:  # the whole tensor on every rank (seeded alike), then this rank's rows
+                _distributed.init_rows_(p, self._sharded.rows[j], kind, generator, pad)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -306,117 +229,132 @@ class AGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        live = [(g, n, p, k) for g, n, p, k in self._entries() if p.grad is not None]
-        if not live:
-            return loss
-        for _, n, p, _ in live:
-            if p.grad.is_sparse:
-                raise ValueError(f"AGD does not support sparse gradients (parameter {n!r}); "
-                                 "build the embedding with sparse=False")
+        entries = self._entries()
+        grads = [p.grad for _, _, p, _ in entries]
+        live = tuple(j for j, g in enumerate(grads) if g is not None)
+        if len(live) < len(entries):
+            if not live:
+                return loss
+            grads = [grads[j] for j in live]
+        for j, g in zip(live, grads):
+            if g.is_sparse:
+                raise ValueError(f"AGD does not support sparse gradients (parameter "
+                                 f"{entries[j][1]!r}); build the embedding with sparse=False")
         self._counter("step").add_(1)
-        params = [p for _, _, p, _ in live]
-        grads = [p.grad for p in params]
-        names = [n for _, n, _, _ in live]
-        device_guard = params[0].device.type != "cpu" or torch.compiler.is_compiling()
-        if device_guard and not torch.compiler.is_compiling():
-            self._drain(block=False)
-        eta, ok = self._update(live, params, grads, "device" if device_guard else "host")
+        compiling = torch.compiler.is_compiling()
+        device_guard = compiling or entries[live[0]][2].device.type != "cpu" \
+            if self._guard is None else self._guard == "device"
+        if device_guard and not compiling:
+            self._flags.drain(block=False)
+        eta, ok = self._update(live, grads, "device" if device_guard else "host")
         for g in self.param_groups:
             g["eta"] = eta
         if not device_guard:
             if not bool(ok):
                 self._counter("skipped").add_(1)
-                self._warn_nonfinite(_first_nonfinite(names, grads))
+                _flags.warn_nonfinite(_flags.first_nonfinite([entries[j][1] for j in live],
+                                                             grads), stacklevel=3)
         else:
             self._counter("skipped").add_((~ok).to(torch.int64))
-            if not torch.compiler.is_compiling():
-                self._record_flag(ok, names, grads)
+            if not compiling:
+                self._flags.record(ok, [entries[j][1] for j in live])
         return loss
 
-    def _update(self, live: list, params: list[Tensor], grads: list[Tensor], guard: str
+    def _update(self, live: tuple[int, ...], grads: list[Tensor], guard: str
                 ) -> tuple[Tensor, Tensor]:
-        preset = self.preset
-        kinds = [k for _, _, _, k in live]
-        L = self.L
+        entries = self._entries()
+        chosen = [entries[j] for j in live]
         first = self.param_groups[0]
-        beta = preset.momentum
-        dev, acc = params[0].device, _foreach.acc_dtype(params[0].dtype)
         if not first["foreach"]:
-            bufs = [self.state[p].get("momentum_buffer") for p in params] if beta else None
-            finite = all(bool(torch.isfinite(g).all()) for g in grads)
-            if beta and finite:
-                self._counter("momentum").add_(1)
-            eta = _reference.reference_step(
-                params, grads, kinds, family=preset.family,
-                gains=[float(g["gain"]) for g, _, _, _ in live],
-                lrs=[float(g["lr"]) for g, _, _, _ in live], momentum=beta, buffers=bufs,
-                step=max(int(self._counter("momentum")), 1), retract=preset.retract,
-                ns_steps=first["ns_steps"])
-            if beta:
-                for p, b in zip(params, bufs):
-                    if b is not None:
-                        self.state[p]["momentum_buffer"] = b
-            ok = torch.isfinite(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads]
-                                            ).sum())
-            return eta, ok
-        plan = self._plan(params, kinds)
-        multipliers = torch.cat([torch.full((1,), 1.0, dtype=acc, device=dev).mul_(g["gain"])
-                                 .mul_(g["lr"]) for g, _, _, _ in live]) \
-            if _varies(live) else None
-        us, bc, ok_g = grads, None, None
+            return self._reference_update(live, grads)
+        preset, sh = self.preset, self._sharded
+        beta = preset.momentum
+        plan = self._plan(live)
+        params = [p for _, _, p, _ in chosen]
+        if sh is not None:
+            params, grads = [_local(p) for p in params], [_local(g) for g in grads]
+        acc = plan.sigma_t.dtype
+        us, bc, finite = grads, None, None
         if beta:
-            us, bc, ok_g = self._momentum(params, grads, guard, beta, acc)
-            if ok_g is not None and guard == "host" and not bool(ok_g):
-                return torch.zeros((), dtype=params[0].dtype, device=dev), ok_g
-        if multipliers is None:
-            g0 = live[0][0]
-            multipliers = torch.full((len(params),), 1.0, dtype=acc, device=dev) \
-                .mul_(g0["gain"]).mul_(g0["lr"])
-        eta, ok = _foreach.foreach_step(params, us, plan, L=L, multipliers=multipliers,
-                                        bias_correction=bc, guard=guard,
-                                        ns_steps=first["ns_steps"], retract=preset.retract)
-        return eta, (ok if ok_g is None else ok & ok_g)
+            us, bc, finite = self._momentum([p for _, _, p, _ in chosen], grads, guard, beta,
+                                            acc)
+            if guard == "host" and not bool(finite):
+                return torch.zeros((), dtype=params[0].dtype, device=params[0].device), finite
+        eta, ok = _foreach.foreach_step(
+            params, us, plan, multipliers=_multipliers(chosen, plan, params[0].device),
+            bias_correction=bc, guard=guard, finite=finite if guard == "device" else None,
+            ns_steps=first["ns_steps"], retract=preset.retract,
+            reduce=sh.reduce if sh is not None else None,
+            polar=sh.polar if sh is not None else None)
+        return eta, ok
+
+    def _reference_update(self, live: tuple[int, ...], grads: list[Tensor]
+                          ) -> tuple[Tensor, Tensor]:
+        """The reference twin (``foreach=False``); sharded parameters are gathered whole."""
+        chosen = [self._entries()[j] for j in live]
+        preset, beta = self.preset, self.preset.momentum
+        params = [p for _, _, p, _ in chosen]
+        bufs = [self.state[p].get("momentum_buffer") for p in params] if beta else None
+        sharded = self._sharded is not None
+        if sharded:  # for tests: every tensor whole on every rank, written back afterwards
+            full_p = [p.full_tensor() for p in params]
+            grads = [g.full_tensor() for g in grads]
+            full_b = [b.full_tensor() if b is not None else None for b in bufs] if beta \
+                else None
+        else:
+            full_p, full_b = params, bufs
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if beta and finite:
+            self._counter("momentum").add_(1)
+        eta = _reference.reference_step(
+            full_p, grads, [k for _, _, _, k in chosen], family=preset.family,
+            gains=[float(g["gain"]) for g, _, _, _ in chosen],
+            lrs=[float(g["lr"]) for g, _, _, _ in chosen], momentum=beta, buffers=full_b,
+            step=max(int(self._counter("momentum")), 1), retract=preset.retract,
+            ns_steps=self.param_groups[0]["ns_steps"])
+        if sharded:
+            rows = [self._sharded.rows[j] for j in live]
+            for p, f, r in zip(params, full_p, rows):
+                _local(p).copy_(f.narrow(0, r.start, r.count))
+            for b, f, r in zip(bufs or [], full_b or [], rows):
+                _local(b).copy_(f.narrow(0, r.start, r.count))
+        elif beta:
+            for p, b in zip(params, bufs):
+                if b is not None:
+                    self.state[p]["momentum_buffer"] = b
+        return eta, torch.tensor(finite)
 
     def _momentum(self, params: list[Tensor], grads: list[Tensor], guard: str, beta: float,
                   acc: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor]:
-        """``m ← β m + (1−β) g`` (only where every gradient is finite); returns the buffers,
-        the bias correction ``1/(1−β^t)`` and the finite flag of the gradients."""
+        """``m ← β m + (1−β) g`` (only where every gradient is finite); returns the buffers
+        (local shards), the bias correction ``1/(1−β^t)`` and the finite flag of the gradients
+        (over every shard: one small all-reduce when sharded)."""
         bufs = []
         for p in params:
             st = self.state[p]
             if "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            bufs.append(st["momentum_buffer"])
-        ok_g = torch.isfinite(torch.stack(torch._foreach_norm(grads, dtype=acc)).sum())
+            bufs.append(_local(st["momentum_buffer"]))
+        if self._sharded is not None:
+            finite = self._sharded.all_finite(grads, acc)
+        else:
+            finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, dtype=acc)).sum())
         t = self._counter("momentum")  # momentum updates so far: finite gradients only
         if guard == "host":
-            if bool(ok_g):
+            if bool(finite):
                 torch._foreach_lerp_(bufs, grads, 1 - beta)
                 t.add_(1)
         else:
-            torch._foreach_lerp_(bufs, [torch.where(ok_g, g, b) for g, b in zip(grads, bufs)],
+            torch._foreach_lerp_(bufs, [torch.where(finite, g, b) for g, b in zip(grads, bufs)],
                                  1 - beta)
-            t.add_(ok_g.to(t.dtype))
+            t.add_(finite.to(t.dtype))
         bc = 1.0 / (1.0 - torch.pow(beta, t.clamp(min=1).to(acc)))
-        return bufs, bc, ok_g
-
-    def _record_flag(self, ok: Tensor, names: list[str], grads: list[Tensor]) -> None:
-        """Queue the step's finite flag for the host without waiting for the device."""
-        flags = ok.reshape(1)
-        if flags.device.type == "cuda":
-            host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
-            host.copy_(flags, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending.append((host, event, names))
-        else:
-            self._pending.append((flags, None, names))
-            self._drain(block=False)
+        return bufs, bc, finite
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        self._drain(block=True)
+        self._flags.drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
                      "momentum_steps": int(self._counter("momentum")),
                      "preset": self.preset.name}
@@ -440,21 +378,37 @@ class AGD(torch.optim.Optimizer):
         self._counter("step").fill_(int(counters["steps"]))
         self._counter("skipped").fill_(int(counters["skipped_steps"]))
         self._counter("momentum").fill_(int(counters.get("momentum_steps", counters["steps"])))
-        self._pending = []
+        self._flags.clear()
         self._plans.clear()
+        self._cache = None
 
 
-def _varies(live: list) -> bool:
-    first = live[0][0]
-    return any(g is not first and (g["gain"], g["lr"]) != (first["gain"], first["lr"])
-               for g, _, _, _ in live)
+def _local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (its in-place updates write through); ``t`` otherwise."""
+    return getattr(t, "_local_tensor", t)
 
 
-def _first_nonfinite(names: list[str], grads: list[Tensor]) -> str:
-    for n, g in zip(names, grads):
-        if not bool(torch.isfinite(g).all()):
-            return n
-    return names[0]
+def _multipliers(chosen: list, plan: _foreach.Plan, device: torch.device) -> Any:
+    """``gain·lr``: one number (or 0-dim tensor) when every group agrees, else ``(n,)`` on the
+    device (cached per value, so that a step copies nothing from the host)."""
+    first = chosen[0][0]
+    m = first["gain"] * first["lr"]
+    if all(g is first or (_same(g["gain"], first["gain"]) and _same(g["lr"], first["lr"]))
+           for g, _, _, _ in chosen):
+        return m
+    values = [g["gain"] * g["lr"] for g, _, _, _ in chosen]
+    acc = plan.sigma_t.dtype
+    if any(isinstance(v, Tensor) for v in values):  # tensor lr: stays on its device
+        return torch.stack([torch.as_tensor(v, dtype=acc, device=device) for v in values])
+    key = ("multipliers", tuple(values))
+    if key not in plan.extra:
+        plan.extra[key] = torch.tensor(values, dtype=acc, device=device)
+    return plan.extra[key]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal numbers, or the same tensor (comparing tensors' values would sync)."""
+    return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["NS_COEFFICIENTS", "NS_STEPS", "orthogonalize", "ns_dtype"]
+__all__ = ["NS_COEFFICIENTS", "NS_STEPS", "orthogonalize", "ns_dtype", "batched_dot"]
 
 NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
@@ -43,12 +43,13 @@ def orthogonalize(G: Tensor, *, steps: int = NS_STEPS, dtype: torch.dtype | None
     """
     if G.dim() != 3:
         raise ValueError(f"orthogonalize expects a stack (n, d_out, d_in), got {tuple(G.shape)}")
-    X = G.to(dtype or ns_dtype(G.dtype))
+    dtype = dtype or ns_dtype(G.dtype)
+    X = G.to(dtype, copy=True)  # a copy even in G's dtype: normalised in place below
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = X.mT
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
-    X = X / norm.clamp_min(torch.finfo(X.dtype).tiny)
+    X.div_(norm.clamp_min(torch.finfo(X.dtype).tiny))
     a, b, c = NS_COEFFICIENTS
     for _ in range(steps):
         A = X @ X.mT
@@ -57,3 +58,10 @@ def orthogonalize(G: Tensor, *, steps: int = NS_STEPS, dtype: torch.dtype | None
     if tall:
         X = X.mT
     return X.to(G.dtype)
+
+
+def batched_dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(n, r, c), (n, r, c) -> (n,)``: ``⟨a_i, b_i⟩`` of every pair, in ``dtype``, as one
+    batched matrix product (no full-size temporary, unlike ``(a * b).sum``)."""
+    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).flatten()

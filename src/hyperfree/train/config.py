@@ -56,6 +56,8 @@ class TrainConfig:
     it is set. ``loss=None`` is the dataset's default: ``mse`` (the AGD paper's square loss) for
     images, ``xent`` for text. ``depth``, ``width``, ``heads``, ``seq_len`` (a token model's
     context and training window length) and ``tie_weights`` ``None`` = the model's default.
+    ``fsdp`` (under torchrun) shards the parameters with FSDP2 instead of replicating them with
+    DDP (:mod:`hyperfree.train.fsdp`).
     """
 
     arch: str = "fcn"
@@ -91,6 +93,7 @@ class TrainConfig:
     progress: bool = True
     plots: bool = True
     tensorboard: bool = False
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         if self.loss is not None and self.loss not in _LOSSES:

@@ -50,10 +50,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import fsdp
 from .callbacks import Callback, StepInfo
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, resolve_config
-from .distributed import SINGLE, DistContext
+from .distributed import SINGLE, DistContext, reduce_min
 from .losses import correct_count, cross_entropy, get_loss
 from .optimizers import OptimArgs, build_optimizer
 from .progress import Progress
@@ -161,9 +162,13 @@ class _Run:
         self.text = bundle.info.kind == "text"
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, bundle.info).to(device)
-        self.stepper = build_optimizer(cfg.optimizer, self.model, OptimArgs(
-            lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain, weight_decay=cfg.weight_decay))
+        args = OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain,
+                         weight_decay=cfg.weight_decay)
+        self.stepper = build_optimizer(cfg.optimizer, self.model, args)
         self.stepper.init_weights()
+        if cfg.fsdp:  # shard the initialised model; the optimiser sees the shards
+            self.stepper = fsdp.shard(self.model, lambda: build_optimizer(
+                cfg.optimizer, self.model, args), dist.enabled)
         common = dict(rank=dist.rank, world_size=dist.world_size, num_workers=cfg.num_workers)
         # Under DDP a short last batch could leave a rank with an empty share: drop it there.
         self.train_loader = bundle.train_loader(cfg.train_bs, seed=cfg.seed,
@@ -191,8 +196,11 @@ class _Run:
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint's model, stepper, position, accumulators and RNG state."""
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.stepper.load_state_dict(ckpt["stepper"])
+            if self.cfg.fsdp:
+                fsdp.load_state(self.model, self.stepper, ckpt["model"], ckpt["stepper"])
+            else:
+                self.model.load_state_dict(ckpt["model"])
+                self.stepper.load_state_dict(ckpt["stepper"])
             self.epoch, self.batch = int(ckpt["epoch"]), int(ckpt["batch"])
             self.global_step = self.checked_step = int(ckpt["global_step"])
             self.stats.load_state_dict(ckpt["stats"])
@@ -207,6 +215,8 @@ class _Run:
 
     def wrap_ddp(self) -> None:
         """Wrap the forward module in DDP, unless the stepper averages gradients itself."""
+        if self.cfg.fsdp:  # sharded already: no replica to synchronise
+            return
         if self.dist.enabled and not getattr(self.stepper, "syncs_gradients", False):
             from torch.nn.parallel import DistributedDataParallel
 
@@ -220,7 +230,10 @@ class _Run:
     def payload(self) -> dict[str, Any]:
         stats = self.stats.state_dict()
         stats["seconds"] = time.perf_counter() - self.epoch_t0
-        return {"model": self.model.state_dict(), "stepper": self.stepper.state_dict(),
+        model, stepper = self.model.state_dict(), self.stepper.state_dict()
+        if self.cfg.fsdp:  # whole tensors (a collective: every rank builds the payload)
+            model, stepper = fsdp.full_state(model), fsdp.full_state(stepper)
+        return {"model": model, "stepper": stepper,
                 "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
                 "stats": stats, "rng": rng_state(), "config": self.cfg.to_dict(),
                 "metrics": self.records,
@@ -230,23 +243,28 @@ class _Run:
         """Checkpoint (rank 0, if there is a run dir); TrainingDiverged instead of saving
         non-finite weights or an epoch whose loss was not finite."""
         self.check_finite()
+        payload = self.payload() if self.cfg.fsdp and self.run_dir is not None else None
         if self.run_dir is None or not self.dist.is_main:
             return None
         path = self.run_dir / CHECKPOINT_NAME
-        save_checkpoint(path, self.payload())
+        save_checkpoint(path, payload or self.payload())
         self.saved = path
         return path
 
     def check_finite(self, loss_finite: bool | None = None) -> None:
         """TrainingDiverged unless every loss since the epoch began (``loss_finite``, if the
         caller already synced it) and every model tensor is finite. One host sync."""
-        flags = [torch.isfinite(t).all() for t in self.model.state_dict().values()
-                 if t.is_floating_point()]
+        flags = fsdp.local_finite(self.model) if self.cfg.fsdp else \
+            [torch.isfinite(t).all() for t in self.model.state_dict().values()
+             if t.is_floating_point()]
         if loss_finite is None:
             flags.append(torch.isfinite(self.stats.loss_sum))
         elif not loss_finite:
             raise self.diverged("the training loss is not finite")
-        if not bool(torch.stack(flags).all()):
+        ok = torch.stack(flags).all()
+        if self.cfg.fsdp:  # each rank saw its shards only: decide together
+            ok = reduce_min(ok.to(torch.int32), self.dist)
+        if not bool(ok):
             raise self.diverged("the training loss or the weights are not finite")
 
     def check_loss(self, running_loss: float | None) -> None:
@@ -299,6 +317,8 @@ class _Run:
         cfg, n = self.cfg, self.epoch_len
         stop = n if stop is None else stop
         sample = sampled_steps(n, cfg.rel_update_samples)
+        if sample and cfg.fsdp:
+            fsdp.reshard(self.model)  # capture the sharded parameters, not transient gathers
         weights = weight_tensors(self.model) if sample else []
         batches = self._batches(n)
         self.epoch_t0 = time.perf_counter() - self.stats.seconds
@@ -383,7 +403,8 @@ class _Run:
         self.epoch_t0 = time.perf_counter()
         if self.run_dir is not None and self.dist.is_main:
             append_metrics(self.run_dir, record)
-            self.save()
+        if self.run_dir is not None and (self.dist.is_main or self.cfg.fsdp):
+            self.save()  # under FSDP every rank gathers its shards for rank 0's checkpoint
         self.tally.flush(f"in epoch {record['epoch']}")
         for cb in self.callbacks:
             cb.on_epoch_end(math.ceil(record["epoch"]) - 1, record)

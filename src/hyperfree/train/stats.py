@@ -30,9 +30,14 @@ def weight_tensors(module: nn.Module) -> list[Tensor]:
 @torch.no_grad()
 def relative_update(before: list[Tensor], after: list[Tensor]) -> Tensor:
     """Mean over tensors of ‖after − before‖_F / ‖before‖_F, a 0-dim tensor (no sync)."""
+    before, after = _whole(before), _whole(after)  # sharded (FSDP): gathered, every rank
     ratios = [torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-30)
               for b, a in zip(before, after)]
     return torch.stack(ratios).mean()
+
+
+def _whole(ts: list[Tensor]) -> list[Tensor]:
+    return [t.full_tensor() if hasattr(t, "full_tensor") else t for t in ts]
 
 
 def sampled_steps(num_steps: int, samples: int) -> frozenset[int]:

@@ -1,0 +1,122 @@
+"""Param groups of :class:`hyperfree.optim.AGD`: names and kinds of every tensor, checked.
+
+Bookkeeping only (the class's constructor and ``add_param_group`` use it): a model gives every
+parameter its kind from the owning module (:mod:`hyperfree.optim.kinds`); an iterable of tensors
+or group dicts needs ``model=`` or ``kinds=``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import rules
+from .kinds import Kind, ParamInfo, as_kind, classify
+
+__all__ = ["check_multiplier", "checked_group", "param_groups"]
+
+
+def check_multiplier(name: str, value: Any) -> None:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"AGD {name} must be a number or a 1-element tensor, got shape "
+                             f"{tuple(value.shape)}")
+        return
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                       and 0 < value <= 1e6):
+        raise ValueError(f"AGD {name} must be a finite number in (0, 1e6], got {value!r}")
+
+
+def param_groups(params: Any, model: nn.Module | None,
+            kinds: Mapping[Any, str | Kind] | None) -> tuple[list[dict[str, Any]], dict]:
+    """Param groups with ``param_names`` and ``kinds`` from the owning modules or ``kinds``."""
+    if isinstance(params, nn.Module):
+        model, params = params, None
+    infos: dict[int, ParamInfo] = {}
+    if model is not None:
+        infos = {id(i.param): i for i in classify(model, kinds)}
+    if params is None:
+        items = list(infos.values())
+        return [{"params": [i.param for i in items], "param_names": [i.name for i in items],
+                 "kinds": [i.kind for i in items]}], infos
+    if isinstance(params, Tensor):
+        raise TypeError("AGD expects a model or an iterable of parameters, got a single Tensor; "
+                        "pass the model itself: AGD(model)")
+    items = list(params)
+    raw = [dict(g) for g in items] if items and isinstance(items[0], dict) else [{"params": items}]
+    groups = []
+    for g in raw:
+        ps = g["params"]
+        ps = [ps] if isinstance(ps, Tensor) else list(ps)
+        pairs = [(p if isinstance(p, tuple) else (None, p)) for p in ps]
+        names = list(g.pop("param_names", None) or [n for n, _ in pairs])
+        g.pop("names", None)
+        tensors = [p for _, p in pairs]
+        group_kinds = []
+        for j, (name, p) in enumerate(zip(names, tensors)):
+            info = infos.get(id(p))
+            if info is not None:
+                names[j] = name or info.name
+                group_kinds.append(info.kind)
+                continue
+            declared = _declared(kinds, p, name)
+            if declared is None:
+                raise ValueError(
+                    f"AGD does not know what parameter {name or f'#{j}'!r} (shape "
+                    f"{tuple(p.shape)}) is: pass the model itself, AGD(model), or "
+                    "AGD(params, model=model), or declare it with kinds={param: KIND}")
+            names[j] = name or f"param {j}"
+            group_kinds.append(as_kind(declared))
+        groups.append({**g, "params": tensors, "param_names": names, "kinds": group_kinds})
+    return groups, infos
+
+
+def _declared(kinds: Mapping[Any, Any] | None, p: Tensor, name: str | None) -> Any:
+    if not kinds:
+        return None
+    for key, value in kinds.items():
+        if key is p or (name is not None and key == name):
+            return value
+    return None
+
+
+def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
+                  defaults: dict[str, Any]) -> dict[str, Any]:
+    """``param_group`` with ``params`` as a list, ``param_names``, ``kinds`` as tuples and
+    ``eta``; a group added after construction takes its kinds from the model (``infos``).
+    ValueError for an unknown parameter, a shape its kind cannot have, a non-float dtype or a
+    bad ``gain``/``lr``."""
+    params = param_group["params"]
+    params = [params] if isinstance(params, Tensor) else list(params)
+    if "kinds" not in param_group:  # added after construction: kinds from the model
+        missing = [i for i, p in enumerate(params) if id(p) not in infos]
+        if missing:
+            raise ValueError("AGD.add_param_group: parameter #%d is not part of the model "
+                             "AGD was built with; give the group 'kinds': [KIND, ...]"
+                             % missing[0])
+        found = [infos[id(p)] for p in params]
+        param_group = {**param_group, "kinds": [i.kind for i in found],
+                       "param_names": param_group.get("param_names")
+                       or [i.name for i in found]}
+    names = list(param_group.get("param_names") or [f"param {i}" for i in range(len(params))])
+    kinds = [Kind(*k) if isinstance(k, (tuple, list)) else as_kind(k)
+             for k in param_group["kinds"]]
+    if not (len(names) == len(kinds) == len(params)):
+        raise ValueError(f"AGD param group has {len(params)} params, {len(names)} names "
+                         f"and {len(kinds)} kinds")
+    for name, p, kind in zip(names, params, kinds):
+        if not p.is_floating_point():
+            raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
+                             "floating point")
+        rules.check_shape(name, p.shape, kind)
+    for key in ("gain", "lr"):
+        check_multiplier(key, param_group.get(key, defaults[key]))
+    eta = param_group.get("eta")
+    if eta is None:  # η of the last step, for loggers; present from the start
+        eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
+                          device=params[0].device if params else "cpu")
+    return {**param_group, "params": params, "param_names": names,
+            "kinds": [(k.name, k.blocks, k.groups) for k in kinds], "eta": eta}
