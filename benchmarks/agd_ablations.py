@@ -195,7 +195,7 @@ def _gpt_run(preset: Preset, steps: int, seed: int, text: str) -> dict:
                          image_size=0, depth=4, width=128, heads=4, seq_len=64)
     opt = AGD(model, preset=preset)
     opt.init_weights(torch.Generator().manual_seed(seed))
-    loader, it, epoch, etas, t0 = bundle.train_loader(12, seed=seed), None, 0, [], time.perf_counter()
+    loader, epoch, etas, t0 = bundle.train_loader(12, seed=seed), 0, [], time.perf_counter()
     it = iter(loader)
     for _ in range(steps):
         try:
