@@ -25,6 +25,9 @@ from torch._dynamo.utils import counters
 
 import hyperfree
 
+# torch's own compile stack uses torch.jit.script_method internally on this version
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+
 
 def _mlp(dtype: torch.dtype = torch.float32) -> nn.Module:
     torch.manual_seed(0)
