@@ -14,8 +14,10 @@ from typing import Any, Iterable
 from . import _verdicts as V
 from ._spec import Experiment, RunSpec, register_experiment
 
-__all__ = ["GRID", "smoke_of", "profiles"]
+__all__ = ["PAPER_AGD", "GRID", "smoke_of", "profiles"]
 
+#: The experiments of the papers reproduce the paper's AGD (Algorithm 1), whatever the default.
+PAPER_AGD = "agd-paper"
 GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the AGD paper's Adam/SGD grid
 _SMOKE = {"epochs": 1, "limit_batches": 1, "train_bs": 32, "test_bs": 64, "rel_update_samples": 1}
 
@@ -59,7 +61,7 @@ def _grid_runs(base: dict[str, Any], optimizers: Iterable[str], lrs: Iterable[fl
 def _depth(dataset: str, width: int, epochs: int, **extra: Any) -> tuple[RunSpec, ...]:
     base = {"arch": "fcn", "dataset": dataset, "depth": 32, "width": width, "epochs": epochs,
             **extra}
-    return (RunSpec("agd", "agd", {**base, "optimizer": "agd"}),
+    return (RunSpec("agd", "agd", {**base, "optimizer": PAPER_AGD}),
             RunSpec("adam-lr0.001", "adam", {**base, "optimizer": "adam", "lr": 1e-3}),
             RunSpec("sgd-lr0.1", "sgd", {**base, "optimizer": "sgd", "lr": 0.1}))
 
@@ -81,7 +83,7 @@ def _tuned(dataset: str, depth: int, width: int, epochs: int, **extra: Any
            ) -> tuple[RunSpec, ...]:
     base = {"arch": "fcn", "dataset": dataset, "depth": depth, "width": width, "epochs": epochs,
             **extra}
-    return (RunSpec("agd", "agd", {**base, "optimizer": "agd"}),
+    return (RunSpec("agd", "agd", {**base, "optimizer": PAPER_AGD}),
             *_grid_runs(base, ("adam", "sgd"), GRID))
 
 
@@ -105,7 +107,7 @@ def _shape(dataset: str, depths: Iterable[int], widths: Iterable[int], epochs: i
            **extra: Any) -> tuple[RunSpec, ...]:
     return tuple(RunSpec(f"agd-d{d}-w{w}", "agd",
                          {"arch": "fcn", "dataset": dataset, "depth": d, "width": w,
-                          "epochs": epochs, "optimizer": "agd", **extra}, x=w, y=d)
+                          "epochs": epochs, "optimizer": PAPER_AGD, **extra}, x=w, y=d)
                  for d in depths for w in widths)
 
 
@@ -125,7 +127,7 @@ register_experiment(Experiment(
 def _batch(dataset: str, sizes: Iterable[int], epochs: int) -> tuple[RunSpec, ...]:
     return tuple(RunSpec(f"agd-bs{b}", "agd",
                          {"arch": "fcn", "dataset": dataset, "depth": 4, "width": 256,
-                          "epochs": epochs, "optimizer": "agd", "train_bs": b}, x=b)
+                          "epochs": epochs, "optimizer": PAPER_AGD, "train_bs": b}, x=b)
                  for b in sizes)
 
 
@@ -147,7 +149,7 @@ def _conv(dataset: str, models: Iterable[tuple[str, int, int | None]], lrs: Iter
     for arch, width, depth in models:
         base = {"arch": arch, "dataset": dataset, "width": width, "epochs": epochs, **extra,
                 **({} if depth is None else {"depth": depth})}
-        out.append(RunSpec(f"{arch}-agd", "agd", {**base, "optimizer": "agd"}, panel=arch))
+        out.append(RunSpec(f"{arch}-agd", "agd", {**base, "optimizer": PAPER_AGD}, panel=arch))
         out += _grid_runs(base, ("adam",), lrs, panel=arch, prefix=f"{arch}-")
     return tuple(out)
 
@@ -234,7 +236,7 @@ register_experiment(Experiment(
 
 # ---------------------------------------------------------------- 7. peers (the race)
 PEERS: tuple[tuple[str, str], ...] = (
-    ("agd", "agd"), ("sgd-sgd tower", "sgd(0.01)/sgd(1e-4)"),
+    ("agd", PAPER_AGD), ("sgd-sgd tower", "sgd(0.01)/sgd(1e-4)"),
     ("adam-sgd tower", "adam(0.001)/sgd(1e-5)"), ("prodigy", "prodigy"),
     ("dadapt-adam", "dadapt-adam"), ("schedulefree-adamw", "schedulefree-adamw"),
     ("dog", "dog"), ("gdtuo", "gdtuo"))
