@@ -20,8 +20,8 @@ from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
-from .loop import (FIGURE_NAME, History, TrainingDiverged, TrainingInterrupted, build_model,
-                   load_data, model_flags, resolve_device, train)
+from .build import build_model, load_data, model_flags, resolve_device
+from .loop import FIGURE_NAME, History, TrainingDiverged, TrainingInterrupted, train
 from .losses import cross_entropy, get_loss, square_loss
 from .optimizers import (OptimArgs, OptimInfo, build_optimizer, get_optimizer_info,
                          list_optimizers, register_optimizer, register_spec_parser)
