@@ -8,11 +8,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from ._errors import DataError
+
 __all__ = ["DataError", "DatasetInfo", "DataBundle", "BatchLoader", "LoaderFactory"]
-
-
-class DataError(ValueError):
-    """A dataset file is missing, corrupt or unsafe; the one-line message names file and fix."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._types import DataError
+from ._errors import DataError
 
 __all__ = ["SafeUnpickler", "safe_load_pickle", "load_cifar_split", "CIFAR_LAYOUT"]
 

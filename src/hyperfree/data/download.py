@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from ._types import DataError
+from ._errors import DataError
 
 __all__ = ["CHECKSUMS", "BASE_URLS", "md5_of", "download_file", "safe_extract_tar"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._types import DataError
+from ._errors import DataError
 
 __all__ = ["read_idx", "load_idx_split", "IDX_FILES"]
 

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._types import DataError
+from ._errors import DataError
 from .loader import epoch_seed, normalise, rank_slice
 
 __all__ = ["scan_image_folder", "random_resized_crop_box", "center_crop_box", "ImageFolder",

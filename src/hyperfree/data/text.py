@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._types import DataError
+from ._errors import DataError
 from .loader import TensorLoader, epoch_seed
 
 __all__ = ["find_text_file", "build_vocab", "encode", "windows", "read_text_splits", "load_text",

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ._plan import Plan
+from ._update import pattern_targets, retract_weights, targets
 
 __all__ = ["finish_host"]
 
@@ -37,8 +38,6 @@ def finish_host(params: list[Tensor], us: list[Tensor], plan: Plan, flat: Tensor
                 ) -> tuple[Tensor, bool]:
     """Finish :func:`~hyperfree.optim._foreach.foreach_step` with Python floats; returns
     ``(η as a 0-dim tensor, ok)``."""
-    from ._foreach import _retract, pattern_targets, targets  # noqa: PLC0415
-
     h = plan.host
     vals = flat.tolist()
     n_sq = len(h["sq_sigma_L"])
@@ -79,7 +78,7 @@ def finish_host(params: list[Tensor], us: list[Tensor], plan: Plan, flat: Tensor
         per_row = torch.where(n > 0, plan.sigma[i] * s_of(i) / n, 0.0)
         params[i].addcmul_(us[i], per_row.unsqueeze(1).to(params[i].dtype))
     if retract is not None:
-        _retract(params, plan, retract, reduce)
+        retract_weights(params, plan, retract, reduce)
     return torch.tensor(eta, dtype=dtype, device=params[0].device), True
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Union
 
 from torch import Tensor, nn
@@ -293,11 +293,3 @@ def _has(declared: Mapping[Any, Any], key: Any) -> bool:
         return key in declared
     except (TypeError, RuntimeError):  # a Tensor key compared with a str key
         return any(k is key for k in declared)
-
-
-def check_shapes(infos: Iterable[ParamInfo]) -> None:
-    """Raise ValueError if a parameter's shape cannot be of its kind (e.g. gain not 1-D)."""
-    from .rules import check_shape
-
-    for info in infos:
-        check_shape(info.name, info.param.shape, info.kind)
