@@ -50,13 +50,18 @@ def _assert_same(model, twin, opt, opt_twin):
 def test_fast_path_equals_reference_twin_over_several_steps(preset):
     model, opt, twin, opt_twin = _pair(attn_bias=False, preset=preset)
     start = [p.detach().clone() for p in model.parameters()]
+    etas = []
     for t in range(6):
         for m, o in ((model, opt), (twin, opt_twin)):
             o.zero_grad()
             zoo_loss(m, seed=t).backward()
             o.step()
         assert math.isclose(float(opt.eta), float(opt_twin.eta), rel_tol=1e-9), t
-        assert float(opt.eta) > 0
+        etas.append(float(opt.eta))
+    if PRESETS[preset].estimate == "fresh":  # the first step only fills the momentum; later
+        assert etas[0] == 0 and max(etas) > 0 and min(etas) >= 0  # G >= 0 may clamp to 0
+    else:
+        assert min(etas) > 0
     _assert_same(model, twin, opt, opt_twin)
     moved = [n for (n, p), p0 in zip(model.named_parameters(), start) if not torch.equal(p, p0)]
     assert len(moved) == len(start)  # not vacuous: every parameter took part

@@ -4,5 +4,5 @@ from .init import orthogonal_init_
 from .kinds import KIND_NAMES, Kind, classify, register_kinds
 from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, list_presets
 
-__all__ = ["AGD", "init_weights", "Kind", "KIND_NAMES", "classify", "register_kinds", "Preset", "PRESETS",
-           "DEFAULT_PRESET", "get_preset", "list_presets", "orthogonal_init_"]
+__all__ = ["AGD", "init_weights", "Kind", "KIND_NAMES", "classify", "register_kinds", "Preset",
+           "PRESETS", "DEFAULT_PRESET", "get_preset", "list_presets", "orthogonal_init_"]

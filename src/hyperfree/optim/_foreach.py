@@ -34,11 +34,15 @@ from torch import Tensor
 
 from . import rules
 from ._plan import Plan, acc_dtype, build_plan, narrow
+from ._fresh import fresh_G, fresh_dots
 from ._update import Reduce, pattern_sq, pattern_targets, retract_weights, targets, unbind_as
 from .newton_schulz import batched_dot, ns_dtype, orthogonalize
 
 __all__ = ["Plan", "Reduce", "Polar", "build_plan", "foreach_step", "acc_dtype"]
 
+#: ``g_hat(F, ok) -> G``: the preset's running estimate of G from this step's fresh term ``F``
+#: (``ok``: whether the step is finite; a skipped step must leave the estimate alone)
+GHat = Callable[[Tensor, Tensor | None], Tensor]
 #: Newton–Schulz of every polar parameter: ``(us, plan, guard, ns_steps, ns_dtype) ->
 #: (directions {param: D of the local tensor}, ⟨u, D⟩ of every matrix in plan order, weighted
 #: so that the reduce hook sums them to the global values)``
@@ -79,7 +83,8 @@ def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *,
                  multipliers: Tensor | float, bias_correction: Tensor | None, guard: str,
                  ns_steps: int = 5, ns_dtype_: torch.dtype | None = None,
                  retract: str | None = None, reduce: Reduce | None = None,
-                 polar: Polar | None = None, finite: Tensor | None = None
+                 polar: Polar | None = None, finite: Tensor | None = None,
+                 fresh: list[Tensor] | None = None, g_hat: GHat | None = None
                  ) -> tuple[Tensor, Tensor]:
     """Move ``params`` by AGD along ``us`` (the gradients, or the momentum buffers).
 
@@ -90,7 +95,10 @@ def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *,
     the step goes into ONE flat vector passed once through ``reduce`` before any square root;
     ``polar`` replaces the Newton–Schulz of unsharded matrices (see :mod:`._distributed`).
     ``finite`` (0-dim bool, device guard) also gates the step (the gradients' flag when ``us``
-    are momentum buffers). Returns ``(η, ok)`` as device tensors: η is 0 when the step was skipped.
+    are momentum buffers). ``fresh`` (the gradients, with ``us`` the momentum of the previous
+    steps) switches ``G`` to the fresh estimate: ``F = Σ σ/L·⟨g, D(u)⟩`` goes through the same
+    single ``reduce`` and ``g_hat(F, ok)`` returns the ``G`` to use (the preset's average).
+    Returns ``(η, ok)`` as device tensors: η is 0 when the step was skipped.
     """
     acc = plan.sigma_t.dtype
     parts: list[Tensor] = []  # sums of squares first, then the terms that are not squared
@@ -109,14 +117,18 @@ def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *,
     if plan.polar:
         directions, dots = (polar or _polar)(us, plan, guard, ns_steps, ns_dtype_)
         parts.append(dots)
+    n_main = sum(t.shape[0] for t in parts)
+    if fresh is not None:
+        parts.append(fresh_dots(fresh, us, plan, directions, row_norms, acc))
     flat = torch.cat(parts) if len(parts) > 1 else parts[0]
     if reduce is not None:
         flat = reduce(flat)
+    flat, fresh_flat = (flat[:n_main], flat[n_main:]) if fresh is not None else (flat, None)
     if guard == "host":
         from ._host import finish_host  # noqa: PLC0415  (the host twin of the code below)
 
         return finish_host(params, us, plan, flat, row_norms, directions, multipliers,
-                           bias_correction, retract, reduce)
+                           bias_correction, retract, reduce, fresh_flat, g_hat)
     n_sq = plan.sq_sigma.shape[0]
     norms = flat[:n_sq].sqrt() if n_sq < flat.shape[0] else flat.sqrt()
     G = torch.dot(plan.sq_sigma_L, norms) if n_sq else None  # σ/L · ‖u‖
@@ -126,6 +138,10 @@ def foreach_step(params: list[Tensor], us: list[Tensor], plan: Plan, *,
     if bias_correction is not None:
         G = G * bias_correction
     ok = torch.isfinite(G) if finite is None else torch.isfinite(G) & finite
+    if fresh_flat is not None:
+        F = fresh_G(fresh_flat, norms[:n_sq] if n_sq else norms[:0], plan)
+        ok = ok & torch.isfinite(F)
+        G = g_hat(F, ok)
     eta = torch.where(ok, G.add(0.25).sqrt_().add_(0.5).log_(), 0.0)  # log((1 + √(1+4G))/2)
     scale = eta * (-1.0 / plan.L * multipliers)  # −gain·lr·η/L, one or (n,)
     per_param = scale.dim() > 0

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._fresh import fresh_G_host
 from ._plan import Plan
 from ._update import pattern_targets, retract_weights, targets
 
@@ -34,10 +35,10 @@ __all__ = ["finish_host"]
 
 def finish_host(params: list[Tensor], us: list[Tensor], plan: Plan, flat: Tensor,
                 row_norms: list[Tensor], directions: dict[int, Tensor], multipliers: Any,
-                bias_correction: Tensor | None, retract: str | None, reduce: Any
-                ) -> tuple[Tensor, bool]:
+                bias_correction: Tensor | None, retract: str | None, reduce: Any,
+                fresh: Tensor | None = None, g_hat: Any = None) -> tuple[Tensor, bool]:
     """Finish :func:`~hyperfree.optim._foreach.foreach_step` with Python floats; returns
-    ``(η as a 0-dim tensor, ok)``."""
+    ``(η as a 0-dim tensor, ok)``. ``fresh``/``g_hat``: the fresh estimate of G."""
     h = plan.host
     vals = flat.tolist()
     n_sq = len(h["sq_sigma_L"])
@@ -47,6 +48,10 @@ def finish_host(params: list[Tensor], us: list[Tensor], plan: Plan, flat: Tensor
     if bias_correction is not None:
         G *= float(bias_correction)
     dtype = params[0].dtype
+    if fresh is not None and math.isfinite(G):
+        F = fresh_G_host(fresh.tolist(), norms, plan)
+        G = float(g_hat(torch.tensor(F, dtype=torch.float64), None)) if math.isfinite(F) \
+            else F
     if not math.isfinite(G):
         return torch.zeros((), dtype=dtype, device=params[0].device), False
     eta = math.log(0.5 + math.sqrt(G + 0.25))  # = log((1 + √(1 + 4G)) / 2)

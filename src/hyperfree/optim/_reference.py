@@ -116,13 +116,18 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    family: str, gains: list[float], lrs: list[float], momentum: float = 0.0,
                    buffers: list[Tensor | None] | None = None, step: int = 1,
                    retract: str | None = None, ns_steps: int = 5,
-                   ns_dtype: torch.dtype | None = None) -> Tensor:
+                   ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None
+                   ) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
-    in ``L`` but are not moved."""
+    in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
+    estimate of G: ``step`` is then the number of finite gradients BEFORE this one."""
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
     buffers = buffers if buffers is not None else [None] * len(params)
     finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+    if fresh_ema is not None:
+        return _fresh_step(params, grads, kinds, family, gains, lrs, momentum, buffers, step,
+                           retract, ns_steps, ns_dtype, fresh_ema, L, finite)
     us: list[Tensor | None] = []
     new_buffers = list(buffers)
     for i, g in enumerate(grads):
@@ -176,4 +181,62 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                 n = torch.sqrt((c.double() ** 2).sum())
                 if n > 0 and (retract == "sphere" or n > rho):
                     c.copy_(c * (rho / n).to(c.dtype))
+    return eta.to(params[0].dtype)
+
+
+def _move(params: list[Tensor], kinds: list[Kind], family: str, live: list[bool],
+          directions: list[Tensor], eta: Tensor, L: int, gains: list[float], lrs: list[float],
+          retract: str | None) -> None:
+    """``W_c ← W_c − gain·lr·(η/L)·σ_c·D_c`` for every cell, then the optional retraction."""
+    j = 0
+    for i, (p, k) in enumerate(zip(params, kinds)):
+        if not live[i]:
+            continue
+        cells, sigma, _, _ = _cells(p, k, family)
+        for c in cells:
+            c.copy_(c - (gains[i] * lrs[i] * eta / L * sigma).to(c.dtype) * directions[j])
+            j += 1
+        if retract is not None:
+            for c, rho in _retract_cells(p, k):
+                n = torch.sqrt((c.double() ** 2).sum())
+                if n > 0 and (retract == "sphere" or n > rho):
+                    c.copy_(c * (rho / n).to(c.dtype))
+
+
+def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Kind],
+                family: str, gains: list[float], lrs: list[float], beta: float,
+                buffers: list[Tensor | None], k: int, retract: str | None, ns_steps: int,
+                ns_dtype: torch.dtype | None, ema: list[float], L: int, finite: bool
+                ) -> Tensor:
+    """The fresh estimate, written out: D from m_{t−1}; F = Σ σ⟨g, D⟩/L; H ← βH + (1−β)F;
+    G = max(0, H/(1−β^k)); the step; then m ← βm + (1−β)g. Nothing moves if a gradient is not
+    finite; with k = 0 (no direction yet) only the momentum takes the gradient."""
+    if not finite:
+        return torch.zeros((), dtype=params[0].dtype)
+    live = [g is not None for g in grads]
+    directions, F = [], 0.0
+    for p, g, m, kind, on in zip(params, grads, buffers, kinds, live):
+        if not on:
+            continue
+        dtype = ns_dtype or (torch.float64 if p.dtype == torch.float64 else torch.bfloat16)
+        cells, sigma, _, how = _cells(p, kind, family)
+        source = m if m is not None else torch.zeros_like(g)
+        for uc, gc in zip(_cells(source, kind, family)[0], _cells(g, kind, family)[0]):
+            d = _direction(uc, how, ns_steps, dtype)
+            F += sigma * float((gc.double() * d.double()).sum())
+            directions.append(d)
+    F /= L
+    if k > 0:
+        ema[0] = beta * ema[0] + (1 - beta) * F
+    G = max(0.0, ema[0] / (1 - beta ** k)) if k > 0 else 0.0
+    eta = torch.tensor(math.log((1 + math.sqrt(1 + 4 * G)) / 2), dtype=torch.float64)
+    _move(params, kinds, family, live, directions, eta, L, gains, lrs, retract)
+    for i, g in enumerate(grads):
+        if g is not None:
+            m = torch.zeros_like(g) if buffers[i] is None else buffers[i]
+            new = beta * m + (1 - beta) * g
+            if buffers[i] is None:
+                buffers[i] = new
+            else:
+                buffers[i].copy_(new)
     return eta.to(params[0].dtype)

@@ -100,6 +100,8 @@ class AGD(torch.optim.Optimizer):
         step does no set-up work (``torch.compile(opt.step)`` then captures one graph)."""
         entries = self._entries()
         self._counter("step"), self._counter("skipped"), self._counter("momentum")
+        if self.preset.estimate == "fresh":
+            self._ema()
         params = [p for _, _, p, _ in entries]
         self._setup_sharding()
         if self.defaults["foreach"]:
@@ -275,9 +277,10 @@ class AGD(torch.optim.Optimizer):
             params, grads = [_local(p) for p in params], [_local(g) for g in grads]
         acc = plan.sigma_t.dtype
         us, bc, finite = grads, None, None
-        if beta:
+        fresh = preset.estimate == "fresh"
+        if beta:  # fresh: the direction comes from the momentum BEFORE this gradient
             us, bc, finite = self._momentum([p for _, _, p, _ in chosen], grads, guard, beta,
-                                            acc)
+                                            acc, update=not fresh)
             if guard == "host" and not bool(finite):
                 return torch.zeros((), dtype=params[0].dtype, device=params[0].device), finite
         eta, ok = _foreach.foreach_step(
@@ -285,8 +288,45 @@ class AGD(torch.optim.Optimizer):
             bias_correction=bc, guard=guard, finite=finite if guard == "device" else None,
             ns_steps=first["ns_steps"], retract=preset.retract,
             reduce=sh.reduce if sh is not None else None,
-            polar=sh.polar if sh is not None else None)
+            polar=sh.polar if sh is not None else None,
+            fresh=grads if fresh else None, g_hat=self._g_hat(beta) if fresh else None)
+        if fresh:  # then the momentum takes this gradient
+            self._take_gradient(us, grads, finite, guard, beta)
         return eta, ok
+
+    def _g_hat(self, beta: float) -> Any:
+        """``g_hat(F, ok)`` of the fresh estimate: ``H ← β H + (1 − β) F`` over the steps that
+        had a direction (``k ≥ 1`` gradients before this one, all finite), and
+        ``G = max(0, H / (1 − β^k))``; ``H`` is state (``state_dict()["agd"]``)."""
+        H, k = self._ema(), self._counter("momentum")
+
+        def g_hat(F: Tensor, ok: Tensor | None) -> Tensor:
+            valid = k > 0 if ok is None else (k > 0) & ok
+            H.copy_(torch.where(valid, beta * H + (1 - beta) * F.to(H.dtype), H))
+            kk = k.clamp(min=1).to(H.dtype)
+            return torch.where(k > 0, H / (1 - torch.pow(beta, kk)), 0.0).clamp(min=0.0)
+
+        return g_hat
+
+    def _ema(self) -> Tensor:
+        """The fresh estimate's running average ``H`` (float64, next to the weights)."""
+        if "fresh_ema" not in self._counters:
+            dev = self.param_groups[0]["params"][0].device
+            self._counters["fresh_ema"] = torch.zeros((), dtype=torch.float64, device=dev)
+        return self._counters["fresh_ema"]
+
+    def _take_gradient(self, bufs: list[Tensor], grads: list[Tensor], finite: Tensor,
+                       guard: str, beta: float) -> None:
+        """``m ← β m + (1−β) g`` where the gradients are finite; counts it."""
+        t = self._counter("momentum")
+        if guard == "host":
+            if bool(finite):
+                torch._foreach_lerp_(bufs, grads, 1 - beta)
+                t.add_(1)
+        else:
+            torch._foreach_lerp_(bufs, [torch.where(finite, g, b) for g, b in zip(grads, bufs)],
+                                 1 - beta)
+            t.add_(finite.to(t.dtype))
 
     def _reference_update(self, live: tuple[int, ...], grads: list[Tensor]
                           ) -> tuple[Tensor, Tensor]:
@@ -304,14 +344,19 @@ class AGD(torch.optim.Optimizer):
         else:
             full_p, full_b = params, bufs
         finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        fresh = preset.estimate == "fresh"
+        before = int(self._counter("momentum"))
         if beta and finite:
             self._counter("momentum").add_(1)
+        ema = [float(self._ema())] if fresh else None
         eta = _reference.reference_step(
             full_p, grads, [k for _, _, _, k in chosen], family=preset.family,
             gains=[float(g["gain"]) for g, _, _, _ in chosen],
             lrs=[float(g["lr"]) for g, _, _, _ in chosen], momentum=beta, buffers=full_b,
-            step=max(int(self._counter("momentum")), 1), retract=preset.retract,
-            ns_steps=self.param_groups[0]["ns_steps"])
+            step=before if fresh else max(int(self._counter("momentum")), 1),
+            retract=preset.retract, ns_steps=self.param_groups[0]["ns_steps"], fresh_ema=ema)
+        if fresh:
+            self._ema().fill_(ema[0])
         if sharded:
             rows = [self._sharded.rows[j] for j in live]
             for p, f, r in zip(params, full_p, rows):
@@ -325,10 +370,10 @@ class AGD(torch.optim.Optimizer):
         return eta, torch.tensor(finite)
 
     def _momentum(self, params: list[Tensor], grads: list[Tensor], guard: str, beta: float,
-                  acc: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor]:
-        """``m ← β m + (1−β) g`` (only where every gradient is finite); returns the buffers
-        (local shards), the bias correction ``1/(1−β^t)`` and the finite flag of the gradients
-        (over every shard: one small all-reduce when sharded)."""
+                  acc: torch.dtype, update: bool = True) -> tuple[list[Tensor], Tensor, Tensor]:
+        """``m ← β m + (1−β) g`` (only where every gradient is finite; not yet if ``update`` is
+        False); returns the buffers (local shards), the bias correction ``1/(1−β^t)`` and the
+        finite flag of the gradients (over every shard: one small all-reduce when sharded)."""
         bufs = []
         for p in params:
             st = self.state[p]
@@ -339,15 +384,9 @@ class AGD(torch.optim.Optimizer):
             finite = self._sharded.all_finite(grads, acc)
         else:
             finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, dtype=acc)).sum())
+        if update:
+            self._take_gradient(bufs, grads, finite, guard, beta)
         t = self._counter("momentum")  # momentum updates so far: finite gradients only
-        if guard == "host":
-            if bool(finite):
-                torch._foreach_lerp_(bufs, grads, 1 - beta)
-                t.add_(1)
-        else:
-            torch._foreach_lerp_(bufs, [torch.where(finite, g, b) for g, b in zip(grads, bufs)],
-                                 1 - beta)
-            t.add_(finite.to(t.dtype))
         bc = 1.0 / (1.0 - torch.pow(beta, t.clamp(min=1).to(acc)))
         return bufs, bc, finite
 
@@ -358,6 +397,8 @@ class AGD(torch.optim.Optimizer):
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
                      "momentum_steps": int(self._counter("momentum")),
                      "preset": self.preset.name}
+        if self.preset.estimate == "fresh":
+            sd["agd"]["fresh_ema"] = float(self._ema())
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -378,6 +419,8 @@ class AGD(torch.optim.Optimizer):
         self._counter("step").fill_(int(counters["steps"]))
         self._counter("skipped").fill_(int(counters["skipped_steps"]))
         self._counter("momentum").fill_(int(counters.get("momentum_steps", counters["steps"])))
+        if self.preset.estimate == "fresh":
+            self._ema().fill_(float(counters.get("fresh_ema", 0.0)))
         self._flags.clear()
         self._plans.clear()
         self._cache = None

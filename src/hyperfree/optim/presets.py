@@ -10,7 +10,14 @@ A :class:`Preset` fixes the parts of the update that are not derived from the ar
   everywhere (direction and ``G``), bias-corrected: ``u = m/(1 − β^t)``; 0 = none;
 * ``retract`` — keep every matrix block / conv slice / embedding row on (``"sphere"``) or
   inside (``"ball"``) the Frobenius sphere of AGD's initialisation, so that the majorisation's
-  premise ``‖W‖ ≈ s(W)`` keeps holding (``docs/agd-stability.md``); ``None`` = never.
+  premise ``‖W‖ ≈ s(W)`` keeps holding (``docs/agd-stability.md``); ``None`` = never;
+* ``estimate`` — how ``G``, the first-order decrease the majorisation promises, is estimated:
+  ``"self"`` is ``Σ σ·⟨u, D(u)⟩`` of the direction's own source (the paper's, with ``u`` the
+  gradient or the momentum), which noise inflates (Jensen); ``"fresh"`` (needs momentum) takes
+  the direction from the momentum BEFORE this step's gradient, ``D = D(m_{t−1})``, and
+  estimates ``G`` without that bias from the fresh gradient, ``F_t = Σ σ·⟨g_t, D⟩ / L``,
+  averaged with the same β: ``G = max(0, H_t/(1 − β^k))``, ``H_t = β H_{t−1} + (1 − β) F_t``
+  over the ``k`` steps that had a direction (the first step only fills the momentum).
 
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
@@ -30,6 +37,7 @@ class Preset:
     family: str = "frobenius"
     momentum: float = 0.0
     retract: str | None = None
+    estimate: str = "self"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -42,6 +50,12 @@ class Preset:
         if self.retract not in (None, "sphere", "ball"):
             raise ValueError(f"preset {self.name!r}: retract must be None, 'sphere' or 'ball', "
                              f"got {self.retract!r}")
+        if self.estimate not in ("self", "fresh"):
+            raise ValueError(f"preset {self.name!r}: estimate must be 'self' or 'fresh', got "
+                             f"{self.estimate!r}")
+        if self.estimate == "fresh" and not self.momentum:
+            raise ValueError(f"preset {self.name!r}: estimate='fresh' needs momentum > 0 (the "
+                             "direction comes from the momentum of the previous steps)")
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -54,6 +68,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            description="spectral with momentum, weights kept on their init sphere"),
     Preset("paper-momentum", "frobenius", momentum=0.95,
            description="the paper's rule with momentum 0.95 (ablation)"),
+    Preset("spectral-fresh", "spectral", momentum=0.95, estimate="fresh",
+           description="spectral with momentum; G estimated without noise bias from the fresh "
+                       "gradient against the previous momentum's direction"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
