@@ -111,7 +111,7 @@ def test_init_weights_refuses_once_a_state_was_restored() -> None:
     module = SafeModule("paper", seed=0)
     opt = module.configure_optimizers()
     _fit(module, opt, range(2))
-    opt2 = hyperfree.AGD(module.net)
+    opt2 = hyperfree.AGD(module.net, preset="paper")
     opt2.load_state_dict(opt.state_dict())
     before = flat(module)
     with pytest.raises(ValueError, match="would wipe the trained weights"):

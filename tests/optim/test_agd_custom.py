@@ -93,7 +93,7 @@ def test_registered_module_type_trains(restore_kind_rules, route):
     key = ScaleShift if route == "class" else f"{__name__}.ScaleShift"
     register_kinds(key, {"scale": "gain", "shift": "bias"})
     model = _model()
-    _first_step_matches_rule(model, lambda: hyperfree.AGD(model))
+    _first_step_matches_rule(model, lambda: hyperfree.AGD(model, preset="paper"))
     model = _model()
     losses = _losses(model, hyperfree.AGD(model))
     assert all(math.isfinite(v) for v in losses)
@@ -103,7 +103,7 @@ def test_registered_module_type_trains(restore_kind_rules, route):
 def test_subclass_inherits_a_registration(restore_kind_rules):
     register_kinds(ScaleShift, {"scale": "gain", "shift": Kind("bias")})
     model = _model(MyScaleShift)
-    _first_step_matches_rule(model, lambda: hyperfree.AGD(model))
+    _first_step_matches_rule(model, lambda: hyperfree.AGD(model, preset="paper"))
 
 
 def test_registration_is_restored_by_the_fixture(restore_kind_rules):
@@ -115,7 +115,7 @@ def test_registration_is_restored_by_the_fixture(restore_kind_rules):
 def test_per_parameter_declaration_trains():
     kinds = {"2.scale": "gain", "2.shift": "bias"}
     model = _model()
-    _first_step_matches_rule(model, lambda: hyperfree.AGD(model, kinds=kinds))
+    _first_step_matches_rule(model, lambda: hyperfree.AGD(model, kinds=kinds, preset="paper"))
     model = _model()
     losses = _losses(model, hyperfree.AGD(model, kinds=kinds))
     assert losses[-1] < 0.7 * losses[0], losses
@@ -140,7 +140,7 @@ def test_tied_parameter_with_conflicting_kinds_raises_until_declared():
     model = GainTiedToBias().double()
     with pytest.raises(ValueError, match=r"tied parameter 'ln\.weight'.*bias.*gain.*kinds="):
         hyperfree.AGD(model)
-    opt = hyperfree.AGD(model, kinds={"lin.bias": "gain"})  # any of its names declares it
+    opt = hyperfree.AGD(model, kinds={"lin.bias": "gain"}, preset="paper")  # any name does
     assert opt.L == 1 + 1  # lin.weight and the (once-counted) gain; ln.bias is a bias
     x = torch.randn(5, 4, dtype=torch.float64)
     model(x).square().sum().backward()

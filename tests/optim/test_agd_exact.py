@@ -24,7 +24,8 @@ def formula_step(params: list[torch.Tensor], gain: float = 1.0) -> float:
     def slices(t):
         if t.dim() == 2:
             return [(slice(None), slice(None))]
-        return [(slice(None), slice(None), i, j) for i in range(t.shape[2]) for j in range(t.shape[3])]
+        return [(slice(None), slice(None), i, j) for i in range(t.shape[2])
+                for j in range(t.shape[3])]
 
     def s_of(t):
         d_out, d_in = t.shape[0], t.shape[1]
@@ -62,7 +63,7 @@ def square_loss(out: torch.Tensor, seed: int) -> torch.Tensor:
 def test_agd_matches_formula_after_20_steps(kind, foreach, gain):
     torch.manual_seed(0)
     model, x = make(kind)
-    opt = hyperfree.AGD(model, gain=gain, foreach=foreach)
+    opt = hyperfree.AGD(model, preset="paper", gain=gain, foreach=foreach)
     opt.init_weights()
     twin = copy.deepcopy(model)
     twin_params = [p for p in twin.parameters()]
@@ -93,7 +94,7 @@ def test_eta_formula_and_L_counts_params_without_grad():
     a.grad = torch.randn(4, 6)
     b.grad = torch.randn(3, 2, 3, 3)
     c_before = c.detach().clone()
-    opt = hyperfree.AGD([a, b, c], kinds={a: "linear", b: "conv", c: "linear"})
+    opt = hyperfree.AGD([a, b, c], kinds={a: "linear", b: "conv", c: "linear"}, preset="paper")
     G = (math.sqrt(4 / 6) * float(a.grad.norm())
          + math.sqrt(3 / 2) / 3 * float(b.grad.norm(dim=(0, 1)).sum())) / 3  # L = 3, not 2
     opt.step()

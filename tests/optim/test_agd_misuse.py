@@ -28,11 +28,11 @@ from . import agd_spec as S
 
 
 def _step(model, rules):
-    """One default-preset AGD step; returns (spec, optimiser, weights before)."""
+    """One paper-preset AGD step (the frobenius family); returns (spec, optimiser, before)."""
     params = dict(model.named_parameters())
     spec = S.spec_step(params, rules, "frobenius")
     before = {n: p.detach().clone() for n, p in params.items()}
-    opt = hyperfree.AGD(model)
+    opt = hyperfree.AGD(model, preset="paper")
     opt.step()
     S.assert_step_equals(params, spec)
     return spec, opt, before

@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = "paper"
+DEFAULT_PRESET = "spectral-momentum"
 
 
 def get_preset(name: str | Preset) -> Preset:
