@@ -53,18 +53,16 @@ def open_checkpoint(cfg: TrainConfig, run_dir: Path | None, device: torch.device
     ckpt = load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
     check_resumable(ckpt["config"], cfg)
     if cfg.steps is not None:
-        done = int(ckpt["global_step"])
-        if cfg.steps < done:
-            raise ValueError(f"cannot resume {run_dir} with steps={cfg.steps}: the run has "
-                             f"already taken {done} steps; give --steps {done} or more (or "
-                             "leave it out) to continue it, or start a new run with --out")
-        _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
-        return ckpt
-    reached = int(ckpt["epoch"]) + (1 if int(ckpt["batch"]) > 0 else 0)
-    if cfg.epochs < reached:
-        raise ValueError(f"cannot resume {run_dir} with epochs={cfg.epochs}: the run has "
-                         f"already reached epoch {reached}; give --epochs {reached} or more "
-                         "(or leave it out) to continue it, or start a new run with --out")
+        unit, wanted, done = "steps", cfg.steps, int(ckpt["global_step"])
+        what = f"already taken {done} steps"
+    else:
+        unit, wanted = "epochs", cfg.epochs
+        done = int(ckpt["epoch"]) + (1 if int(ckpt["batch"]) > 0 else 0)
+        what = f"already reached epoch {done}"
+    if wanted < done:
+        raise ValueError(f"cannot resume {run_dir} with {unit}={wanted}: the run has {what}; "
+                         f"give --{unit} {done} or more (or leave it out) to continue it, or "
+                         "start a new run with --out")
     _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
     return ckpt
 
