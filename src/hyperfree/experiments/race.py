@@ -181,6 +181,43 @@ def _worst(per_panel: Mapping[str, float | None], panels: Sequence[str]
     return defined[panel], panel, set(defined) == set(panels)
 
 
+def _noise(rows: Sequence[Row], group: str, panel: str, adamw: Row,
+           metric: tuple[str, bool]) -> float:
+    """The seed std of ``group``'s metric on ``panel`` in units of the margin (0 for 1 seed)."""
+    row, err = best(rows, group, panel, metric), error(adamw, metric)
+    if row is None or not math.isfinite(err) or err == 0.0:
+        return 0.0
+    std = row.metrics.get(metric[0], (math.nan, math.nan))[1]
+    return std / err if math.isfinite(std) else 0.0
+
+
+def _choose(rows: Sequence[Row], margins: Mapping[str, Mapping[str, float | None]],
+            adamw: Mapping[str, Row], panels: Sequence[str],
+            metrics: Mapping[str, tuple[str, bool]]) -> tuple[str, list[str]]:
+    """The preset with the best worst-case margin (complete presets first), and the presets it
+    tied with. Worst cases closer than one seed standard deviation (of either preset, on its
+    worst workload) are not told apart by the seeds: among those the best mean margin over the
+    workloads decides, then the order of registration."""
+    def worst(g: str) -> tuple[bool, float]:
+        w, _, complete = _worst(margins[g], panels)
+        return complete, -math.inf if w is None else w
+
+    def noise(g: str) -> float:
+        _, where, _ = _worst(margins[g], panels)
+        return _noise(rows, g, where, adamw[where], metrics.get(where, DEFAULT_METRIC)) \
+            if where in adamw else 0.0
+
+    def mean(g: str) -> float:
+        ms = [m for m in margins[g].values() if m is not None]
+        return sum(ms) / len(ms) if ms else -math.inf
+
+    top = max(margins, key=worst)
+    ties = [g for g in margins if g != top and worst(g)[0] == worst(top)[0]
+            and worst(top)[1] - worst(g)[1] <= max(noise(top), noise(g))]
+    chosen = max([top, *ties], key=lambda g: (mean(g), -list(margins).index(g)))
+    return chosen, [g for g in [top, *ties] if g != chosen]
+
+
 def _missing(rows: Sequence[Row], expected: Collection[tuple[str, str]]) -> str:
     have = {(r.panel, r.group) for r in rows}
     gone: dict[str, list[str]] = {}
@@ -294,18 +331,15 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
     test loss (:func:`margin`), each the best row of its group (mean over seeds). ``expected``
     lists the (panel, group) pairs of the plan; those without rows are named as missing.
     The chosen preset is the one with the largest worst case among those measured on every
-    workload (ties: the one registered first); a diverged preset's margin is ``-inf``.
+    workload, where worst cases within one seed standard deviation are ties broken by the mean
+    margin (:func:`_choose`); a diverged preset's margin is ``-inf``.
     """
     panels = list(dict.fromkeys([p for p, _ in expected] + [r.panel for r in rows]))
     margins, adamw = _margins(rows, presets, panels, metrics)
     if not margins:
         return Verdict("n/a", "not measured: no workload has both an AGD preset and AdamW. " +
                        _missing(rows, expected))
-    def rank(g: str) -> tuple[bool, float]:  # complete presets first, then the worst case
-        worst, _, complete = _worst(margins[g], panels)
-        return complete, -math.inf if worst is None else worst
-
-    chosen = max(margins, key=rank)
+    chosen, tied = _choose(rows, margins, adamw, panels, metrics)
     worst, where, complete = _worst(margins[chosen], panels)
     lines = [f"{g} " + ", ".join(f"{p} {_pct(m)}" for p, m in margins[g].items()) +
              f" (worst {_pct(_worst(margins[g], panels)[0])})" for g in presets if g in margins]
@@ -313,7 +347,8 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
             "error, 1 − test accuracy or the GPT's test loss in nats; + = AGD better): " +
             "; ".join(lines) + f". The race chooses {chosen} (best worst-case margin "
             f"{_pct(worst)}, on {where}" + ("" if complete else "; not every workload measured")
-            + ").")
+            + (f"; within one seed std of {', '.join(tied)}, so the best mean margin decides"
+               if tied else "") + ").")
     targets = [("≥ the best AdamW on every workload", *_beats_adamw(
                     margins.get(default, {}), adamw, panels, metrics)),
                ("≥ every learning-rate-free peer", *_beats_peers(rows, default, panels,
