@@ -40,7 +40,7 @@ def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> Non
     assert list(dict.fromkeys(s.panel for s in specs)) == list(panels)
     for panel in panels:
         groups = [s.group for s in specs if s.panel == panel]
-        assert {f"agd-{p}" for p in PRESETS} <= set(groups)
+        assert {f"agd-{p}" for p in PRESETS} | {"agd-auto"} <= set(groups)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "adamw") == \
             sorted(GRID)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "sgd") == \
@@ -56,7 +56,7 @@ def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> Non
             assert o.get("momentum") == (0.9 if s.group == "sgd" else None)
         if s.group.endswith("-default"):
             assert "schedule" not in o and "momentum" not in o
-    assert DEFAULT_PRESET in PRESETS and R.DEFAULT_GROUP == f"agd-{DEFAULT_PRESET}"
+    assert R.DEFAULT_GROUP == f"agd-{DEFAULT_PRESET}" and R.DEFAULT_GROUP in groups
 
 
 def test_lengths_models_and_warmup_of_each_profile() -> None:

@@ -51,7 +51,7 @@ def test_empty_model_and_bad_gain():
 
 def test_step_returns_closure_loss_and_keeps_eta_in_every_group():
     model, x = make("fcn")
-    opt = hyperfree.AGD(model)
+    opt = hyperfree.AGD(model, preset="spectral-momentum")  # (spectral-fresh: η = 0 at step 1)
     opt.add_param_group({"params": [], "kinds": []})
 
     def closure():

@@ -93,10 +93,17 @@ def test_every_entry_takes_finite_steps(name: str) -> None:
 
 def test_one_agd_entry_per_preset() -> None:
     names = list_optimizers()
-    assert {f"agd-{p}" for p in PRESETS} <= set(names)
-    for spec, preset in [("agd", DEFAULT_PRESET), *((f"agd-{p}", p) for p in PRESETS)]:
+    assert {f"agd-{p}" for p in PRESETS} | {"agd-auto"} <= set(names)
+    for spec, preset in [(f"agd-{p}", p) for p in PRESETS]:
         stepper = build_optimizer(spec, nn.Linear(4, 3, bias=False))
         assert stepper.optimizer.preset == PRESETS[preset], spec
+    # "agd" is the default, "auto": chosen by the network's normalisation layers
+    assert DEFAULT_PRESET == "auto"
+    for spec in ("agd", "agd-auto"):
+        plain = build_optimizer(spec, nn.Linear(4, 3, bias=False)).optimizer.preset
+        normed = build_optimizer(spec, nn.Sequential(nn.Linear(4, 3, bias=False),
+                                                     nn.LayerNorm(3))).optimizer.preset
+        assert (plain.name, normed.name) == ("spectral-fresh", "spectral-momentum"), spec
 
 
 def test_muon_splits_by_kind_and_equals_torch() -> None:

@@ -14,7 +14,8 @@ Workloads (panels; Fashion-MNIST at batch 128 and square loss unless said):
                                                      quick 500 steps full 2000 gpu 2000
 
 Contestants on every workload: ``agd-<preset>`` for every preset of
-:data:`hyperfree.optim.PRESETS` (read at import, so a new preset joins by itself; plain ``agd``
+:data:`hyperfree.optim.PRESETS` and ``agd-auto`` (the presets are read at import, so a new
+preset joins by itself; plain ``agd``
 is the same builder as ``agd-<DEFAULT_PRESET>`` and is not run twice); ``adamw`` over
 :data:`~hyperfree.experiments.suite.GRID` and ``sgd`` (momentum 0.9) over :data:`SGD_GRID`,
 both with ``--schedule cosine --warmup-steps W``, ``W`` = 5% of the run's optimiser steps; the
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any, Collection, Mapping, Sequence
 
-from hyperfree.optim import DEFAULT_PRESET, PRESETS
+from hyperfree.optim import AUTO, DEFAULT_PRESET, PRESETS
 
 from ._spec import DEFAULT_METRIC, Experiment, Row, RunSpec, Verdict, register_experiment
 from ._verdicts import TRAINS, best
@@ -51,7 +52,7 @@ LR_FREE_PEERS: tuple[str, ...] = ("schedulefree-adamw", "prodigy", "dadapt-adam"
 FIG1_DEFAULTS: tuple[tuple[str, str, float], ...] = (("adam-default", "adam", 1e-3),
                                                      ("sgd-default", "sgd", 0.1))
 WARMUP_FRACTION = 0.05
-PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in PRESETS)
+PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in (*PRESETS, AUTO))
 DEFAULT_GROUP = f"agd-{DEFAULT_PRESET}"
 METRICS: Mapping[str, tuple[str, bool]] = {"gpt": ("test_loss", False)}
 _FASHION_MNIST_TRAIN = 60_000  # training images; batches per epoch = ceil(60000 / batch)

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from . import _distributed, _flags, _foreach, _reference, rules
 from ._groups import check_multiplier, checked_group, param_groups
-from .kinds import Kind, classify
-from .presets import DEFAULT_PRESET, Preset, get_preset
+from .kinds import Kind, classify, is_normalised
+from .presets import DEFAULT_PRESET, Preset, choose_preset
 
 __all__ = ["AGD", "init_weights"]
 
@@ -47,7 +47,10 @@ class AGD(torch.optim.Optimizer):
         params: the model (its trainable parameters; kinds read from their owning modules),
             or an iterable of tensors, ``(name, tensor)`` pairs or param-group dicts together
             with ``model=`` (or ``kinds=`` for every tensor).
-        preset: a name from :data:`hyperfree.optim.PRESETS` or a :class:`Preset`.
+        preset: a name from :data:`hyperfree.optim.PRESETS`, a :class:`Preset`, or ``"auto"``
+            (the default): ``spectral-momentum`` for a network with a normalisation layer,
+            ``spectral-fresh`` for one without (:func:`~hyperfree.optim.choose_preset`).
+            :attr:`preset` is the preset chosen.
         gain: dimensionless multiplier of the step (default 1.0, the paper's setting).
         lr: scheduler hook multiplying the step (default 1.0 = AGD as derived).
         model: the module that owns ``params`` when ``params`` is not the module itself.
@@ -79,8 +82,10 @@ class AGD(torch.optim.Optimizer):
             raise ValueError(f"AGD sharded_polar must be one of {_distributed.POLAR_SCHEMES}, "
                              f"got {sharded_polar!r}")
         self._sharded_polar = sharded_polar
-        self.preset = get_preset(preset)
         groups, self._infos = param_groups(params, model, kinds)
+        self.preset = choose_preset(preset, normalised=is_normalised(
+            params if isinstance(params, nn.Module) else model,
+            [k for g in groups for k in g["kinds"]]))
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
 from torch import Tensor, nn
 
-__all__ = ["KIND_NAMES", "Kind", "KindSpec", "ParamInfo", "RULES", "TIE_RESOLUTION",
-           "as_kind", "register_kinds", "kinds_for", "classify"]
+__all__ = ["KIND_NAMES", "Kind", "KindSpec", "NORM_TYPES", "ParamInfo", "RULES",
+           "TIE_RESOLUTION", "as_kind", "register_kinds", "kinds_for", "classify",
+           "is_normalised"]
 
 #: Every kind AGD knows. ``docs/agd-rules.md`` derives the rule of each.
 KIND_NAMES: tuple[str, ...] = ("linear", "linear_in_out", "conv", "conv_transpose", "embedding",
@@ -155,6 +156,21 @@ RULES: dict[type | str, dict[str, KindSpec]] = {
 }
 if hasattr(nn, "RMSNorm"):
     RULES[nn.RMSNorm] = {"weight": "gain"}
+
+#: Normalisation layers: what feeds them reaches the loss only up to its scale (the premise of
+#: ``preset="auto"``, ``docs/agd-stability.md`` §7). A model with one of these, or with any
+#: parameter of kind ``gain`` (a custom norm registered by the user), counts as normalised.
+NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
+                                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+
+
+def is_normalised(model: nn.Module | None, kinds: Iterable[Kind]) -> bool:
+    """Whether the network has a normalisation layer: a module of :data:`NORM_TYPES` in
+    ``model``, or a ``gain`` among ``kinds`` (the kinds of the parameters AGD steps)."""
+    if model is not None and any(isinstance(m, NORM_TYPES) for m in model.modules()):
+        return True
+    return any(k.name == "gain" for k in kinds)
+
 
 #: How a tied parameter's kind is chosen when its owners disagree: {set of kinds: winner}.
 TIE_RESOLUTION: dict[frozenset[str], str] = {

@@ -21,12 +21,23 @@ A :class:`Preset` fixes the parts of the update that are not derived from the ar
 
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
+
+``"auto"`` (:data:`AUTO`, the default) is not a preset but a choice of one by the network's
+structure, made once when AGD is built (:func:`choose_preset`): ``spectral-momentum`` if the
+network has a normalisation layer, ``spectral-fresh`` if it has none. Why: noise in the self
+estimate keeps η from falling, so each step spends the budget in noise directions and the
+weights' norms random-walk upwards. A layer that feeds a normalisation layer reaches the loss
+only through its direction, and that growth shrinks its effective step (∝ 1/‖W‖²): such
+networks anneal by themselves and take the longer self-estimated steps well. A network without
+normalisation has no such brake, and the walk ends in loss spikes unless ``G`` is estimated
+without the noise bias (``docs/agd-stability.md`` §2, §4, §7).
 """
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "list_presets"]
+__all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "choose_preset",
+           "list_presets"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,19 +84,36 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                        "gradient against the previous momentum's direction"),
 )}
 
+#: The name that chooses a preset by the network's structure (:func:`choose_preset`).
+AUTO = "auto"
+#: What ``"auto"`` chooses: {network has a normalisation layer: preset name}.
+AUTO_CHOICE: dict[bool, str] = {True: "spectral-momentum", False: "spectral-fresh"}
+
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = "spectral-momentum"
+DEFAULT_PRESET = AUTO
 
 
 def get_preset(name: str | Preset) -> Preset:
     """The registered preset ``name`` (a :class:`Preset` is returned as is)."""
     if isinstance(name, Preset):
         return name
+    key = str(name).strip().lower()
+    if key == AUTO:
+        raise ValueError(f"AGD preset {AUTO!r} is chosen from the network: use "
+                         f"choose_preset({AUTO!r}, normalised=...) or build AGD(model)")
     try:
-        return PRESETS[str(name).strip().lower()]
+        return PRESETS[key]
     except KeyError:
         raise ValueError(f"unknown AGD preset {name!r}; choose one of "
-                         f"{', '.join(PRESETS)}") from None
+                         f"{', '.join([AUTO, *PRESETS])}") from None
+
+
+def choose_preset(name: str | Preset, *, normalised: bool) -> Preset:
+    """``name``'s preset; for ``"auto"``, :data:`AUTO_CHOICE` of ``normalised`` (whether the
+    network has a normalisation layer, :func:`hyperfree.optim.kinds.is_normalised`)."""
+    if isinstance(name, str) and name.strip().lower() == AUTO:
+        return PRESETS[AUTO_CHOICE[bool(normalised)]]
+    return get_preset(name)
 
 
 def list_presets() -> list[str]:

@@ -17,7 +17,8 @@ The learning-rate optimisers (sgd, adam, adamw, muon) also take ``--schedule`` (
 cosine, linear) and ``--warmup-steps``; the training loop applies them
 (:mod:`hyperfree.train.schedules`). AGD, the peers and the towers have no learning rate to
 schedule and refuse both flags. AGD is registered once per update preset: ``agd`` is
-:data:`hyperfree.optim.DEFAULT_PRESET`, ``agd-<preset>`` each of :data:`hyperfree.optim.PRESETS`.
+:data:`hyperfree.optim.DEFAULT_PRESET`, ``agd-auto`` and ``agd-<preset>`` each of
+:data:`hyperfree.optim.PRESETS`.
 
 Names that are not registered are offered, in order, to the registered *spec parsers*
 (:func:`register_spec_parser`); the towers use this to accept stacks such as
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperfree._registry import Registry
-from hyperfree.optim import AGD, DEFAULT_PRESET, PRESETS
+from hyperfree.optim import AGD, AUTO, DEFAULT_PRESET, PRESETS
 
 from .schedules import SCHEDULES
 from .steppers import MuonStepper, Stepper, TorchStepper
@@ -275,6 +276,9 @@ def _muon(model: nn.Module, args: OptimArgs) -> Stepper:
                        weight_decay=args.weight_decay)
 
 
+register_optimizer(f"agd-{AUTO}", description="AGD, preset chosen by the network: "
+                   "spectral-momentum with a normalisation layer, spectral-fresh without",
+                   defaults=OptimArgs(gain=1.0))(_agd_entry(AUTO))
 for _preset in PRESETS.values():
     register_optimizer(f"agd-{_preset.name}", description=f"AGD, preset {_preset.name!r}: "
                        f"{_preset.description}", defaults=OptimArgs(gain=1.0))(
