@@ -39,7 +39,8 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 D, V, T, STEPS = 6, 11, 7, 4
 CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-sphere", {"sharded_polar": "gather"}, 4),
-           ("spectral-sphere", {"foreach": False}, None)]
+           ("spectral-sphere", {"foreach": False}, None),
+           ("spectral-fresh", {}, 4)]  # reduce, 2 all_to_all (polar), the finite flag
 
 
 class Block(nn.Module):

@@ -62,6 +62,15 @@ def _linear_weights(plan: Plan) -> list[float]:
     return [plan.sigma[i] / plan.L for i in (*plan.sign, *plan.row_params, *polar)]
 
 
+def prepare(plan: Plan) -> None:
+    """Hold the weights σ/L of the sign, row and polar entries in ``plan`` (built with the plan,
+    so that ``torch.compile`` does not see the plan change after its first step and recompile).
+    """
+    if "fresh_lin" not in plan.extra:
+        plan.extra["fresh_lin"] = torch.tensor(_linear_weights(plan), dtype=plan.sigma_t.dtype,
+                                               device=plan.sigma_t.device)
+
+
 def fresh_G(fresh: Tensor, norms: Tensor, plan: Plan) -> Tensor:
     """``F`` from the reduced partial sums and the cells' reduced norms ``‖u_c‖`` (device)."""
     n_sq = norms.shape[0]
@@ -69,11 +78,8 @@ def fresh_G(fresh: Tensor, norms: Tensor, plan: Plan) -> Tensor:
     if n_sq:
         F = F + torch.dot(plan.sq_sigma_L, torch.where(norms > 0, fresh[:n_sq] / norms, 0.0))
     if fresh.shape[0] > n_sq:
-        w = plan.extra.get("fresh_lin")
-        if w is None:
-            w = plan.extra["fresh_lin"] = torch.tensor(_linear_weights(plan), dtype=fresh.dtype,
-                                                       device=fresh.device)
-        F = F + torch.dot(w, fresh[n_sq:])
+        prepare(plan)
+        F = F + torch.dot(plan.extra["fresh_lin"].to(fresh.dtype), fresh[n_sq:])
     return F
 
 

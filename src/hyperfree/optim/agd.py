@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _flags, _foreach, _reference, rules
+from . import _distributed, _flags, _foreach, _fresh, _reference, rules
 from ._groups import check_multiplier, checked_group, param_groups
 from .kinds import Kind, classify, is_normalised
 from .presets import DEFAULT_PRESET, Preset, choose_preset
@@ -135,6 +135,8 @@ class AGD(torch.optim.Optimizer):
                 [_local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
                 self.preset.family, shapes=[tuple(p.shape) for _, _, p, _ in chosen],
                 rows=[sh.rows[j] for j in live] if sh is not None else None, L=self.L)
+            if self.preset.estimate == "fresh":
+                _fresh.prepare(plan)
         return plan
 
     def _init_runtime(self) -> None:
@@ -309,15 +311,19 @@ class AGD(torch.optim.Optimizer):
             valid = k > 0 if ok is None else (k > 0) & ok
             H.copy_(torch.where(valid, beta * H + (1 - beta) * F.to(H.dtype), H))
             kk = k.clamp(min=1).to(H.dtype)
-            return torch.where(k > 0, H / (1 - torch.pow(beta, kk)), 0.0).clamp(min=0.0)
+            G = torch.where(k > 0, H / (1 - torch.pow(beta, kk)), 0.0).clamp(min=0.0)
+            return G.reshape(())
 
         return g_hat
 
     def _ema(self) -> Tensor:
-        """The fresh estimate's running average ``H`` (float64, next to the weights)."""
+        """The fresh estimate's running average ``H`` (float64, next to the weights). Shape
+        ``(1,)``, not 0-dim: on torch 2.13, ``torch.compile`` drops in-place updates of a 0-dim
+        float64 CPU tensor held outside the graph (``H.add_(F)`` leaves ``H`` unchanged), which
+        made the compiled fresh step keep G = 0 (``tests/optim/test_agd_compile.py``)."""
         if "fresh_ema" not in self._counters:
             dev = self.param_groups[0]["params"][0].device
-            self._counters["fresh_ema"] = torch.zeros((), dtype=torch.float64, device=dev)
+            self._counters["fresh_ema"] = torch.zeros(1, dtype=torch.float64, device=dev)
         return self._counters["fresh_ema"]
 
     def _take_gradient(self, bufs: list[Tensor], grads: list[Tensor], finite: Tensor,
