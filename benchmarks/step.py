@@ -106,7 +106,7 @@ def make_candidates(shapes: Shapes, ps: list, device: torch.device, reference: b
         opt = hyperfree.AGD(ps, kinds=kinds, preset=name)
         out[f"AGD {name}"] = (opt.step, _state(opt))
     if reference:
-        ref = hyperfree.AGD(ps, kinds=kinds, foreach=False)
+        ref = hyperfree.AGD(ps, kinds=kinds, preset="paper", foreach=False)
         out["AGD paper, reference twin"] = (ref.step, 0)
     hidden = [p for p, (_, k) in zip(ps, shapes) if p.dim() == 2 and k.name in
               ("linear", "linear_in_out") and min(p.shape) > 16]
