@@ -72,14 +72,14 @@ def prepare(plan: Plan) -> None:
 
 
 def fresh_G(fresh: Tensor, norms: Tensor, plan: Plan) -> Tensor:
-    """``F`` from the reduced partial sums and the cells' reduced norms ``‖u_c‖`` (device)."""
+    """``F`` from the reduced partial sums and the cells' reduced norms ``‖u_c‖`` (device);
+    ``plan`` has been through :func:`prepare` (AGD does it when it builds the plan)."""
     n_sq = norms.shape[0]
     F = fresh.new_zeros(())
     if n_sq:
         F = F + torch.dot(plan.sq_sigma_L, torch.where(norms > 0, fresh[:n_sq] / norms, 0.0))
     if fresh.shape[0] > n_sq:
-        prepare(plan)
-        F = F + torch.dot(plan.extra["fresh_lin"].to(fresh.dtype), fresh[n_sq:])
+        F = F + torch.dot(plan.extra["fresh_lin"], fresh[n_sq:])
     return F
 
 
