@@ -32,13 +32,18 @@ import argparse
 import platform
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import torch
 
 import hyperfree
 from hyperfree.optim import PRESETS, Kind
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracle lives in tests/
+from tests.optim.reference import ReferenceAGD  # noqa: E402
 
 Shapes = list[tuple[tuple[int, ...], Kind]]
 
@@ -106,7 +111,7 @@ def make_candidates(shapes: Shapes, ps: list, device: torch.device, reference: b
         opt = hyperfree.AGD(ps, kinds=kinds, preset=name)
         out[f"AGD {name}"] = (opt.step, _state(opt))
     if reference:
-        ref = hyperfree.AGD(ps, kinds=kinds, preset="paper", foreach=False)
+        ref = ReferenceAGD(ps, kinds=kinds, preset="paper")
         out["AGD paper, reference twin"] = (ref.step, 0)
     hidden = [p for p, (_, k) in zip(ps, shapes) if p.dim() == 2 and k.name in
               ("linear", "linear_in_out") and min(p.shape) > 16]

@@ -11,7 +11,7 @@ the single process trains on the whole batch. After 4 steps, in float64:
 * η of every step and every weight equal the single process (1e-10) for ``paper``,
   ``spectral-sphere`` (Newton–Schulz, sign gains, momentum, retraction) with both ways of
   orthogonalising sharded matrices (``owner``, ``gather``), and the reference twin
-  (``foreach=False``, which gathers every tensor) — except the K block of each
+  (:class:`tests.optim.reference.ReferenceAGD`, which gathers every tensor) — except the K block of each
   ``in_proj_bias``: its gradient is zero in exact arithmetic and ~1e-17 noise in floating point,
   AGD normalises that noise (docs/agd-rules.md §5), and the noise depends on the summation
   order, which sharding changes;
@@ -34,12 +34,14 @@ from torch import nn
 
 import hyperfree
 
+from .reference import ReferenceAGD
+
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
 
 D, V, T, STEPS = 6, 11, 7, 4
 CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-sphere", {"sharded_polar": "gather"}, 4),
-           ("spectral-sphere", {"foreach": False}, None),
+           ("spectral-sphere", {"reference": True}, None),
            ("spectral-fresh", {}, 4)]  # reduce, 2 all_to_all (polar), the finite flag
 
 
@@ -90,7 +92,9 @@ def _loss(model: nn.Module, t: int, rows: slice) -> torch.Tensor:
 
 
 def _train(model: nn.Module, preset: str, kw: dict, rows: slice) -> tuple[hyperfree.AGD, list]:
-    opt = hyperfree.AGD(model, preset=preset, **kw)
+    kw = dict(kw)
+    opt = (ReferenceAGD if kw.pop("reference", False) else hyperfree.AGD)(model, preset=preset,
+                                                                            **kw)
     etas = []
     for t in range(STEPS):
         opt.zero_grad()
@@ -120,7 +124,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         fully_shard(model)
         opt, etas = _train(model, preset, kw, slice(2 * rank, 2 * rank + 2))
         weights = {k: v.full_tensor().detach().clone() for k, v in model.state_dict().items()}
-        calls = opt._sharded.collectives / STEPS if kw.get("foreach", True) else None
+        calls = opt._sharded.collectives / STEPS if not kw.get("reference") else None
         results.append((weights, etas, calls))
     if rank == 0:
         torch.save((init, results), out)

@@ -22,6 +22,7 @@ import hyperfree
 from hyperfree.optim import PRESETS
 
 from .conftest import Zoo, zoo_inputs
+from .reference import ReferenceAGD
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -51,7 +52,7 @@ def test_fast_path_equals_reference_on_cuda(preset, device="cuda"):
     model = _zoo(device, torch.float64)
     twin = copy.deepcopy(model)
     fast = hyperfree.AGD(model, preset=preset)
-    ref = hyperfree.AGD(twin, preset=preset, foreach=False)
+    ref = ReferenceAGD(twin, preset=preset)
     with torch.backends.cudnn.flags(enabled=False):
         for t in range(6):
             for m, o in ((model, fast), (twin, ref)):

@@ -22,6 +22,8 @@ from torch import nn
 
 import hyperfree
 
+from .reference import make_agd
+
 from . import agd_spec as S
 
 FAMILY = {"paper": "frobenius", "spectral": "spectral"}
@@ -178,17 +180,17 @@ def _build(case: Case) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_one_step_equals_documented_rule(case, preset, foreach):
+def test_one_step_equals_documented_rule(case, preset, path):
     model = _build(case)
     params = dict(model.named_parameters())
     rules = case.rules(model, FAMILY[preset])
     expected = S.spec_step(params, rules, FAMILY[preset])
     assert expected.L == case.L  # the hand rules themselves agree with the stated mass
     before = {n: p.detach().clone() for n, p in params.items()}
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach)
+    opt = make_agd(model, preset=preset, path=path)
     opt.step()
     assert opt.L == case.L
     assert math.isclose(float(opt.eta), expected.eta, rel_tol=1e-10), (float(opt.eta),
@@ -239,9 +241,9 @@ def test_spectral_step_is_a_polar_factor_of_the_gradient(shape):
     assert float((D - S.svd_polar(layer.weight.grad)).norm()) < 0.5 * math.sqrt(min(shape))
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
-def test_zero_cells_stay_put_and_gain_scales_every_move(preset, foreach):
+def test_zero_cells_stay_put_and_gain_scales_every_move(preset, path):
     """Cells with an exactly zero gradient (a conv slice, a packed K block, a packed bias block,
     a whole gain) do not move; every other cell moves by gain·(η/L)·σ (gain = 2.5)."""
     torch.manual_seed(0)
@@ -257,7 +259,7 @@ def test_zero_cells_stay_put_and_gain_scales_every_move(preset, foreach):
     rules = S.hand_rules(model, FAMILY[preset])
     expected = S.spec_step(params, rules, FAMILY[preset], gain=2.5)
     before = {n: p.detach().clone() for n, p in params.items()}
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach, gain=2.5)
+    opt = make_agd(model, preset=preset, path=path, gain=2.5)
     opt.step()
     assert opt.L == expected.L == 1 + 3 + 1 + 1
     assert math.isclose(float(opt.eta), expected.eta, rel_tol=1e-10)
@@ -271,9 +273,9 @@ def test_zero_cells_stay_put_and_gain_scales_every_move(preset, foreach):
         assert math.isclose(float(moved.norm()), 2.5 * expected.eta / 6, rel_tol=1e-10)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
-def test_declared_packed_in_out_matrix_like_gpt2_c_attn(preset, foreach):
+def test_declared_packed_in_out_matrix_like_gpt2_c_attn(preset, path):
     """GPT-2's ``c_attn`` is an HF Conv1D holding Q, K, V side by side, ``(d, 3d)``; its owner
     type cannot tell, so it is declared ``Kind("linear_in_out", blocks=3)``: three
     ``(d_in, d)`` column blocks, each transposed, σ = √(d/d_in), mass 3."""
@@ -289,7 +291,7 @@ def test_declared_packed_in_out_matrix_like_gpt2_c_attn(preset, foreach):
              "c_attn.bias": S.bias((12,), 3)}
     params = dict(model.named_parameters())
     expected = S.spec_step(params, rules, FAMILY[preset])
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach,
+    opt = make_agd(model, preset=preset, path=path,
                         kinds={"c_attn.weight": Kind("linear_in_out", blocks=3),
                                "c_attn.bias": Kind("bias", blocks=3)})
     opt.step()

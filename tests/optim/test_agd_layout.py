@@ -20,8 +20,10 @@ from torch import nn
 
 import hyperfree
 
+from .reference import make_agd
+
 CL = torch.channels_last
-PATHS = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+PATHS = pytest.mark.parametrize("path", ["fast", "reference"])
 
 
 def _convnet():
@@ -39,12 +41,12 @@ def _copy_grads(src: nn.Module, dst: nn.Module, layout=None) -> None:
 
 @PATHS
 @pytest.mark.parametrize("preset", ["paper", "spectral", "spectral-sphere"])
-def test_channels_last_conv_model_takes_the_same_steps(preset, foreach):
+def test_channels_last_conv_model_takes_the_same_steps(preset, path):
     model = _convnet()
     cl = copy.deepcopy(model).to(memory_format=CL)
     assert not cl[0].weight.is_contiguous() and cl[0].weight.is_contiguous(memory_format=CL)
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach)
-    opt_cl = hyperfree.AGD(cl, preset=preset, foreach=foreach)
+    opt = make_agd(model, preset=preset, path=path)
+    opt_cl = make_agd(cl, preset=preset, path=path)
     for t in range(2):
         torch.manual_seed(t)
         model.zero_grad()
@@ -62,7 +64,7 @@ def test_channels_last_conv_model_takes_the_same_steps(preset, foreach):
 
 @PATHS
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
-def test_non_contiguous_gradients_give_the_contiguous_step(preset, foreach):
+def test_non_contiguous_gradients_give_the_contiguous_step(preset, path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 3), nn.ConvTranspose1d(3, 6, 2)).double()
     twin = copy.deepcopy(model)
@@ -75,8 +77,8 @@ def test_non_contiguous_gradients_give_the_contiguous_step(preset, foreach):
         p.grad = grads[name]
     for name, q in twin.named_parameters():
         q.grad = grads[name].contiguous()
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach)
-    opt_twin = hyperfree.AGD(twin, preset=preset, foreach=foreach)
+    opt = make_agd(model, preset=preset, path=path)
+    opt_twin = make_agd(twin, preset=preset, path=path)
     opt.step()
     opt_twin.step()
     torch.testing.assert_close(opt.eta, opt_twin.eta, rtol=1e-12, atol=0)
@@ -99,7 +101,7 @@ class PosBias(nn.Module):
 
 @PATHS
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
-def test_non_contiguous_bias_and_gain_parameters_are_updated(preset, foreach):
+def test_non_contiguous_bias_and_gain_parameters_are_updated(preset, path):
     torch.manual_seed(0)
     model = PosBias().double()
     cl = copy.deepcopy(model).to(memory_format=CL)
@@ -109,8 +111,8 @@ def test_non_contiguous_bias_and_gain_parameters_are_updated(preset, foreach):
     model(x).sin().sum().backward()
     _copy_grads(model, cl, CL)
     before = cl.pos.detach().clone(), cl.scale.detach().clone()
-    opt = hyperfree.AGD(model, preset=preset, foreach=foreach, kinds=kinds)
-    opt_cl = hyperfree.AGD(cl, preset=preset, foreach=foreach, kinds=kinds)
+    opt = make_agd(model, preset=preset, path=path, kinds=kinds)
+    opt_cl = make_agd(cl, preset=preset, path=path, kinds=kinds)
     opt.step()
     opt_cl.step()
     assert not torch.equal(cl.pos, before[0]) and not torch.equal(cl.scale, before[1])

@@ -22,6 +22,8 @@ from torch import nn
 
 import hyperfree
 
+from .reference import make_agd
+
 E, HEADS = 6, 2
 
 
@@ -76,9 +78,9 @@ def _pairs_mha(packed, sep):
     return out
 
 
-def _step_both(a, b, preset, foreach):
-    oa = hyperfree.AGD(a, preset=preset, foreach=foreach)
-    ob = hyperfree.AGD(b, preset=preset, foreach=foreach)
+def _step_both(a, b, preset, path):
+    oa = make_agd(a, preset=preset, path=path)
+    ob = make_agd(b, preset=preset, path=path)
     oa.step()
     ob.step()
     assert oa.L == ob.L
@@ -86,10 +88,10 @@ def _step_both(a, b, preset, foreach):
     return oa
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-def test_packed_attention_equals_three_linear_layers(bias, preset, foreach):
+def test_packed_attention_equals_three_linear_layers(bias, preset, path):
     packed, sep = _mha_pair(bias)
     x = torch.randn(2, 5, E, dtype=torch.float64)
     y_packed = packed(x, x, x, need_weights=False)[0]
@@ -99,7 +101,7 @@ def test_packed_attention_equals_three_linear_layers(bias, preset, foreach):
     ((y_packed - target) ** 2).sum().backward()
     ((y_sep - target) ** 2).sum().backward()
     before = [(a.detach().clone(), b.detach().clone()) for a, b, _ in _pairs_mha(packed, sep)]
-    opt = _step_both(packed, sep, preset, foreach)
+    opt = _step_both(packed, sep, preset, path)
     assert opt.L == 4
     for (a, b, compare), (a0, _) in zip(_pairs_mha(packed, sep), before):
         if compare:
@@ -139,9 +141,9 @@ def _lstm_pairs(lstm, gates):
     return out
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "reference"])
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("preset", ["paper", "spectral"])
-def test_lstm_gates_equal_separately_normalised_gate_matrices(preset, foreach):
+def test_lstm_gates_equal_separately_normalised_gate_matrices(preset, path):
     torch.manual_seed(0)
     lstm = nn.LSTM(4, 5).double()
     gates = GateLSTM(4, 5).double()
@@ -155,7 +157,7 @@ def test_lstm_gates_equal_separately_normalised_gate_matrices(preset, foreach):
     target = torch.randn_like(y)
     ((y - target) ** 2).sum().backward()
     ((y2 - target) ** 2).sum().backward()
-    opt = _step_both(lstm, gates, preset, foreach)
+    opt = _step_both(lstm, gates, preset, path)
     assert opt.L == 8
     for a, b in _lstm_pairs(lstm, gates):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

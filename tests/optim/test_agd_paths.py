@@ -1,5 +1,5 @@
-"""The fast path (``foreach=True``) equals the reference twin (``foreach=False``), and each flag
-really selects its path.
+"""The fast path (``hyperfree.AGD``) equals the reference twin (:class:`tests.optim.reference.ReferenceAGD`),
+and each really runs its own step.
 
 * Registry-wide: for EVERY preset in ``hyperfree.optim.PRESETS``, six float64 steps on
   :class:`tests.optim.conftest.Zoo` (every parameter kind in one model, initialised by
@@ -10,8 +10,9 @@ really selects its path.
   (docs/agd-rules.md §5), and tiny differences between the paths then send it along unrelated
   directions in later steps. With them (packed ``in_proj_bias``, ``bias_k``/``bias_v``) the
   comparison is one step, where both paths see the very same gradient.
-* The flag is not ignored: with ``_foreach.foreach_step`` patched to raise, ``foreach=False``
-  still steps (and ``foreach=True`` raises), and conversely with the reference patched.
+* Each runs its own maths: with ``hyperfree.optim.agd.agd`` (the pure step) patched to raise,
+  the reference still steps (and the fast path raises), and conversely with the reference
+  patched.
 Run: ``pytest tests/optim/test_agd_paths.py``.
 """
 from __future__ import annotations
@@ -25,7 +26,9 @@ import torch
 import hyperfree
 from hyperfree.optim import PRESETS
 
+from . import reference
 from .conftest import Zoo, zoo_loss
+from .reference import make_agd
 
 
 def _pair(attn_bias: bool, preset: str):
@@ -33,8 +36,8 @@ def _pair(attn_bias: bool, preset: str):
     model = Zoo(attn_bias=attn_bias).double()
     hyperfree.AGD(model).init_weights(torch.Generator().manual_seed(1))
     twin = copy.deepcopy(model)
-    return (model, hyperfree.AGD(model, preset=preset, foreach=True),
-            twin, hyperfree.AGD(twin, preset=preset, foreach=False))
+    return (model, make_agd(model, preset=preset, path="fast"),
+            twin, make_agd(twin, preset=preset, path="reference"))
 
 
 def _assert_same(model, twin, opt, opt_twin):
@@ -58,7 +61,7 @@ def test_fast_path_equals_reference_twin_over_several_steps(preset):
             o.step()
         assert math.isclose(float(opt.eta), float(opt_twin.eta), rel_tol=1e-9), t
         etas.append(float(opt.eta))
-    if PRESETS[preset].estimate == "fresh":  # the first step only fills the momentum; later
+    if PRESETS[preset].estimate.lagged:  # the first step only fills the momentum; later
         assert etas[0] == 0 and max(etas) > 0 and min(etas) >= 0  # G >= 0 may clamp to 0
     else:
         assert min(etas) > 0
@@ -84,18 +87,20 @@ def _boom(*args, **kwargs):
 
 
 @pytest.mark.parametrize("preset", ["paper", "spectral-momentum"])
-@pytest.mark.parametrize("broken", ["_foreach.foreach_step", "_reference.reference_step"])
-def test_foreach_flag_selects_the_path(monkeypatch, broken, preset):
-    module, fn = broken.split(".")
-    monkeypatch.setattr(getattr(hyperfree.optim, module), fn, _boom)
-    working = broken.startswith("_reference")  # foreach=True works iff the reference is broken
-    for foreach in (True, False):
+@pytest.mark.parametrize("broken", ["fast", "reference"])
+def test_each_path_runs_its_own_step(monkeypatch, broken, preset):
+    if broken == "fast":
+        monkeypatch.setattr(hyperfree.optim.agd, "agd", _boom)
+    else:
+        monkeypatch.setattr(reference, "reference_step", _boom)
+    working = "fast" if broken == "reference" else "reference"
+    for path in ("fast", "reference"):
         torch.manual_seed(0)
         model = Zoo().double()
         before = [p.detach().clone() for p in model.parameters()]
-        opt = hyperfree.AGD(model, preset=preset, foreach=foreach)
+        opt = make_agd(model, preset=preset, path=path)
         zoo_loss(model).backward()
-        if foreach == working:
+        if path == working:
             opt.step()
             assert float(opt.eta) > 0
             assert not any(torch.equal(p, b) for p, b in zip(model.parameters(), before))

@@ -1,7 +1,7 @@
-"""The fast step's own machinery (``hyperfree.optim._plan``, ``_foreach``, ``_host``) is exact.
+"""The fast step's own machinery (``hyperfree.optim._plan``, ``_kernels``, ``_xp``) is exact.
 
-* Host and device guards: the eager-CPU path finishes the step with Python floats
-  (``_host.finish_host``), accelerators and ``torch.compile`` with 0-dim tensors; forced onto
+* Host and device finishes: the eager-CPU path finishes the step on the host (numpy views,
+  ``_xp.HOST``), accelerators and ``torch.compile`` with 0-dim tensors; forced onto
   the same CPU model (:class:`tests.optim.conftest.Zoo`, every kind, float64) for EVERY preset
   they take the same six steps (1e-12).
 * The device guard skips a non-finite step without a host sync and without touching weights or
@@ -28,6 +28,7 @@ import hyperfree
 from hyperfree.optim import PRESETS
 
 from .conftest import Zoo, zoo_loss
+from .reference import ReferenceAGD
 
 CL = torch.channels_last
 
@@ -38,7 +39,7 @@ def _zoo_pair(preset: str):
     hyperfree.AGD(model).init_weights(torch.Generator().manual_seed(1))
     twin = copy.deepcopy(model)
     host, device = hyperfree.AGD(model, preset=preset), hyperfree.AGD(twin, preset=preset)
-    host._guard, device._guard = "host", "device"
+    host._host, device._host = True, False
     return model, host, twin, device
 
 
@@ -107,7 +108,7 @@ def test_conv_cells_equal_reference(preset, case):
     if case == "channels_last":
         fast = fast.to(memory_format=CL)
     opt_fast = hyperfree.AGD(fast, preset=preset)
-    opt_ref = hyperfree.AGD(ref, preset=preset, foreach=False)
+    opt_ref = ReferenceAGD(ref, preset=preset)
     if case == "layout_changed":  # the plan saw contiguous weights
         fast = fast.to(memory_format=CL)
     for t in range(3):

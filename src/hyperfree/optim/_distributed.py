@@ -28,9 +28,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import rules
-from ._plan import Plan, Rows
+from ._kernels import stack_matrices, unstack_matrices
+from ._plan import Plan
 from .newton_schulz import batched_dot, ns_dtype, orthogonalize
+from .cells import LocalRows, MatrixView
+from .rules import rule_of
 
 __all__ = ["is_sharded", "ShardedStep", "POLAR_SCHEMES", "init_rows_"]
 
@@ -51,7 +53,7 @@ def is_sharded(params: list[Tensor]) -> bool:
     return DTensor is not None and any(isinstance(p, DTensor) for p in params)
 
 
-def _rows(name: str, p: Any) -> tuple[Rows, Any]:
+def _rows(name: str, p: Any) -> tuple[LocalRows, Any]:
     """The rows of ``p`` (a DTensor) held here and the process group they are split over."""
     from torch.distributed.tensor import Replicate, Shard
 
@@ -64,7 +66,7 @@ def _rows(name: str, p: Any) -> tuple[Rows, Any]:
     n = p.shape[0]
     local = p.to_local()
     if not shard_dims:
-        return Rows(0, n, n), None
+        return LocalRows(0, n, n), None
     d = shard_dims[0]
     world, rank = mesh.size(d), mesh.get_local_rank(d)
     chunk = -(-n // world)
@@ -73,7 +75,7 @@ def _rows(name: str, p: Any) -> tuple[Rows, Any]:
     if local.shape[0] != count:
         raise ValueError(f"AGD: the local shard of {name!r} has {local.shape[0]} rows, expected "
                          f"{count} (torch.chunk of {n} rows over {world} ranks)")
-    return Rows(start, count, n), mesh.get_group(d)
+    return LocalRows(start, count, n), mesh.get_group(d)
 
 
 class ShardedStep:
@@ -111,51 +113,56 @@ class ShardedStep:
         return flat
 
     # ------------------------------------------------------------------ Newton–Schulz
-    def polar(self, us: list[Tensor], plan: Plan, guard: str, ns_steps: int,
-              ns_dtype_: torch.dtype | None) -> tuple[dict[int, Tensor], Tensor]:
-        """Directions (local rows) of every polar parameter and the weighted ⟨u, D⟩ of every
-        matrix, in the order of ``plan.polar`` (the reduce hook sums them to the global)."""
-        order = [i for g in plan.polar for i in g]
-        if self.group is None or self.world == 1:
-            full = {i: us[i] for i in order}
-            owned = set(order)
-        elif self.scheme == "gather":
-            full = self._gather(us, order, plan.rows)
-            owned = set(order) if self.rank == 0 else set()
-        else:
-            owner = _owners(order, plan, self.world)
-            full = self._to_owners(us, order, owner, plan.rows)
-            owned = {i for i in order if owner[i] == self.rank}
-        acc = plan.sigma_t.dtype
-        directions: dict[int, Tensor] = {}
-        dots = []
-        for group in plan.polar:
-            mine = [i for i in group if i in full]
-            D, d = _orthogonalize([full[i] for i in mine], [plan.kinds[i] for i in mine],
-                                  guard, ns_steps, ns_dtype_, acc)
-            start = 0
-            for i in group:
-                n = rules.matrix_dims(plan.shapes[i], plan.kinds[i])[0]
-                if i in full:
-                    k = mine.index(i)
-                    directions[i] = D[k]
-                    w = 1.0 if i in owned else 0.0
-                    dots.append(d[start:start + n] * w)
-                    start += n
-                else:
-                    dots.append(torch.zeros(n, dtype=acc, device=us[i].device))
-        if self.group is not None and self.world > 1:
-            directions = self._local_rows(directions, us, order, plan)
-        return directions, torch.cat(dots)
+    def polar_for(self, plan: Plan, local_rows: list[LocalRows]) -> Any:
+        """The Newton–Schulz of ``plan``'s polar tensors (``local_rows``: of each of the plan's
+        tensors) over the shards, as the step's
+        ``polar(us, host, ns_steps) -> (directions of the local rows, ⟨u, D⟩ of every matrix
+        in plan order, counted once: the reduce hook sums them to the global values)``."""
+        order = [i for g in plan.polar for i in g.params]
+        view = {i: v for g in plan.polar for i, v in zip(g.params, g.views)}
+        rows = {i: local_rows[i] for i in order}
+        owner = _owners(order, view, self.world)
 
-    def _padded(self, t: Tensor, r: Rows) -> Tensor:
+        def polar(us: list[Tensor], host: bool, ns_steps: int
+                  ) -> tuple[dict[int, Tensor], Tensor]:
+            if self.group is None or self.world == 1:
+                full, owned = {i: us[i] for i in order}, set(order)
+            elif self.scheme == "gather":
+                full = self._gather(us, order, rows)
+                owned = set(order) if self.rank == 0 else set()
+            else:
+                full = self._to_owners(us, order, owner, rows)
+                owned = {i for i in order if owner[i] == self.rank}
+            acc = plan.consts.sq_w.dtype
+            directions: dict[int, Tensor] = {}
+            dots = []
+            for group in plan.polar:
+                mine = [i for i in group.params if i in full]
+                D, d = _orthogonalize([full[i] for i in mine], [view[i] for i in mine], host,
+                                      ns_steps, acc)
+                start = 0
+                for i in group.params:
+                    n = view[i].n
+                    if i in full:
+                        directions[i] = D[mine.index(i)]
+                        dots.append(d[start:start + n] * (1.0 if i in owned else 0.0))
+                        start += n
+                    else:
+                        dots.append(torch.zeros(n, dtype=acc, device=us[i].device))
+            if self.group is not None and self.world > 1:
+                directions = self._local_rows(directions, us, order, owner, rows)
+            return directions, torch.cat(dots)
+
+        return polar
+
+    def _padded(self, t: Tensor, r: LocalRows) -> Tensor:
         """The local rows ``r`` of a parameter padded to ⌈n/W⌉ rows, flattened."""
         chunk = -(-r.total // self.world)
         out = t.new_zeros((chunk, *t.shape[1:]))
         out[:r.count] = t
         return out.reshape(-1)
 
-    def _gather(self, us: list[Tensor], order: list[int], rows: tuple[Rows, ...]
+    def _gather(self, us: list[Tensor], order: list[int], rows: dict[int, LocalRows]
                 ) -> dict[int, Tensor]:
         send = torch.cat([self._padded(us[i], rows[i]) for i in order])
         out = send.new_empty(self.world * send.numel())
@@ -169,11 +176,11 @@ class ShardedStep:
             off += n
         return full
 
-    def _padded_numel(self, t: Tensor, r: Rows) -> int:
+    def _padded_numel(self, t: Tensor, r: LocalRows) -> int:
         return -(-r.total // self.world) * math.prod(t.shape[1:])
 
     def _to_owners(self, us: list[Tensor], order: list[int], owner: dict[int, int],
-                   rows: tuple[Rows, ...]) -> dict[int, Tensor]:
+                   rows: dict[int, LocalRows]) -> dict[int, Tensor]:
         """all_to_all: every rank sends its rows of matrix i to owner[i]; returns the full
         matrices this rank owns."""
         sizes = [0] * self.world
@@ -198,13 +205,11 @@ class ShardedStep:
         return full
 
     def _local_rows(self, directions: dict[int, Tensor], us: list[Tensor], order: list[int],
-                    plan: Plan) -> dict[int, Tensor]:
+                    owner: dict[int, int], rows: dict[int, LocalRows]) -> dict[int, Tensor]:
         """Each rank's rows of every direction: slices of the full ones (gather) or a second
         all_to_all from the owners (owner)."""
-        rows = plan.rows
         if self.scheme == "gather":
             return {i: directions[i].narrow(0, rows[i].start, rows[i].count) for i in order}
-        owner = _owners(order, plan, self.world)
         mine = [i for i in order if owner[i] == self.rank]
         parts = []
         for dest in range(self.world):  # rows of dest, padded, of every matrix I own
@@ -234,19 +239,11 @@ class ShardedStep:
                 off += n
         return out
 
-    # ------------------------------------------------------------------ momentum flag
-    def all_finite(self, grads: list[Tensor], acc: torch.dtype) -> Tensor:
-        """Whether every shard of every gradient is finite (one one-element all-reduce)."""
-        total = torch.stack(torch._foreach_norm(grads, dtype=acc)).sum().reshape(1)
-        return torch.isfinite(self.reduce(total)[0])
-
-
-def _owners(order: list[int], plan: Plan, world: int) -> dict[int, int]:
-    """Owner rank of every polar parameter: greedy by Newton–Schulz cost (largest first)."""
+def _owners(order: list[int], view: dict[int, MatrixView], world: int) -> dict[int, int]:
+    """Owner rank of every polar tensor: greedy by Newton–Schulz cost (largest first)."""
     load = [0.0] * world
     owner = {}
-    cost = {i: math.prod(plan.shapes[i]) * min(rules.matrix_dims(plan.shapes[i],
-                                                                 plan.kinds[i])[1:])
+    cost = {i: view[i].n * view[i].d_out * view[i].d_in * min(view[i].d_out, view[i].d_in)
             for i in order}
     for i in sorted(order, key=lambda j: (-cost[j], j)):
         r = min(range(world), key=lambda k: (load[k], k))
@@ -255,36 +252,34 @@ def _owners(order: list[int], plan: Plan, world: int) -> dict[int, int]:
     return owner
 
 
-def _orthogonalize(fulls: list[Tensor], kinds: list, guard: str, ns_steps: int,
-                   ns_dtype_: torch.dtype | None, acc: torch.dtype
-                   ) -> tuple[list[Tensor], Tensor]:
-    """Newton–Schulz of whole parameters (same matrix shape); their directions in parameter
+def _orthogonalize(fulls: list[Tensor], views: list[MatrixView], host: bool, ns_steps: int,
+                   acc: torch.dtype) -> tuple[list[Tensor], Tensor]:
+    """Newton–Schulz of whole tensors (same matrix shape); their directions in the tensors'
     layout and ⟨u, D⟩ of every matrix."""
     if not fulls:
         return [], torch.zeros(0, dtype=acc)
-    mats = torch.cat([rules.as_matrices(t, k) for t, k in zip(fulls, kinds)])
+    mats = torch.cat([stack_matrices(t, v) for t, v in zip(fulls, views)])
     bad = None
-    if guard == "device":
+    if not host:
         bad = ~torch.isfinite(torch.linalg.vector_norm(mats, dtype=acc))
         mats = torch.nan_to_num(mats, nan=0.0, posinf=0.0, neginf=0.0)
-    D = orthogonalize(mats, steps=ns_steps, dtype=ns_dtype_ or ns_dtype(mats.dtype))
+    D = orthogonalize(mats, steps=ns_steps, dtype=ns_dtype(mats.dtype))
     dots = batched_dot(mats, D, acc)
     if bad is not None:
         dots = torch.where(bad, math.nan, dots)
     out, start = [], 0
-    for t, k in zip(fulls, kinds):
-        n = rules.matrix_dims(t.shape, k)[0]
-        out.append(rules.from_matrices(D[start:start + n], t.shape, k))
-        start += n
+    for t, v in zip(fulls, views):
+        out.append(unstack_matrices(D[start:start + v.n], v, t.shape))
+        start += v.n
     return out, dots
 
 
 @torch.no_grad()
-def init_rows_(p: Tensor, rows: Rows, kind: Any, generator: torch.Generator | None,
+def init_rows_(p: Tensor, rows: LocalRows, kind: Any, generator: torch.Generator | None,
                padding_idx: int | None) -> None:
     """AGD's initialisation of a sharded parameter: the whole tensor drawn on every rank (the
     same draw when ``generator`` is seeded alike), this rank's rows written to its shard."""
     local = p.to_local()
     full = torch.empty(tuple(p.shape), dtype=local.dtype, device=local.device)
-    rules.init_(full, kind, generator=generator, padding_idx=padding_idx)
+    rule_of(kind).init_(full, kind, generator, padding_idx)
     local.copy_(full.narrow(0, rows.start, rows.count))

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import rules
 from .kinds import Kind, ParamInfo, as_kind, classify
+from .rules import rule_of
 
-__all__ = ["check_multiplier", "checked_group", "param_groups"]
+__all__ = ["check_multiplier", "checked_group", "param_groups", "gain_lr"]
 
 
 def check_multiplier(name: str, value: Any) -> None:
@@ -111,12 +111,43 @@ def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
         if not p.is_floating_point():
             raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
                              "floating point")
-        rules.check_shape(name, p.shape, kind)
+        rule_of(kind).check(name, p.shape, kind)
     for key in ("gain", "lr"):
         check_multiplier(key, param_group.get(key, defaults[key]))
     eta = param_group.get("eta")
     if eta is None:  # η of the last step, for loggers; present from the start
         eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,
                           device=params[0].device if params else "cpu")
+    # torch.compile writes group["capturable"] = True into every group it traces, and guards on
+    # it: present from the start, else the first compiled step recompiles. It is true: a
+    # captured step (torch.compile, a CUDA graph) always takes the device finish, which never
+    # synchronises with the host; only the EAGER step on CPU finishes on the host, which is
+    # not a capture. The step reads the device and torch.compiler.is_compiling(), never this key.
     return {**param_group, "params": params, "param_names": names,
-            "kinds": [(k.name, k.blocks, k.groups) for k in kinds], "eta": eta}
+            "kinds": [(k.name, k.blocks, k.groups) for k in kinds], "eta": eta,
+            "capturable": True}
+
+
+def gain_lr(chosen: list, plan: Any, cache: dict) -> Any:
+    """``gain·lr`` of the entries ``chosen`` (``(group, name, param, kind)``): one number (or
+    0-dim tensor) when every group agrees, else ``(n,)`` on the plan's device (kept in
+    ``cache`` per value, so that a step copies nothing from the host)."""
+    first = chosen[0][0]
+    if all(g is first or (_same(g["gain"], first["gain"]) and _same(g["lr"], first["lr"]))
+           for g, _, _, _ in chosen):
+        return first["gain"] * first["lr"]
+    values = [g["gain"] * g["lr"] for g, _, _, _ in chosen]
+    acc, device = plan.consts.sq_w.dtype, plan.consts.sq_w.device
+    if any(isinstance(v, Tensor) for v in values):  # tensor lr: stays on its device
+        return torch.stack([torch.as_tensor(v, dtype=acc, device=device) for v in values])
+    key = tuple(values)
+    if key not in cache:
+        if len(cache) >= 8:
+            cache.clear()
+        cache[key] = torch.tensor(values, dtype=acc, device=device)
+    return cache[key]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal numbers, or the same tensor (comparing tensors' values would sync)."""
+    return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)

@@ -1,8 +1,8 @@
-r"""The per-layout constants of AGD's fast step: which *unit* of which tensor is reduced how.
+r"""The frozen layout of AGD's fast step: which *unit* of which tensor is reduced how.
 
-:mod:`hyperfree.optim.rules` says what the cells of each kind are; this module decides, once
-per parameter layout, how the fast step (:mod:`hyperfree.optim._foreach`) reaches them with few
-operator calls. Every ℓ2 cell becomes one *unit*:
+:mod:`hyperfree.optim.rules` says what the cells of each kind are (and the family piece which
+of a rule's cuttings to use); this module turns them, once per parameter layout, into units
+the fast step reaches with few operator calls:
 
 .. code-block:: text
 
@@ -15,15 +15,21 @@ operator calls. Every ℓ2 cell becomes one *unit*:
              period P in memory, so it is viewed as an (M, P) matrix: cells = column sums
              folded by ``column // inner``; the update multiplies by a tiled (r·P,) coefficient
              row (a broadcast along a 9-wide inner dim is 3× slower on CPU than the floor).
-    Rows     an embedding of the spectral family: one cell per row (all rows are local, also
-             when sharded).
-    sign     gains of the spectral family (ℓ1 term, sign direction); polar: matrices of the
-             spectral family, grouped by (d_out, d_in, dtype) for a batched Newton–Schulz.
+    rows     an embedding of the spectral family: one ℓ2 cell per row (rows are never split
+             between shards, so their norms are final locally).
+    signs    gains of the spectral family (ℓ1 term, sign direction).
+    polar    matrices of the spectral family, grouped by (d_out, d_in, dtype) for a batched
+             Newton–Schulz; each tensor with its :class:`~.rules.MatrixView`.
 
-A sharded parameter (FSDP2, ``Shard(0)``) holds the rows ``[start, start + count)`` of dim 0
-(:class:`Rows`). Its units are the intersections of each global cell with those rows — possibly
-empty — so every process lists the SAME units in the same order and the flat vector of partial
-sums has the same length everywhere: one all-reduce sums it (``docs/agd-speed.md``).
+The step's partial sums go into ONE flat vector, in this order (``consts`` holds the weights):
+sums of squares of every Whole unit, then of every Pattern cell (``n_sq`` entries, weights
+``sq_w = σ/L``); ℓ1 sums of the sign tensors, Σ_r ‖u_r‖ of every row-wise embedding, ⟨u, D⟩
+of every Newton–Schulz matrix (``lin_w = σ/L``): ``G = sq_w·√(squares) + lin_w·(the rest)``.
+
+A sharded parameter (FSDP2, ``Shard(0)``) holds the rows :class:`~.rules.LocalRows`. Its units
+are the intersections of each global cell with those rows — possibly empty — so every process
+lists the SAME units in the same order and the flat vector of partial sums has the same length
+everywhere: one all-reduce sums it (``docs/agd-speed.md``).
 """
 from __future__ import annotations
 
@@ -34,10 +40,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import rules
-from .kinds import Kind
+from .cells import (ConvCells, L2Cell, LocalRows, MatrixView, PolarCells, RowCells,
+                    SignCell)
+from .rules import Kind, rule_of
 
-__all__ = ["Rows", "Whole", "Pattern", "Plan", "build_plan", "acc_dtype", "narrow"]
+__all__ = ["Whole", "Pattern", "PolarGroup", "Consts", "Plan", "build_plan", "acc_dtype",
+           "CHUNK"]
+
+CHUNK = 73728  # elements of the CPU column-sum accumulator (288 KiB in float32: it and the
+#                chunk streamed past it stay in a 1 MiB L2)
+
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype of norms and scalars: float32 for 16/32-bit tensors (‖g‖² of a
@@ -45,24 +57,10 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def narrow(t: Tensor, select: tuple[int, int, int] | None) -> Tensor:
-    """A unit's slice ``t.narrow(dim, start, length)`` of a local tensor; None: all of it."""
-    return t if select is None else t.narrow(*select)
-
-
-@dataclasses.dataclass(frozen=True)
-class Rows:
-    """This process holds rows ``[start, start + count)`` of dim 0 of a ``total``-row tensor."""
-
-    start: int
-    count: int
-    total: int
-
-
 @dataclasses.dataclass(frozen=True)
 class Whole:
     param: int
-    select: tuple[int, int, int] | None
+    select: tuple[int, int, int] | None  # Tensor.narrow(*select); None: the whole tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +69,65 @@ class Pattern:
     select: tuple[int, int, int] | None  # the conv group's local rows
     shape: tuple[int, ...]               # logical shape of the selected slice (d0, d1, *k)
     strides: tuple[int, ...]             # its strides when the plan was built (else: generic)
-    channels_last: bool                  # storage order (d0, *k, d1) instead of (d0, d1, *k)
-    M: int                               # view (M, P), P = K·inner
-    P: int
+    order: tuple[int, ...] | None        # channels_last: the permutation to storage order
+    mp: tuple[int, int]                  # the (M, P) view, P = K·inner
+    tiled: tuple[int, int]               # the update's (M/r, r·P) view
     K: int
     inner: int
-    r: int                               # the update's view: (M / r, r·P)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolarGroup:
+    """Tensors whose matrices share one (d_out, d_in, dtype): one batched Newton–Schulz."""
+
+    params: tuple[int, ...]
+    views: tuple[MatrixView, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Consts:
+    """The step's constants as device tensors (accumulation dtype; indices int64); on a CPU
+    plan also as numpy views of the same memory (the host finish, :mod:`._xp`)."""
+
+    sq_w: Tensor          # (n_sq,) σ/L of every Whole unit, then of every Pattern cell
+    sq_sigma: Tensor      # (n_sq,) their σ
+    sq_param: Tensor      # (n_sq,) the parameter of each
+    lin_w: Tensor         # σ/L of every sign tensor, row-wise embedding and NS matrix
+    fresh_lin_w: Tensor   # σ/L of every sign, row and polar TENSOR (the fresh estimate's dots)
+    ps_index: Tensor      # polar then sign parameters (the update's order)
+    ps_sigma: Tensor      # their σ
+    tile_index: Tensor    # Pattern cells -> tiled coefficient rows
+    rho: Tensor           # init norms of the retraction's Whole then Pattern cells
+    rho_tile_index: Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The units and constants of one list of parameters (see the module docstring)."""
+
+    L: float
+    sigma: tuple[float, ...]            # per parameter
+    radius: tuple[float | None, ...]    # per parameter: init norm of a retraction cell
+    whole: tuple[Whole, ...]
+    patterns: tuple[Pattern, ...]
+    signs: tuple[int, ...]
+    rows: tuple[int, ...]
+    polar: tuple[PolarGroup, ...]
+    retract_whole: tuple[Whole, ...]
+    retract_patterns: tuple[Pattern, ...]
+    retract_rows: tuple[int, ...]
+    consts: Consts
+    host_consts: Consts | None          # CPU plans: numpy views of the same memory (no copy)
+    ones: tuple[Tensor, ...]            # a 0-dim 1 in each parameter's dtype (host update)
+    accumulator: Tensor | None          # the CPU column-sum buffer (CHUNK elements)
+
+    @property
+    def n_sq(self) -> int:
+        return self.consts.sq_w.shape[0]
+
+    @property
+    def n_main(self) -> int:
+        return self.n_sq + self.consts.lin_w.shape[0]
 
 
 def _tile(M: int, P: int, width: int = 1024) -> int:
@@ -89,178 +140,104 @@ def _tile(M: int, P: int, width: int = 1024) -> int:
 
 
 def _pattern(i: int, t: Tensor, select: tuple[int, int, int] | None) -> Pattern:
-    x = narrow(t, select)
+    x = t if select is None else t.narrow(*select)
     d0, d1, kernel = x.shape[0], x.shape[1], tuple(x.shape[2:])
     K = math.prod(kernel)
     cl_order = (0, *range(2, x.dim()), 1)
     channels_last = not x.is_contiguous() and x.permute(cl_order).is_contiguous()
     M, P, inner = (d0, K * d1, d1) if channels_last else (d0 * d1, K, 1)
-    return Pattern(i, select, tuple(x.shape), tuple(x.stride()), channels_last, M, P, K, inner,
-                   _tile(M, P))
+    r = _tile(M, P)
+    return Pattern(i, select, tuple(x.shape), tuple(x.stride()),
+                   cl_order if channels_last else None, (M, P),
+                   (M // r, r * P), K, inner)
 
 
-def pattern_view(x: Tensor, u: Pattern, tiled: bool = False) -> Tensor:
-    """``x`` (a selected conv group laid out as the plan saw it) as the ``(M, P)`` view, or
-    ``tiled`` as the ``(M/r, r·P)`` view of the update (both alias ``x``)."""
-    if u.channels_last:
-        x = x.permute(0, *range(2, x.dim()), 1)
-    return x.view(u.M // u.r, u.r * u.P) if tiled else x.view(u.M, u.P)
+class _Builder:
+    """Sorts the cells the rules ask for into the plan's units."""
 
+    def __init__(self) -> None:
+        self.whole: list[Whole] = []
+        self.patterns: list[Pattern] = []
+        self.signs: list[int] = []
+        self.rows: list[int] = []
+        self.polar: dict[tuple, list[tuple[int, MatrixView]]] = {}
 
-def _blocks(kind: Kind, shape: Sequence[int], rows: Rows) -> list[tuple[int, int, int]]:
-    """The ℓ2 cells of a packed / grouped kind as ``(dim, start, length)`` of the LOCAL tensor
-    (the intersection of each global block with the local rows; possibly empty)."""
-    if kind.name == "linear_in_out":
-        h = shape[1] // kind.blocks
-        return [(1, b * h, h) for b in range(kind.blocks)]
-    n = kind.groups if kind.name in ("conv", "conv_transpose") else kind.blocks
-    h = shape[0] // n
-    out = []
-    for b in range(n):
-        lo, hi = max(b * h, rows.start), min((b + 1) * h, rows.start + rows.count)
-        out.append((0, lo - rows.start if hi > lo else 0, max(hi - lo, 0)))
-    return out
-
-
-@dataclasses.dataclass
-class Plan:
-    """The step's units and constants for one list of parameters (see the module docstring).
-
-    The flat vector of a step holds, in this order: sums of squares of every Whole unit, then
-    of every Pattern cell (``sq_sigma`` is their σ), then ℓ1 sums of the sign parameters,
-    Σ_t ‖u_t‖₂ of every row-wise embedding and ⟨u, D⟩ of every Newton–Schulz matrix
-    (``lin_sigma`` is their σ): ``L·G = sq_sigma·√(squares) + lin_sigma·(the rest)``.
-    """
-
-    family: str
-    kinds: tuple[Kind, ...]
-    shapes: tuple[tuple[int, ...], ...]    # global shapes
-    rows: tuple[Rows, ...]
-    sigma: tuple[float, ...]
-    L: float
-    whole: list[Whole]
-    patterns: list[Pattern]
-    row_params: list[int]
-    sign: list[int]
-    polar: list[tuple[int, ...]]
-    retract_whole: list[Whole]
-    retract_patterns: list[Pattern]
-    retract_rows: list[int]
-    radius: tuple[float | None, ...]
-    # device constants (accumulation dtype)
-    sigma_t: Tensor                        # (n,) per parameter
-    sq_sigma: Tensor                       # (n_whole + Σ K,)
-    lin_sigma: Tensor                      # (n_sign + n_rows + n_matrices,)
-    sq_param_t: Tensor                     # (n_whole + Σ K,) parameter of each entry
-    ps_index_t: Tensor                     # polar then sign parameters (as in the update)
-    ps_sigma: Tensor                       # their σ
-    sq_sigma_L: Tensor                     # sq_sigma / L
-    lin_sigma_L: Tensor                    # lin_sigma / L
-    tile_index: Tensor                     # Pattern cells -> tiled coefficient rows
-    retract_rho: Tensor                    # radii of the retraction's Whole then Pattern cells
-    retract_tile_index: Tensor
-    n_matrices: int = 0
-    host: dict = dataclasses.field(default_factory=dict)  # the same constants as Python lists
-    extra: dict = dataclasses.field(default_factory=dict)  # scratch buffers of the step
-
-
-def _units(params: Sequence[Tensor], kinds: Sequence[Kind], shapes, rows, pick
-           ) -> tuple[list[Whole], list[Pattern], list[int]]:
-    whole: list[Whole] = []
-    patterns: list[Pattern] = []
-    row_params: list[int] = []
-    for i, (t, kind) in enumerate(zip(params, kinds)):
-        how = pick(kind)
-        if how is None:
-            continue
-        if how == "rows":
-            row_params.append(i)
-            continue
-        shape = shapes[i]
-        name = kind.name
-        packed = (name in ("conv", "conv_transpose") and kind.groups > 1) or kind.blocks > 1
-        selects = _blocks(kind, shape, rows[i]) if packed else [None]
-        conv_cells = name in ("conv", "conv_transpose") and math.prod(shape[2:]) > 1
-        for sel in selects:
-            if conv_cells:
-                patterns.append(_pattern(i, t, sel))
+    def add(self, i: int, t: Tensor, cells: list) -> None:
+        for cell in cells:
+            if isinstance(cell, L2Cell):
+                self.whole.append(Whole(i, cell.select))
+            elif isinstance(cell, ConvCells):
+                self.patterns.append(_pattern(i, t, cell.select))
+            elif isinstance(cell, RowCells):
+                self.rows.append(i)
+            elif isinstance(cell, SignCell):
+                self.signs.append(i)
+            elif isinstance(cell, PolarCells):
+                v = cell.view
+                self.polar.setdefault((v.d_out, v.d_in, t.dtype), []).append((i, v))
             else:
-                whole.append(Whole(i, sel))
-    return whole, patterns, row_params
+                raise TypeError(f"unknown cell request {cell!r}")
+
+    def groups(self) -> tuple[PolarGroup, ...]:
+        return tuple(PolarGroup(tuple(i for i, _ in g), tuple(v for _, v in g))
+                     for g in self.polar.values())
 
 
-def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family: str, *,
+def _tile_index(pats: Sequence[Pattern]) -> list[int]:
+    idx, start = [], 0
+    for u in pats:
+        cols = [start + c // u.inner for c in range(u.mp[1])]
+        idx += cols * (u.tiled[1] // u.mp[1])
+        start += u.K
+    return idx
+
+
+def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
                shapes: Sequence[Sequence[int]] | None = None,
-               rows: Sequence[Rows] | None = None, L: float | None = None) -> Plan:
+               rows: Sequence[LocalRows] | None = None, L: float | None = None) -> Plan:
     """The plan of ``params`` (local tensors; ``shapes`` the global shapes and ``rows`` the
-    local rows of sharded ones). ``L`` is Σ mass over the whole model (parameters without a
-    gradient count too); default: over ``params``."""
+    local rows of sharded ones) for ``family`` (a family piece). ``L`` is Σ mass over the whole
+    model (parameters without a gradient count too); default: over ``params``."""
     shapes = [tuple(s) for s in (shapes or [p.shape for p in params])]
-    rows = list(rows or [Rows(0, s[0], s[0]) for s in shapes])
+    rows = list(rows or [LocalRows(0, s[0], s[0]) for s in shapes])
     dev, acc = params[0].device, acc_dtype(params[0].dtype)
-
-    def direction(kind: Kind) -> str | None:
-        how = rules.direction(kind, family)
-        if how == "l2":
-            return "rows" if kind.name == "embedding" and family == "spectral" else "l2"
-        return None  # polar and sign are planned below
-
-    def retraction(kind: Kind) -> str | None:
-        if kind.name == "embedding":
-            return "rows"
-        return "l2" if kind.name in rules.MATRIX_KINDS else None
-
-    whole, patterns, row_params = _units(params, kinds, shapes, rows, direction)
-    r_whole, r_patterns, r_rows = _units(params, kinds, shapes, rows, retraction)
-    polar: dict[tuple, list[int]] = {}
-    sign = []
-    for i, kind in enumerate(kinds):
-        how = rules.direction(kind, family)
-        if how == "polar":
-            _, d_out, d_in = rules.matrix_dims(shapes[i], kind)
-            polar.setdefault((d_out, d_in, params[i].dtype), []).append(i)
-        elif how == "sign":
-            sign.append(i)
-    sigma = tuple(rules.scale(s, k) for s, k in zip(shapes, kinds))
-    radius = tuple(rules.radius(s, k) for s, k in zip(shapes, kinds))
-    groups = [tuple(v) for v in polar.values()]
-    n_mats = [rules.matrix_dims(shapes[i], kinds[i])[0] for g in groups for i in g]
+    main, retract = _Builder(), _Builder()
+    for i, (t, kind, shape, r) in enumerate(zip(params, kinds, shapes, rows)):
+        rule = rule_of(kind)
+        main.add(i, t, family.cells(rule, shape, kind, r))
+        retract.add(i, t, rule.retraction_cells(shape, kind, r))
+    sigma = tuple(rule_of(k).sigma(s, k) for s, k in zip(shapes, kinds))
+    radius = tuple(rule_of(k).radius(s, k) for s, k in zip(shapes, kinds))
+    total_L = float(L if L is not None else
+                    sum(rule_of(k).mass(s, k) for s, k in zip(shapes, kinds)))
+    groups = main.groups()
+    polar = [i for g in groups for i in g.params]
+    n_mats = [v.n for g in groups for v in g.views]
+    sq_param = [u.param for u in main.whole] + [u.param for u in main.patterns
+                                                for _ in range(u.K)]
+    lin = [sigma[i] for i in main.signs] + [sigma[i] for i in main.rows] + \
+        [sigma[i] for i, n in zip(polar, n_mats) for _ in range(n)]
 
     def tensor(values, dtype=acc) -> Tensor:
         return torch.tensor(list(values), dtype=dtype, device=dev)
 
-    def tile_index(pats: list[Pattern]) -> Tensor:
-        idx, start = [], 0
-        for u in pats:
-            cols = [start + c // u.inner for c in range(u.P)]
-            idx += cols * u.r
-            start += u.K
-        return tensor(idx, torch.long)
-
-    cell_param = [u.param for u in patterns for _ in range(u.K)]
-    lin = [sigma[i] for i in sign] + [sigma[i] for i in row_params] + \
-        [sigma[i] for g in groups for i in g for _ in range(rules.matrix_dims(shapes[i],
-                                                                               kinds[i])[0])]
-    rho = [radius[u.param] for u in r_whole] + [radius[u.param] for u in r_patterns
-                                                for _ in range(u.K)]
-    total_L = float(L if L is not None else sum(rules.mass(s, k) for s, k in zip(shapes, kinds)))
-    sq_param = [u.param for u in whole] + cell_param
-    ps_index = [i for g in groups for i in g] + sign
-    host = {"sq_sigma_L": [sigma[i] / total_L for i in sq_param], "sq_param": sq_param,
-            "sq_sigma": [sigma[i] for i in sq_param],
-            "lin_sigma_L": [x / total_L for x in lin], "ps_index": ps_index,
-            "ps_sigma": [sigma[i] for i in ps_index]}
-    plan = Plan(family, tuple(kinds), tuple(shapes), tuple(rows), sigma, total_L, whole,
-                patterns, row_params, sign, groups, r_whole, r_patterns, r_rows, radius,
-                tensor(sigma), tensor([sigma[u.param] for u in whole]
-                                      + [sigma[i] for i in cell_param]),
-                tensor(lin), tensor([u.param for u in whole] + cell_param, torch.long),
-                tensor([i for g in groups for i in g] + sign, torch.long),
-                tensor([sigma[i] for g in groups for i in g] + [sigma[i] for i in sign]),
-                tensor([sigma[u.param] / total_L for u in whole]
-                       + [sigma[i] / total_L for i in cell_param]),
-                tensor([x / total_L for x in lin]),
-                tile_index(patterns), tensor(rho),
-                tile_index(r_patterns), sum(n_mats), host)
-    plan.host["tile_index"] = plan.tile_index.tolist()
-    return plan
+    consts = Consts(
+        sq_w=tensor(sigma[i] / total_L for i in sq_param),
+        sq_sigma=tensor(sigma[i] for i in sq_param), sq_param=tensor(sq_param, torch.long),
+        lin_w=tensor(x / total_L for x in lin),
+        fresh_lin_w=tensor(sigma[i] / total_L for i in (*main.signs, *main.rows, *polar)),
+        ps_index=tensor(polar + main.signs, torch.long),
+        ps_sigma=tensor(sigma[i] for i in polar + main.signs),
+        tile_index=tensor(_tile_index(main.patterns), torch.long),
+        rho=tensor([radius[u.param] for u in retract.whole]
+                   + [radius[u.param] for u in retract.patterns for _ in range(u.K)]),
+        rho_tile_index=tensor(_tile_index(retract.patterns), torch.long))
+    ones = {d: torch.ones((), dtype=d, device=dev) for d in {p.dtype for p in params}}
+    needs_acc = dev.type == "cpu" and (main.patterns or retract.patterns)
+    host = Consts(*(t.numpy() for t in dataclasses.astuple(consts))) if dev.type == "cpu" \
+        else None
+    return Plan(total_L, sigma, radius, tuple(main.whole), tuple(main.patterns),
+                tuple(main.signs), tuple(main.rows), groups, tuple(retract.whole),
+                tuple(retract.patterns), tuple(retract.rows), consts, host,
+                tuple(ones[p.dtype] for p in params),
+                torch.empty(CHUNK, dtype=acc, device=dev) if needs_acc else None)

@@ -52,60 +52,15 @@ from typing import Any, Union
 
 from torch import Tensor, nn
 
+from .rules import KIND_NAMES, Kind, as_kind
+
 __all__ = ["KIND_NAMES", "Kind", "KindSpec", "NORM_TYPES", "ParamInfo", "RULES",
            "TIE_RESOLUTION", "as_kind", "register_kinds", "kinds_for", "classify",
            "is_normalised"]
 
-#: Every kind AGD knows. ``docs/agd-rules.md`` derives the rule of each.
-KIND_NAMES: tuple[str, ...] = ("linear", "linear_in_out", "conv", "conv_transpose", "embedding",
-                               "gain", "bias")
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """What a parameter is.
-
-    ``name`` is one of :data:`KIND_NAMES`. ``blocks`` > 1 means the tensor stacks that many
-    equal blocks along dim 0, each a separate matrix (or vector) with its own normalisation —
-    the packed Q/K/V of attention (3) or the gates of an LSTM (4). ``groups`` is a convolution's
-    channel groups (each group is a separate block-diagonal matrix).
-    """
-
-    name: str
-    blocks: int = 1
-    groups: int = 1
-
-    def __post_init__(self) -> None:
-        if self.name not in KIND_NAMES:
-            raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
-                             f"{', '.join(KIND_NAMES)}")
-        for field in ("blocks", "groups"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
-        if self.groups > 1 and self.name not in ("conv", "conv_transpose"):
-            raise ValueError(f"only conv kinds have groups, got {self.name!r} with "
-                             f"groups={self.groups}")
-
-    def __str__(self) -> str:
-        extra = [f"x{self.blocks}"] if self.blocks > 1 else []
-        extra += [f"groups={self.groups}"] if self.groups > 1 else []
-        return self.name + (f"({', '.join(extra)})" if extra else "")
-
-
 #: What a rules table entry may hold: a kind name, a :class:`Kind`, or a function of the owning
 #: module returning one (for kinds that read the module, e.g. a conv's ``groups``).
 KindSpec = Union[str, Kind, Callable[[nn.Module], Union[str, Kind]]]
-
-
-def as_kind(spec: str | Kind) -> Kind:
-    """``"gain"`` -> ``Kind("gain")``; a :class:`Kind` is returned as is."""
-    if isinstance(spec, Kind):
-        return spec
-    if isinstance(spec, str):
-        return Kind(spec)
-    raise ValueError(f"a parameter kind must be a kind name ({', '.join(KIND_NAMES)}) or a "
-                     f"hyperfree.optim.Kind, got {spec!r}")
 
 
 def _conv(m: nn.Module) -> Kind:
@@ -169,7 +124,7 @@ def is_normalised(model: nn.Module | None, kinds: Iterable[Kind]) -> bool:
     ``model``, or a ``gain`` among ``kinds`` (the kinds of the parameters AGD steps)."""
     if model is not None and any(isinstance(m, NORM_TYPES) for m in model.modules()):
         return True
-    return any(k.name == "gain" for k in kinds)
+    return any(k.rule.normalises for k in kinds)
 
 
 #: How a tied parameter's kind is chosen when its owners disagree: {set of kinds: winner}.
@@ -266,7 +221,7 @@ def classify(model: nn.Module, declared: Mapping[Any, str | Kind] | None = None
             table = kinds_for(module)
             kind = _lookup(table, local, module) if table is not None else None
             entry["kinds"].append((kind, name, local, type(module).__name__))
-            if kind is not None and kind.name == "embedding":
+            if kind is not None and kind.rule.has_padding_row:
                 entry["padding_idx"] = getattr(module, "padding_idx", None)
     known = {n for e in by_id.values() for n in e["names"]}
     for key in declared:
@@ -300,7 +255,7 @@ def _resolve(entry: dict[str, Any], declared: Mapping[Any, str | Kind]) -> Param
                                  f"{', '.join(names)}; declare one kind with AGD(model, "
                                  f"kinds={{{names[0]!r}: KIND}})")
             kind = next(k for k in distinct if k.name == winner)
-    pad = entry.get("padding_idx") if kind.name == "embedding" else None
+    pad = entry.get("padding_idx") if kind.rule.has_padding_row else None
     return ParamInfo(names[0], p, kind, tuple(entry["owners"]), names, pad)
 
 

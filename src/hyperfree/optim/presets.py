@@ -1,23 +1,23 @@
 """AGD's update presets: one algorithm, a few principled variants, chosen by name.
 
-A :class:`Preset` fixes the parts of the update that are not derived from the architecture:
+A :class:`Preset` is one row naming a piece (:mod:`hyperfree.optim.pieces`) for each slot of
+the step that is not derived from the architecture:
 
 * ``family`` — the norm whose duality map gives each cell's direction (``docs/agd-rules.md``):
-  ``"frobenius"`` is the paper's ``∇/‖∇‖_F`` (exact under its "gradient conditioning"
-  assumption), ``"spectral"`` the exact map of each kind's operator norm (polar factor of a
-  matrix by Newton–Schulz, sign of a gain's gradient);
-* ``momentum`` — β of an exponential moving average of the gradient that replaces the gradient
-  everywhere (direction and ``G``), bias-corrected: ``u = m/(1 − β^t)``; 0 = none;
-* ``retract`` — keep every matrix block / conv slice / embedding row on (``"sphere"``) or
-  inside (``"ball"``) the Frobenius sphere of AGD's initialisation, so that the majorisation's
-  premise ``‖W‖ ≈ s(W)`` keeps holding (``docs/agd-stability.md``); ``None`` = never;
+  :class:`~.pieces.Frobenius` is the paper's ``∇/‖∇‖_F`` (exact under its "gradient
+  conditioning" assumption), :class:`~.pieces.Spectral` the exact map of each kind's operator
+  norm (polar factor of a matrix by Newton–Schulz, sign of a gain's gradient);
+* ``source`` — what the directions are taken from: :class:`~.pieces.Gradient`, or
+  :class:`~.pieces.Momentum` (β, bias-corrected: ``u = m``, ``G · 1/(1 − β^k)``);
 * ``estimate`` — how ``G``, the first-order decrease the majorisation promises, is estimated:
-  ``"self"`` is ``Σ σ·⟨u, D(u)⟩`` of the direction's own source (the paper's, with ``u`` the
-  gradient or the momentum), which noise inflates (Jensen); ``"fresh"`` (needs momentum) takes
-  the direction from the momentum BEFORE this step's gradient, ``D = D(m_{t−1})``, and
-  estimates ``G`` without that bias from the fresh gradient, ``F_t = Σ σ·⟨g_t, D⟩ / L``,
-  averaged with the same β: ``G = max(0, H_t/(1 − β^k))``, ``H_t = β H_{t−1} + (1 − β) F_t``
-  over the ``k`` steps that had a direction (the first step only fills the momentum).
+  :class:`~.pieces.SelfEstimate` is ``Σ σ·⟨u, D(u)⟩`` of the direction's own source (the
+  paper's), which noise inflates (Jensen); :class:`~.pieces.Fresh` (needs momentum) takes the
+  direction from the momentum BEFORE this step's gradient and estimates ``G`` without that bias
+  from the fresh gradient, averaged with the same β (the first step only fills the momentum);
+* ``retraction`` — keep every matrix block / conv slice / embedding row on
+  (:class:`~.pieces.Sphere`) or inside (:class:`~.pieces.Ball`) the Frobenius sphere of AGD's
+  initialisation, so that the majorisation's premise ``‖W‖ ≈ s(W)`` keeps holding
+  (``docs/agd-stability.md``); ``None`` = never.
 
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
@@ -36,50 +36,61 @@ from __future__ import annotations
 
 import dataclasses
 
+from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, Piece, SelfEstimate,
+                     Spectral, Sphere)
+
 __all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "choose_preset",
-           "list_presets"]
+           "list_presets", "with_ns_steps"]
+
+_SLOTS = {"family": (Frobenius, Spectral), "source": (Gradient, Momentum),
+          "estimate": (SelfEstimate, Fresh), "retraction": (Sphere, Ball, type(None))}
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One update rule of AGD (see the module docstring for the fields)."""
+    """One update rule of AGD: a piece per slot (see the module docstring)."""
 
     name: str
-    family: str = "frobenius"
-    momentum: float = 0.0
-    retract: str | None = None
-    estimate: str = "self"
+    family: Piece = Frobenius()
+    source: Piece = Gradient()
+    estimate: Piece = SelfEstimate()
+    retraction: Piece | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.family not in ("frobenius", "spectral"):
-            raise ValueError(f"preset {self.name!r}: family must be 'frobenius' or 'spectral', "
-                             f"got {self.family!r}")
-        if isinstance(self.momentum, bool) or not (0.0 <= float(self.momentum) < 1.0):
-            raise ValueError(f"preset {self.name!r}: momentum must be in [0, 1), got "
-                             f"{self.momentum!r}")
-        if self.retract not in (None, "sphere", "ball"):
-            raise ValueError(f"preset {self.name!r}: retract must be None, 'sphere' or 'ball', "
-                             f"got {self.retract!r}")
-        if self.estimate not in ("self", "fresh"):
-            raise ValueError(f"preset {self.name!r}: estimate must be 'self' or 'fresh', got "
-                             f"{self.estimate!r}")
-        if self.estimate == "fresh" and not self.momentum:
-            raise ValueError(f"preset {self.name!r}: estimate='fresh' needs momentum > 0 (the "
-                             "direction comes from the momentum of the previous steps)")
+        for slot, allowed in _SLOTS.items():
+            piece = getattr(self, slot)
+            if not isinstance(piece, allowed):
+                names = ", ".join("None" if a is type(None) else a.__name__ for a in allowed)
+                raise ValueError(f"preset {self.name!r}: {slot} must be one of {names}, got "
+                                 f"{piece!r}")
+        if self.estimate.lagged and not isinstance(self.source, Momentum):
+            raise ValueError(f"preset {self.name!r}: estimate {self.estimate!r} needs a "
+                             "Momentum source (the direction comes from the momentum of the "
+                             "previous steps)")
+
+    @property
+    def slots(self) -> dict[str, Piece | None]:
+        """``{slot: piece}`` in the order of the step."""
+        return {slot: getattr(self, slot) for slot in _SLOTS}
+
+    @property
+    def momentum(self) -> float:
+        """β of the momentum source (0: the gradient itself)."""
+        return self.source.beta
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("paper", "frobenius", description="the AGD paper's rule (Bernstein et al. 2023)"),
-    Preset("spectral", "spectral",
+    Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
+    Preset("spectral", Spectral(),
            description="exact duality maps: orthogonalised matrices (Newton-Schulz), sign gains"),
-    Preset("spectral-momentum", "spectral", momentum=0.95,
+    Preset("spectral-momentum", Spectral(), Momentum(0.95),
            description="spectral with momentum 0.95 on the gradient"),
-    Preset("spectral-sphere", "spectral", momentum=0.95, retract="sphere",
+    Preset("spectral-sphere", Spectral(), Momentum(0.95), retraction=Sphere(),
            description="spectral with momentum, weights kept on their init sphere"),
-    Preset("paper-momentum", "frobenius", momentum=0.95,
+    Preset("paper-momentum", Frobenius(), Momentum(0.95),
            description="the paper's rule with momentum 0.95 (ablation)"),
-    Preset("spectral-fresh", "spectral", momentum=0.95, estimate="fresh",
+    Preset("spectral-fresh", Spectral(), Momentum(0.95), Fresh(0.95),
            description="spectral with momentum; G estimated without noise bias from the fresh "
                        "gradient against the previous momentum's direction"),
 )}
@@ -119,3 +130,13 @@ def choose_preset(name: str | Preset, *, normalised: bool) -> Preset:
 def list_presets() -> list[str]:
     """Names of the registered presets, in registration order."""
     return list(PRESETS)
+
+
+def with_ns_steps(preset: Preset, ns_steps: int) -> Preset:
+    """``preset`` with ``ns_steps`` Newton–Schulz iterations in its spectral family (the same
+    preset for the Frobenius family, which orthogonalises nothing)."""
+    if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+        raise ValueError(f"AGD ns_steps must be an integer >= 1, got {ns_steps!r}")
+    if not isinstance(preset.family, Spectral) or preset.family.ns_steps == ns_steps:
+        return preset
+    return dataclasses.replace(preset, family=Spectral(ns_steps))

@@ -1,217 +1,347 @@
-r"""The AGD rule of every parameter kind, as data plus small pure functions.
+r"""The AGD rule of every parameter kind: one :class:`KindRule` per kind, in one table.
 
 ``docs/agd-rules.md`` derives each row; ``../shared/SPEC.md`` §1.1 and §1.5 give the algorithm.
-In the code's symbols, a parameter of kind ``k`` is split into *cells*, each with a scale
-``σ`` (the target size of the cell in its norm, from the AGD paper's ``s(W)``), and AGD moves
-every cell by ``gain · lr · (η/L) · σ`` along a unit *direction* ``D`` of that cell:
+A parameter of kind ``k`` is cut into *cells*, each with a scale ``σ`` (the target size of the
+cell in its norm, the AGD paper's ``s(W)``), and AGD moves every cell by
+``gain · lr · (η/L) · σ`` along a unit *direction* ``D`` of that cell:
 
 .. code-block:: text
 
-    kind            cells (per block)          σ                      dir (spectral)  mass
-    linear          the (d_out, d_in) matrix   sqrt(d_out/d_in)        polar            1/block
-    linear_in_out   the matrix, stored (in,out) sqrt(d_out/d_in)       polar            1/block
-    conv            each (c_out/g, c_in/g)     sqrt(c_out/c_in)/sqrt(K) polar            1
+    kind            cells (per block)          σ                        spectral D      mass
+    linear          the (d_out, d_in) matrix   sqrt(d_out/d_in)          polar           1/block
+    linear_in_out   the matrix, stored (in,out) sqrt(d_out/d_in)         polar           1/block
+    conv            each (c_out/g, c_in/g)     sqrt(c_out/c_in)/sqrt(K)  polar           1
                     slice: K kernel positions x g groups
-    conv_transpose  as conv, slice stored (c_in/g, c_out/g)             polar            1
-    embedding (V,d) the table (frobenius) or    sqrt(d)                 l2 per row       1
+    conv_transpose  as conv, slice stored (c_in/g, c_out/g)              polar           1
+    embedding (V,d) the table (frobenius) or    sqrt(d)                   l2 per row      1
                     each row (spectral)
-    gain γ          the vector (a diagonal)     1                       sign             1/block
-    bias b          the vector                  sqrt(d)                 l2               0
+    gain γ          the vector (a diagonal)     1                         sign            1/block
+    bias b          the vector                  sqrt(d)                   l2              0
 
-* ``frobenius`` family (the paper's rule, ``preset="paper"``): every cell's direction is
-  ``D = ∇/‖∇‖_F`` and its term in ``G`` is ``σ·‖∇‖_F``. For matrices this is exact under the
-  paper's "gradient conditioning" assumption (stable rank 1).
-* ``spectral`` family: the exact duality map of each kind's operator norm: ``polar`` is
-  ``D = U Vᵀ`` of ``∇ = U Σ Vᵀ`` (Newton–Schulz, :mod:`hyperfree.optim.newton_schulz`) with
-  term ``σ·‖∇‖_* = σ·⟨∇, D⟩``; ``sign`` is ``D = sign(∇)`` with term ``σ·‖∇‖_1``; ``l2`` is
-  ``D = ∇/‖∇‖_2`` with term ``σ·‖∇‖_2`` (biases, and embedding rows, whose norm ℓ1→RMS has this
-  exact row-wise map).
-
-``G = (1/L) Σ terms`` with ``L = Σ mass``; a packed tensor's blocks count like the separate
-matrices they are (Q, K, V: 3), a conv kernel counts once (the paper), a bias counts zero (it
-is one more cell of its layer, acting on the constant input 1).
+The frobenius family (the paper's rule) moves every cell along ``∇/‖∇‖_F``; the spectral family
+along the exact duality map of the cell's operator norm (``docs/agd-rules.md`` §1). A rule says,
+for its kind: which shapes it accepts (:meth:`KindRule.check`), ``σ``, its mass in ``L``, the
+*cells* each family cuts a tensor into (:meth:`KindRule.frobenius_cells`,
+:meth:`KindRule.spectral_cells`, :meth:`KindRule.retraction_cells`) — as requests the plan
+(:mod:`._plan`) turns into units of the fast step — the matrix view of a matrix kind, the
+retraction radius, and the initialisation. Adding a kind = one entry in :data:`KIND_RULES` and
+one test; nothing else compares kind names.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .kinds import Kind
+from .cells import ConvCells, L2Cell, LocalRows, MatrixView, PolarCells, RowCells, SignCell
 
-__all__ = ["FAMILIES", "MATRIX_KINDS", "check_shape", "matrix_dims", "scale", "mass",
-           "direction", "cells", "as_matrices", "from_matrices", "radius", "init_"]
-
-FAMILIES: tuple[str, ...] = ("frobenius", "spectral")
-MATRIX_KINDS: frozenset[str] = frozenset({"linear", "linear_in_out", "conv", "conv_transpose"})
+__all__ = ["Kind", "KindRule", "KIND_RULES", "KIND_NAMES", "rule_of", "as_kind",
+           "is_plain_matrix"]
 
 Shape = Sequence[int]
 
 
-def check_shape(name: str, shape: Shape, kind: Kind) -> None:
-    """ValueError naming ``name`` if ``shape`` cannot hold a parameter of ``kind``."""
-    nd = len(shape)
-    need = {"linear": "2-D (d_out, d_in)", "linear_in_out": "2-D (d_in, d_out)",
-            "embedding": "2-D (num_embeddings, d)"}
-    if kind.name in need and nd != 2:
-        raise ValueError(f"parameter {name!r} of kind {kind} must be {need[kind.name]}, got "
-                         f"shape {tuple(shape)}")
-    if kind.name in ("conv", "conv_transpose") and nd < 3:
-        raise ValueError(f"parameter {name!r} of kind {kind} must be (c, c, *kernel), got "
-                         f"shape {tuple(shape)}")
-    if kind.name in ("gain", "bias") and nd == 0:
-        raise ValueError(f"parameter {name!r} of kind {kind} must have at least one dim")
-    if math.prod(shape) == 0:
-        raise ValueError(f"parameter {name!r} is empty (shape {tuple(shape)})")
-    split = 1 if kind.name == "linear_in_out" else 0
-    if kind.blocks > 1:
-        if kind.name in ("conv", "conv_transpose", "embedding"):
-            raise ValueError(f"parameter {name!r}: kind {kind.name} cannot be packed (blocks="
-                             f"{kind.blocks})")
-        if shape[split] % kind.blocks:
-            raise ValueError(f"parameter {name!r}: dim {split} of shape {tuple(shape)} does not "
-                             f"split into {kind.blocks} equal blocks")
-    if kind.groups > 1 and (shape[0] % kind.groups):
-        raise ValueError(f"parameter {name!r}: dim 0 of shape {tuple(shape)} does not split "
-                         f"into {kind.groups} groups")
+# ---------------------------------------------------------------- the kind of a parameter
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a parameter is.
+
+    ``name`` is one of :data:`KIND_NAMES`. ``blocks`` > 1 means the tensor stacks that many
+    equal blocks, each a separate matrix (or vector) with its own normalisation — the packed
+    Q/K/V of attention (3) or the gates of an LSTM (4). ``groups`` is a convolution's channel
+    groups (each group is a separate block-diagonal matrix).
+    """
+
+    name: str
+    blocks: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        rule = KIND_RULES.get(self.name)
+        if rule is None:
+            raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
+                             f"{', '.join(KIND_RULES)}")
+        for field in ("blocks", "groups"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
+        if self.groups > 1 and not rule.grouped:
+            raise ValueError(f"only conv kinds have groups, got {self.name!r} with "
+                             f"groups={self.groups}")
+
+    def __str__(self) -> str:
+        extra = [f"x{self.blocks}"] if self.blocks > 1 else []
+        extra += [f"groups={self.groups}"] if self.groups > 1 else []
+        return self.name + (f"({', '.join(extra)})" if extra else "")
+
+    @property
+    def rule(self) -> KindRule:
+        """This kind's rule (:data:`hyperfree.optim.rules.KIND_RULES`)."""
+        return KIND_RULES[self.name]
 
 
-def matrix_dims(shape: Shape, kind: Kind) -> tuple[int, int, int]:
-    """``(n, d_out, d_in)``: a matrix kind is ``n`` matrices of shape ``(d_out, d_in)``."""
-    name = kind.name
-    if name == "linear":
-        return kind.blocks, shape[0] // kind.blocks, shape[1]
-    if name == "linear_in_out":
-        return kind.blocks, shape[1] // kind.blocks, shape[0]
-    K = math.prod(shape[2:])
-    g = kind.groups
-    if name == "conv":  # (c_out, c_in/g, *k)
-        return g * K, shape[0] // g, shape[1]
-    if name == "conv_transpose":  # (c_in, c_out/g, *k)
-        return g * K, shape[1], shape[0] // g
-    raise ValueError(f"kind {name!r} is not a matrix kind")
+def as_kind(spec: str | Kind) -> Kind:
+    """``"gain"`` -> ``Kind("gain")``; a :class:`Kind` is returned as is."""
+    if isinstance(spec, Kind):
+        return spec
+    if isinstance(spec, str):
+        return Kind(spec)
+    raise ValueError(f"a parameter kind must be a kind name ({', '.join(KIND_RULES)}) or a "
+                     f"hyperfree.optim.Kind, got {spec!r}")
 
 
-def scale(shape: Shape, kind: Kind) -> float:
-    """``σ``, the target scale of each cell (see the table in the module docstring)."""
-    name = kind.name
-    if name in MATRIX_KINDS:
-        _, d_out, d_in = matrix_dims(shape, kind)
-        K = math.prod(shape[2:]) if name in ("conv", "conv_transpose") else 1
-        return math.sqrt(d_out / d_in) / math.sqrt(K)
-    if name == "embedding":
-        return math.sqrt(shape[1])
-    if name == "gain":
-        return 1.0
-    return math.sqrt(math.prod(shape) // kind.blocks)  # bias: sqrt(d) of each block
 
+# ---------------------------------------------------------------- the rules
+class KindRule:
+    """The rule of one kind (the defaults are a vector kind's: see the subclasses)."""
 
-def mass(shape: Shape, kind: Kind) -> int:
-    """The tensor's weight in ``L``: packed blocks count as separate matrices, a conv counts
-    once, a bias zero (it is a cell of its layer)."""
-    if kind.name == "bias":
-        return 0
-    if kind.name in ("linear", "linear_in_out", "gain"):
+    name: str = ""
+    dims: str = ""            # what shape the kind needs, for the error message ("" = any)
+    ndim: int | None = None   # exact number of dims (None: at least ``min_ndim``)
+    min_ndim: int = 1
+    packable = True           # may stack ``blocks`` equal blocks
+    block_dim = 0             # the dim the blocks split
+    grouped = False           # has conv channel groups
+    normalises = False        # a normalisation layer's gain: the network is normalised
+    has_padding_row = False   # reads its owner's ``padding_idx`` (a row kept at zero)
+
+    def check(self, name: str, shape: Shape, kind: Kind) -> None:
+        """ValueError naming ``name`` if ``shape`` cannot hold a parameter of ``kind``."""
+        nd = len(shape)
+        if (self.ndim is not None and nd != self.ndim) or nd < self.min_ndim:
+            raise ValueError(f"parameter {name!r} of kind {kind} must be {self.dims}, got "
+                             f"shape {tuple(shape)}")
+        if math.prod(shape) == 0:
+            raise ValueError(f"parameter {name!r} is empty (shape {tuple(shape)})")
+        if kind.blocks > 1:
+            if not self.packable:
+                raise ValueError(f"parameter {name!r}: kind {kind.name} cannot be packed "
+                                 f"(blocks={kind.blocks})")
+            if shape[self.block_dim] % kind.blocks:
+                raise ValueError(f"parameter {name!r}: dim {self.block_dim} of shape "
+                                 f"{tuple(shape)} does not split into {kind.blocks} equal "
+                                 "blocks")
+        if kind.groups > 1 and shape[0] % kind.groups:
+            raise ValueError(f"parameter {name!r}: dim 0 of shape {tuple(shape)} does not "
+                             f"split into {kind.groups} groups")
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        raise NotImplementedError
+
+    def mass(self, shape: Shape, kind: Kind) -> int:
+        """The tensor's weight in ``L`` (packed blocks count as the separate tensors they are)."""
         return kind.blocks
-    return 1
+
+    def radius(self, shape: Shape, kind: Kind) -> float | None:
+        """Frobenius norm of each retraction cell at AGD's initialisation (None: none)."""
+        return None
+
+    def blocks(self, shape: Shape, kind: Kind, rows: LocalRows) -> list[L2Cell]:
+        """One ℓ2 cell per block (or conv group): the intersection of each global block with
+        the local rows, as a slice of the LOCAL tensor (possibly empty)."""
+        n = kind.groups if self.grouped else kind.blocks
+        if n == 1:
+            return [L2Cell()]
+        if self.block_dim == 1:  # never sharded along dim 1: every block is local
+            h = shape[1] // n
+            return [L2Cell((1, b * h, h)) for b in range(n)]
+        h = shape[0] // n
+        out = []
+        for b in range(n):
+            lo, hi = max(b * h, rows.start), min((b + 1) * h, rows.start + rows.count)
+            out.append(L2Cell((0, lo - rows.start if hi > lo else 0, max(hi - lo, 0))))
+        return out
+
+    def frobenius_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        """The paper's family: every block an ℓ2 cell."""
+        return self.blocks(shape, kind, rows)
+
+    def spectral_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        """The exact duality maps (default: ℓ2 blocks, exact for a vector's RMS norm)."""
+        return self.blocks(shape, kind, rows)
+
+    def retraction_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        """The cells a retraction keeps on their init sphere (default: none)."""
+        return []
+
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
+        raise NotImplementedError
 
 
-def direction(kind: Kind, family: str) -> str:
-    """``"l2"``, ``"polar"`` or ``"sign"``: the unit direction of each cell."""
-    if family == "frobenius" or kind.name in ("bias", "embedding"):
-        return "l2"
-    if family != "spectral":
-        raise ValueError(f"unknown norm family {family!r}; choose one of {', '.join(FAMILIES)}")
-    return "sign" if kind.name == "gain" else "polar"
+class MatrixRule(KindRule):
+    """``linear`` (stored ``(d_out, d_in)``) and ``linear_in_out`` (stored ``(d_in, d_out)``,
+    HF ``Conv1D``): ``B`` blocks of ``(d_out, d_in)`` matrices, σ = √(d_out/d_in)."""
+
+    ndim = 2
+
+    def __init__(self, name: str, transposed: bool):
+        self.name, self.transposed = name, transposed
+        self.block_dim = 1 if transposed else 0
+        self.dims = "2-D (d_in, d_out)" if transposed else "2-D (d_out, d_in)"
+
+    def matrix_view(self, shape: Shape, kind: Kind) -> MatrixView:
+        B = kind.blocks
+        if self.transposed:  # (in, B·h) -> (in, B, h) -> (B, h, in)
+            return MatrixView((shape[0], B, shape[1] // B), (1, 2, 0), B, shape[1] // B,
+                              shape[0])
+        return MatrixView((B, shape[0] // B, shape[1]), (0, 1, 2), B, shape[0] // B, shape[1])
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        v = self.matrix_view(shape, kind)
+        return math.sqrt(v.d_out / v.d_in)
+
+    def radius(self, shape: Shape, kind: Kind) -> float:
+        """Each matrix cell is σ times a semi-orthogonal matrix: norm σ·√min(d_out, d_in)."""
+        v = self.matrix_view(shape, kind)
+        return self.sigma(shape, kind) * math.sqrt(min(v.d_out, v.d_in))
+
+    def spectral_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        return [PolarCells(self.matrix_view(shape, kind))]
+
+    def retraction_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        return self.frobenius_cells(shape, kind, rows)
+
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
+        """Every matrix uniformly (Haar) semi-orthogonal, times σ."""
+        from .init import haar_semi_orthogonal
+
+        v = self.matrix_view(p.shape, kind)
+        q = haar_semi_orthogonal(v.n, v.d_out, v.d_in, generator=generator)
+        q = q * self.sigma(p.shape, kind)
+        permuted = [v.split[i] for i in v.order]
+        inverse = tuple(sorted(range(len(v.order)), key=v.order.__getitem__))
+        p.copy_(q.to(p.dtype).reshape(permuted).permute(inverse).reshape(p.shape))
 
 
-def cells(t: Tensor, kind: Kind, family: str) -> tuple[Tensor, tuple[int, ...]]:
-    """``(view, dims)``: ``t`` viewed so that reducing ``dims`` (keepdim) gives one value per
-    cell; the view aliases ``t`` for any memory layout (only ``unflatten``, never ``view``).
-    """
-    name = kind.name
-    if name == "linear":
-        return t.unflatten(0, (kind.blocks, -1)), (1, 2)
-    if name == "linear_in_out":
-        return t.unflatten(1, (kind.blocks, -1)), (0, 2)
-    if name in ("conv", "conv_transpose"):
-        return t.unflatten(0, (kind.groups, -1)), (1, 2)
-    if name == "embedding":
-        return (t, (1,)) if family == "spectral" else (t, (0, 1))
-    view = t.unflatten(0, (kind.blocks, -1))  # gain, bias: (blocks, d/blocks, *rest)
-    return view, tuple(range(1, view.dim()))
+class ConvRule(MatrixRule):
+    """``conv`` ``(c_out, c_in/g, *k)`` and ``conv_transpose`` ``(c_in, c_out/g, *k)``: one
+    ``(c_out/g, c_in/g)`` matrix per group and kernel position, σ = √(c_out/c_in)/√K; mass 1."""
+
+    ndim = None
+    min_ndim = 3
+    packable = False
+    grouped = True
+
+    def __init__(self, name: str, transposed: bool):
+        super().__init__(name, transposed)
+        self.block_dim = 0
+        self.dims = "(c, c, *kernel)"
+
+    def matrix_view(self, shape: Shape, kind: Kind) -> MatrixView:
+        g, kernel = kind.groups, tuple(shape[2:])
+        k, K = len(kernel), math.prod(kernel)
+        a, b = shape[0] // g, shape[1]
+        # (g, a, b, *k) -> (g, *k, d_out, d_in); a transposed conv stores (c_in/g, c_out/g)
+        order = (0, *range(3, 3 + k), 2, 1) if self.transposed else (0, *range(3, 3 + k), 1, 2)
+        d_out, d_in = (b, a) if self.transposed else (a, b)
+        return MatrixView((g, a, b, *kernel), order, g * K, d_out, d_in)
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        return super().sigma(shape, kind) / math.sqrt(math.prod(shape[2:]))
+
+    def mass(self, shape: Shape, kind: Kind) -> int:
+        return 1  # a conv kernel counts once (the paper)
+
+    def frobenius_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        """One ℓ2 cell per group (1×1 kernel), else K per group (kernel positions)."""
+        groups = self.blocks(shape, kind, rows)
+        if math.prod(shape[2:]) == 1:
+            return groups
+        return [ConvCells(c.select) for c in groups]
 
 
-def as_matrices(t: Tensor, kind: Kind) -> Tensor:
-    """The ``(n, d_out, d_in)`` stack of a matrix kind's blocks (a copy when not a view)."""
-    n, d_out, d_in = matrix_dims(t.shape, kind)
-    name = kind.name
-    if name == "linear":
-        return t.reshape(n, d_out, d_in)
-    if name == "linear_in_out":
-        return t.mT.reshape(n, d_out, d_in)
-    g, k = kind.groups, t.dim() - 2
-    u = t.unflatten(0, (g, -1))  # conv: (g, co, ci, *k); transpose: (g, ci, co, *k)
-    order = (0, *range(3, 3 + k), 1, 2) if name == "conv" else (0, *range(3, 3 + k), 2, 1)
-    return u.permute(order).reshape(n, d_out, d_in)
+class EmbeddingRule(KindRule):
+    """``embedding`` ``(V, d)``: an ℓ1→RMS map, rows of RMS 1 (σ = √d); the whole table one
+    ℓ2 cell (frobenius) or one cell per row (spectral)."""
 
+    name, dims, ndim = "embedding", "2-D (num_embeddings, d)", 2
+    packable = False
+    has_padding_row = True
 
-def from_matrices(m: Tensor, shape: Shape, kind: Kind) -> Tensor:
-    """Inverse of :func:`as_matrices`: a tensor of logical ``shape`` (possibly strided)."""
-    name = kind.name
-    if name == "linear":
-        return m.reshape(shape)
-    if name == "linear_in_out":
-        return m.reshape(shape[1], shape[0]).mT
-    g, kernel = kind.groups, tuple(shape[2:])
-    k = len(kernel)
-    _, d_out, d_in = m.shape
-    u = m.reshape(g, *kernel, d_out, d_in)
-    order = (0, k + 1, k + 2, *range(1, k + 1)) if name == "conv" else \
-        (0, k + 2, k + 1, *range(1, k + 1))
-    return u.permute(order).flatten(0, 1)
-
-
-def radius(shape: Shape, kind: Kind) -> float | None:
-    """Frobenius norm of each retraction cell at AGD's initialisation (None: not retracted).
-
-    Matrix cells (blocks, conv slices) are ``σ`` times a semi-orthogonal matrix, so their norm
-    is ``σ·sqrt(min(d_out, d_in))``; embedding rows have RMS 1, norm ``sqrt(d)``.
-    """
-    if kind.name in MATRIX_KINDS:
-        _, d_out, d_in = matrix_dims(shape, kind)
-        return scale(shape, kind) * math.sqrt(min(d_out, d_in))
-    if kind.name == "embedding":
+    def sigma(self, shape: Shape, kind: Kind) -> float:
         return math.sqrt(shape[1])
-    return None
 
+    def radius(self, shape: Shape, kind: Kind) -> float:
+        return math.sqrt(shape[1])  # each row at RMS 1
 
-@torch.no_grad()
-def init_(p: Tensor, kind: Kind, *, generator: torch.Generator | None = None,
-          padding_idx: int | None = None) -> Tensor:
-    """Initialise ``p`` in place by its kind's rule (``docs/agd-rules.md``).
+    def spectral_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        return [RowCells()]
 
-    Matrix kinds: every block / kernel slice uniformly (Haar) semi-orthogonal, times ``σ``.
-    Embedding: every row uniform on the sphere of radius ``sqrt(d)`` (RMS 1); the
-    ``padding_idx`` row stays zero. Gain: ones. Bias: zeros.
-    """
-    from .init import haar_semi_orthogonal
+    def retraction_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        return [RowCells()]
 
-    name = kind.name
-    if name in MATRIX_KINDS:
-        n, d_out, d_in = matrix_dims(p.shape, kind)
-        q = haar_semi_orthogonal(n, d_out, d_in, generator=generator) * scale(p.shape, kind)
-        p.copy_(from_matrices(q.to(p.dtype), p.shape, kind))
-    elif name == "embedding":
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
+        """Every row uniform on the sphere of radius √d (RMS 1); ``padding_idx`` stays 0."""
         rows = torch.randn(p.shape, dtype=torch.float64, generator=generator)
         rows *= math.sqrt(p.shape[1]) / rows.norm(dim=1, keepdim=True)
         if padding_idx is not None:
             rows[padding_idx] = 0
         p.copy_(rows)
-    elif name == "gain":
+
+
+class GainRule(KindRule):
+    """``gain`` γ of a normalisation layer: a diagonal matrix (σ = 1), sign direction in the
+    spectral family (the ℓ∞ operator norm's duality map); starts at one."""
+
+    name, dims = "gain", "at least 1-D"
+    normalises = True
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        return 1.0
+
+    def spectral_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
+        return [SignCell()]
+
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
         p.fill_(1.0)
-    else:
+
+
+class BiasRule(KindRule):
+    """``bias``: one more cell of its layer, acting on the constant input 1 (σ = √d of each
+    block, mass 0); starts at zero."""
+
+    name, dims = "bias", "at least 1-D"
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        return math.sqrt(math.prod(shape) // kind.blocks)
+
+    def mass(self, shape: Shape, kind: Kind) -> int:
+        return 0
+
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
         p.zero_()
-    return p
+
+
+#: The table: kind name -> its rule (``docs/agd-rules.md`` §2).
+KIND_RULES: dict[str, KindRule] = {r.name: r for r in (
+    MatrixRule("linear", transposed=False), MatrixRule("linear_in_out", transposed=True),
+    ConvRule("conv", transposed=False), ConvRule("conv_transpose", transposed=True),
+    EmbeddingRule(), GainRule(), BiasRule())}
+#: Every kind AGD knows.
+KIND_NAMES: tuple[str, ...] = tuple(KIND_RULES)
+
+
+def rule_of(kind: Kind) -> KindRule:
+    """The rule of ``kind``."""
+    return KIND_RULES[kind.name]
+
+
+def is_plain_matrix(kind: Kind) -> bool:
+    """Whether ``kind`` is ONE ``(d_out, d_in)`` matrix stored as such — what
+    ``torch.optim.Muon`` expects (not a packed, grouped, transposed or conv tensor)."""
+    rule = KIND_RULES[kind.name]
+    return isinstance(rule, MatrixRule) and not isinstance(rule, ConvRule) \
+        and not rule.transposed and kind.blocks == 1

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperfree.optim import classify
+from hyperfree.optim.rules import is_plain_matrix
 
 __all__ = ["Stepper", "TorchStepper", "MuonStepper", "optimizers_of", "describe_stepper"]
 
@@ -104,8 +105,7 @@ class MuonStepper:
                  weight_decay: float) -> None:
         self.module = module
         infos = classify(module)
-        muon = [i for i in infos if i.kind.name == "linear" and i.kind.blocks == 1
-                and i.param.dim() == 2]
+        muon = [i for i in infos if is_plain_matrix(i.kind)]
         chosen = {id(i.param) for i in muon}
         rest = [i for i in infos if id(i.param) not in chosen]
         self.names = {"muon": [i.name for i in muon], "adamw": [i.name for i in rest]}

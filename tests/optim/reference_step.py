@@ -1,6 +1,7 @@
 r"""The obviously correct twin of AGD's fast step: every cell of every kind, one at a time.
 
-It shares no code with the fast path (:mod:`hyperfree.optim._foreach`) or with
+A test oracle (it lives with the tests; :class:`tests.optim.reference.ReferenceAGD` makes it an
+optimiser). It shares no code with the fast path (:mod:`hyperfree.optim._kernels`) or with
 :mod:`hyperfree.optim.rules`: the cells are cut out by explicit slicing, the scales and masses
 are written out again, the Newton–Schulz iteration is a plain loop over single matrices, and the
 update is an out-of-place ``copy_``. ``tests/optim`` proves the two equal in float64 for every
@@ -27,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from .kinds import Kind
+from hyperfree.optim import Kind
 
 __all__ = ["reference_step"]
 
