@@ -31,18 +31,23 @@ class ReferenceAGD(hyperfree.AGD):
 
     def _update(self, live: tuple[int, ...], grads: list[Tensor], host: bool
                 ) -> tuple[Tensor, Tensor]:
-        chosen = [self._entries()[j] for j in live]
+        # every parameter, those without a gradient as None: they count in L, are not moved
+        chosen = self._entries()
+        by_index = dict(zip(live, grads))
+        grads = [by_index.get(j) for j in range(len(chosen))]
+        live = tuple(range(len(chosen)))
         preset = self.preset
         beta, fresh = preset.source.beta, preset.estimate.lagged
         params = [p for _, _, p, _ in chosen]
         bufs = [self.state[p]["momentum_buffer"] for p in params] if beta else None
         sharded = self._sharded is not None
         if sharded:  # every tensor whole on every rank, written back afterwards
-            full_p, grads = [p.full_tensor() for p in params], [g.full_tensor() for g in grads]
+            full_p = [p.full_tensor() for p in params]
+            grads = [g.full_tensor() if g is not None else None for g in grads]
             full_b = [b.full_tensor() for b in bufs] if beta else None
         else:
             full_p, full_b = params, bufs
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
         count = self._globals["source"]["count"] if beta else None
         before = int(count) if beta else 0
         if beta and finite:
@@ -53,7 +58,8 @@ class ReferenceAGD(hyperfree.AGD):
             gains=[float(g["gain"]) for g, _, _, _ in chosen],
             lrs=[float(g["lr"]) for g, _, _, _ in chosen], momentum=beta, buffers=full_b,
             step=before if fresh else max(before + int(finite), 1),
-            retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema)
+            retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
+            fresh_beta=preset.estimate.beta if fresh else None)
         if fresh:
             self._globals["estimate"]["H"].fill_(ema[0])
         if sharded:

@@ -117,18 +117,20 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    family: str, gains: list[float], lrs: list[float], momentum: float = 0.0,
                    buffers: list[Tensor | None] | None = None, step: int = 1,
                    retract: str | None = None, ns_steps: int = 5,
-                   ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None
-                   ) -> Tensor:
+                   ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
+                   fresh_beta: float | None = None) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
-    estimate of G: ``step`` is then the number of finite gradients BEFORE this one."""
+    estimate of G: ``step`` is then the number of finite gradients BEFORE this one, and
+    ``fresh_beta`` (default: ``momentum``) the β of its average."""
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
     buffers = buffers if buffers is not None else [None] * len(params)
     finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
     if fresh_ema is not None:
         return _fresh_step(params, grads, kinds, family, gains, lrs, momentum, buffers, step,
-                           retract, ns_steps, ns_dtype, fresh_ema, L, finite)
+                           retract, ns_steps, ns_dtype, fresh_ema, L, finite,
+                           momentum if fresh_beta is None else fresh_beta)
     us: list[Tensor | None] = []
     new_buffers = list(buffers)
     for i, g in enumerate(grads):
@@ -207,10 +209,10 @@ def _move(params: list[Tensor], kinds: list[Kind], family: str, live: list[bool]
 def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Kind],
                 family: str, gains: list[float], lrs: list[float], beta: float,
                 buffers: list[Tensor | None], k: int, retract: str | None, ns_steps: int,
-                ns_dtype: torch.dtype | None, ema: list[float], L: int, finite: bool
-                ) -> Tensor:
-    """The fresh estimate, written out: D from m_{t−1}; F = Σ σ⟨g, D⟩/L; H ← βH + (1−β)F;
-    G = max(0, H/(1−β^k)); the step; then m ← βm + (1−β)g. Nothing moves if a gradient is not
+                ns_dtype: torch.dtype | None, ema: list[float], L: int, finite: bool,
+                beta_h: float) -> Tensor:
+    """The fresh estimate, written out: D from m_{t−1}; F = Σ σ⟨g, D⟩/L; H ← β_h H + (1−β_h)F;
+    G = max(0, H/(1−β_h^k)); the step; then m ← βm + (1−β)g. Nothing moves if a gradient is not
     finite; with k = 0 (no direction yet) only the momentum takes the gradient."""
     if not finite:
         return torch.zeros((), dtype=params[0].dtype)
@@ -228,8 +230,8 @@ def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Ki
             directions.append(d)
     F /= L
     if k > 0:
-        ema[0] = beta * ema[0] + (1 - beta) * F
-    G = max(0.0, ema[0] / (1 - beta ** k)) if k > 0 else 0.0
+        ema[0] = beta_h * ema[0] + (1 - beta_h) * F
+    G = max(0.0, ema[0] / (1 - beta_h ** k)) if k > 0 else 0.0
     eta = torch.tensor(math.log((1 + math.sqrt(1 + 4 * G)) / 2), dtype=torch.float64)
     _move(params, kinds, family, live, directions, eta, L, gains, lrs, retract)
     for i, g in enumerate(grads):
