@@ -8,8 +8,8 @@ returns strings (or the ``ValueError``), so that the module imports nothing of t
   suggested KIND and why), then code that declares them all, ready to paste.
 * :func:`report` — ``AGD.kinds_report()``: every parameter, its kind, where the kind came from
   and why, then the code that pins what was read or defaulted as declarations.
-* :func:`summary` — the one line AGD prints at construction when a kind did not come from the
-  rules table or a declaration.
+* :func:`summary` — the one line AGD warns when a kind did not come from the rules table or a
+  declaration: at construction, or after the first forward when that is what it read.
 * :func:`suggest` — a kind from a parameter's local name and shape only, for the strict error
   when no forward was read (labelled as such: a suggestion to check, never applied).
 """
@@ -156,16 +156,9 @@ def report(infos: Sequence[Any]) -> str:
     return "\n".join(out)
 
 
-def summary(infos: Sequence[Any], pending: bool) -> str | None:
+def summary(infos: Sequence[Any]) -> str | None:
     """One line about the kinds that did not come from the table or a declaration (None if
     every kind did)."""
-    counts = collections.Counter(i.origin for i in infos)
-    if pending:
-        owners = sorted({i.owners[0] for i in infos if i.origin == "pending"})
-        return (f"AGD: {counts['pending']} parameter(s) of {', '.join(owners)} have no entry in "
-                "the kinds table; their kinds will be read from the model's first forward "
-                "(generic until then; AGD(model, example=...) reads them now; "
-                "opt.kinds_report() lists every kind)")
     read = [i for i in infos if i.origin in ("inferred", "packed")]
     generic = [i for i in infos if i.origin == "generic"]
     if not read and not generic:

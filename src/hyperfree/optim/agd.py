@@ -77,8 +77,9 @@ class AGD(torch.optim.Optimizer):
     the first offending parameter, on accelerators without a host sync (the warning comes once
     the flag reaches the host). :attr:`skipped_steps` counts them. ``state_dict`` holds every
     piece's state and the counters; deep copies and pickles work. Where a kind did not come
-    from the table or a declaration, one :class:`KindsNote` warning says so at construction;
-    :meth:`kinds_report` lists every parameter's kind and why. ``weight_decay`` (other than
+    from the table or a declaration, one :class:`KindsNote` warning says so (at construction,
+    or when the first forward has been read); :meth:`kinds_report` lists every parameter's
+    kind and why. ``weight_decay`` (other than
     0), ``betas``, ``momentum`` and ``eps`` are refused with one line; an ``lr`` more than 10x
     from 1 warns that it multiplies AGD's own step.
     """
@@ -116,12 +117,10 @@ class AGD(torch.optim.Optimizer):
         self._resolution = resolution
         if self.L:
             self._prepare()
-        if resolution is not None:
-            note = summary(list(self._infos.values()), pending)
-            if note:
-                warnings.warn(note, KindsNote, stacklevel=2)
-            if pending:
-                resolution.watch(self._adopt)
+        if pending:  # the one line comes once the first forward is read
+            resolution.watch(self._adopt)
+        elif resolution is not None and (note := summary(list(self._infos.values()))):
+            warnings.warn(note, KindsNote, stacklevel=2)
 
     def kinds_report(self) -> str:
         """Every parameter AGD steps: its kind, where the kind came from (the rules table, a
@@ -151,7 +150,7 @@ class AGD(torch.optim.Optimizer):
         self.state, self._globals = defaultdict(dict), {}
         self._plans.clear()
         self._prepare()
-        note = summary(list(self._infos.values()), False) if preset is None else None
+        note = summary(list(self._infos.values())) if preset is None else None
         if note:
             warnings.warn(note, KindsNote, stacklevel=2)
 

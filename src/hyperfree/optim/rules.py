@@ -367,8 +367,9 @@ class GenericRule(KindRule):
     """``generic``: a tensor whose role no rule and no reading of the forward decides (a
     ``(1, T, d)`` position table, an SSM's ``A_log``, a scalar): the whole tensor one vector
     under its RMS norm — ℓ2 direction, σ = √numel, so it moves by η/L in RMS per step, the
-    relative change every other cell takes at unit scale — and mass 0, so it never changes
-    the step of the rest (``docs/agd-rules.md`` §4). Its init is the model's own."""
+    change every other cell takes at unit scale — and mass 0: it adds no layer to ``L``, so a
+    model's other cells step as they would without it, but for its term in ``G``
+    (``docs/agd-rules.md`` §4). Its init is the model's own."""
 
     name, dims = "generic", "a tensor of any shape"
     min_ndim = 0
