@@ -16,7 +16,6 @@ all with paste-able declarations (suggestions read from an example when there is
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import weakref
 from collections.abc import Callable, Mapping
@@ -27,44 +26,10 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ._declare import undeclared_error
-from .infer import Reader, Reading, decide, packed
+from .infer import Reader, Reading, decide, packed, read_forward
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
-__all__ = ["Resolution", "read_forward", "call_with"]
-
-
-def call_with(model: nn.Module, example: Any) -> Any:
-    """``model(example)``: a tensor, a tuple/list of positional arguments, or a dict of keyword
-    arguments."""
-    if isinstance(example, Mapping):
-        return model(**example)
-    if isinstance(example, (tuple, list)):
-        return model(*example)
-    return model(example)
-
-
-@contextlib.contextmanager
-def _side_effect_free(model: nn.Module):
-    """No gradient; the RNG streams (CPU and the model's accelerator) and every buffer
-    (BatchNorm's running statistics) as they were before."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        try:
-            yield
-        finally:
-            for b, v in saved:
-                b.copy_(v)
-
-
-def read_forward(model: nn.Module, example: Any, params: list[Tensor],
-                 measure: tuple[int, ...] = ()) -> tuple[list[Reading], str | None]:
-    """The readings of ``params`` from one side-effect-free forward of ``model`` on
-    ``example``, and the reading's error (None if it read every op)."""
-    reader = Reader(params, measure)
-    with _side_effect_free(model), reader:
-        call_with(model, example)
-    return reader.readings(), reader.error
+__all__ = ["Resolution"]
 
 
 def _dummy(model: nn.Module) -> Any:

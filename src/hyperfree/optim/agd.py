@@ -441,12 +441,17 @@ def _warn_uncalibrated(names: list[str]) -> None:
 
 def _loaded(groups: list[dict[str, Any]], state_dict: dict[str, Any],
             infos: dict[int, ParamInfo]) -> list[ParamInfo]:
-    """The kinds a state_dict was saved with, for the parameters still pending."""
+    """The kinds a state_dict was saved with, for the parameters whose reading is still to
+    come: the pending ones, and the packing of single-block table kinds."""
     out = []
     for g_new, g_old in zip(groups, state_dict.get("param_groups", [])):
         for p, k in zip(g_new["params"], g_old.get("kinds", g_new["kinds"])):
-            info = infos.get(id(p))
-            if info is not None and info.origin == "pending":
-                out.append(dataclasses.replace(info, kind=Kind(*k), origin="inferred",
-                                               reason="loaded from a state_dict"))
+            info, kind = infos.get(id(p)), Kind(*k)
+            if info is None or kind == info.kind:
+                continue
+            packing = (info.origin == "table" and kind.name == info.kind.name
+                       and info.kind.rule.packed(info.kind, 2, 1) is not None)
+            if info.origin == "pending" or packing:
+                out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
+                                               origin="packed" if packing else "inferred"))
     return out

@@ -34,20 +34,22 @@ whole: not packing.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._views import dim_map, merge_tags, view_groups
 from .kinds import resolve_tie
 from .rules import Kind
 
-__all__ = ["Use", "Reading", "Reader", "decide", "packed"]
+__all__ = ["Use", "Reading", "Reader", "decide", "packed", "read_forward", "read_kinds",
+           "call_with"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +375,9 @@ class Reader(TorchDispatchMode):
         w, b = self._get(args[1]), self._get(args[2])
         transposed, groups = bool(args[6]), int(args[8])
         if isinstance(w, _Src):
-            ok = w.dims == tuple(range(len(w.dims))) and not w.piece
+            t, p = args[1], self._params[w.param]
+            ok = not w.piece and tuple(t.shape) == tuple(p.shape) and all(
+                d == j for j, d in enumerate(w.dims) if t.shape[j] > 1)
             kind = Kind("conv_transpose" if transposed else "conv", groups=groups) if ok \
                 else None
             self._use(w, kind, name, f"the kernel of aten.{name}" + (
@@ -601,3 +605,55 @@ def packed(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
     return new, f"its output is split into {how} (a packed projection)"
 
 
+
+
+def call_with(model: nn.Module, example: Any) -> Any:
+    """``model(example)``: a tensor, a tuple/list of positional arguments, or a dict of keyword
+    arguments."""
+    if isinstance(example, Mapping):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+@contextlib.contextmanager
+def _side_effect_free(model: nn.Module):
+    """The RNG streams (CPU and the model's accelerator) and every buffer (BatchNorm's running
+    statistics) as they were before. Autograd stays on, as in training: with it off some
+    modules take fused inference paths (``nn.MultiheadAttention`` in eval mode) that hide how
+    they use their parameters; the graph is freed with the output."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
+
+
+def read_forward(model: nn.Module, example: Any, params: list[Tensor],
+                 measure: tuple[int, ...] = ()) -> tuple[list[Reading], str | None]:
+    """The readings of ``params`` from one side-effect-free forward of ``model`` on
+    ``example``, and the reading's error (None if it read every op)."""
+    reader = Reader(params, measure)
+    with _side_effect_free(model), reader:
+        call_with(model, example)
+    return reader.readings(), reader.error
+
+
+def read_kinds(model: nn.Module, example: Any) -> dict[str, tuple[Kind | None, str]]:
+    """What one forward of ``model`` on ``example`` says every trainable parameter is —
+    ignoring the rules table: ``{name: (kind or None for generic, why)}``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    readings, error = read_forward(model, example, [p for _, p in named])
+    out = {}
+    for (name, p), reading in zip(named, readings):
+        kind, why = decide(reading, tuple(p.shape))
+        more = packed(kind, reading, tuple(p.shape)) if kind is not None else None
+        if more is not None:
+            kind, why = more[0], f"{why}; {more[1]}"
+        out[name] = (kind, why if error is None else f"{why} (reading stopped: {error})")
+    return out
