@@ -66,19 +66,25 @@ def _split(path: str) -> tuple[str, str]:
     return ".".join(parts[:k]), ".".join(parts[k:])
 
 
-def declarations(items: Iterable[tuple[Any, Kind, str]]) -> str:
+def declarations(items: Iterable[tuple[Any, Kind, str]], infos: Sequence[Any] = ()) -> str:
     """Python code declaring ``(info, kind, why)``: one ``register_kinds`` per owner class
-    where every instance agrees, per-parameter ``kinds=`` for the rest (tied parameters,
-    classes whose instances differ)."""
+    where every instance in the model (``infos``: all its parameters) takes the same kind,
+    per-parameter ``kinds=`` for the rest (tied parameters, classes whose instances differ or
+    keep a table kind), then the ``AGD(model, kinds=kinds)`` that uses them."""
     items = list(items)
+    chosen = {id(info.param) for info, _, _ in items}
     per_type: dict[str, dict[str, set[Kind]]] = collections.defaultdict(
         lambda: collections.defaultdict(set))
     for info, kind, _ in items:
         if len(info.owner_paths) == 1:
             per_type[info.owner_paths[0]][info.locals[0]].add(kind)
+    for info in infos:  # an instance left out (it keeps its kind) rules out its class
+        for path, local in zip(info.owner_paths, info.locals):
+            if id(info.param) not in chosen and path in per_type:
+                per_type[path][local].add(None)
     registered = {cls: {loc: next(iter(ks)) for loc, ks in table.items()}
                   for cls, table in per_type.items()
-                  if all(len(ks) == 1 for ks in table.values())}
+                  if all(len(ks) == 1 and None not in ks for ks in table.values())}
     why_of: dict[tuple[str, str], tuple[int, str]] = {}
     rest = []
     for info, kind, why in items:
@@ -101,17 +107,18 @@ def declarations(items: Iterable[tuple[Any, Kind, str]]) -> str:
                           for loc in table for n, why in [why_of[(cls, loc)]])
         place = "" if _importable(cls) else " (the class in your code)"
         lines.append(f"register_kinds({ref}, {{{body}}})  # {cls}{place}: {notes}")
-    if rest:
-        body = ",\n    ".join(f'"{i.name}": {kind_code(k)}' for i, k in rest)
-        lines.append(f"opt = hyperfree.AGD(model, kinds={{\n    {body}}})")
+    body = "".join(f'\n    "{i.name}": {kind_code(k)},' for i, k in rest)
+    lines += [f"kinds = {{{body}}}" if body else "kinds = {}",
+              "opt = hyperfree.AGD(model, kinds=kinds)"]
     return "\n".join(lines)
 
 
 def undeclared_error(infos: Sequence[Any], kind_names: Sequence[str],
-                     suggestions: dict[int, tuple[Kind, str]] | None = None) -> ValueError:
-    """ONE error for every unknown parameter of ``infos``, each with a suggested kind (read
-    from the forward when ``suggestions`` has it, else from its name and shape) and the code
-    that declares them all."""
+                     suggestions: dict[int, tuple[Kind, str]] | None = None,
+                     all_infos: Sequence[Any] = ()) -> ValueError:
+    """ONE error for every unknown parameter of ``infos`` (of the model's ``all_infos``), each
+    with a suggested kind (read from the forward when ``suggestions`` has it, else from its name
+    and shape) and the code that declares them all."""
     lines, items = [], []
     for info in infos:
         kind, why = (suggestions or {}).get(id(info.param)) or suggest(
@@ -132,7 +139,7 @@ def undeclared_error(infos: Sequence[Any], kind_names: Sequence[str],
     head = (f"AGD has no rule for {n} parameter{'s' if n > 1 else ''} (the rules table and "
             "kinds= only; AGD(model) without infer=False reads them from the forward):")
     tail = (f"KIND is one of {', '.join(kind_names)}. To declare them all, paste (check each "
-            "suggestion):\n" + _indent(declarations(items)))
+            "suggestion):\n" + _indent(declarations(items, all_infos)))
     return ValueError("\n".join([head, *lines, tail]))
 
 
@@ -152,7 +159,7 @@ def report(infos: Sequence[Any]) -> str:
               if i.origin not in ("table", "declared", "pending") and i.kind is not None]
     if pinned:
         out += ["", "To pin the kinds that were read or defaulted (and skip reading the "
-                "forward), paste:", _indent(declarations(pinned))]
+                "forward), paste:", _indent(declarations(pinned, infos))]
     return "\n".join(out)
 
 

@@ -24,7 +24,7 @@ from .kinds import Kind, ParamInfo, as_kind, classify
 from .rules import rule_of
 
 __all__ = ["check_multiplier", "checked_group", "param_groups", "gain_lr", "refuse_ported",
-           "PORTED"]
+           "warn_lr", "PORTED"]
 
 _MOMENTUM = ("AGD has no {key}: momentum is a piece of its preset (the default chooses "
              "'spectral-momentum', an average with beta 0.95, for normalised networks; "
@@ -54,18 +54,24 @@ def refuse_ported(settings: Mapping[str, Any], where: str = "AGD") -> None:
         raise ValueError(f"{where} {key}={value!r}: {PORTED[key]}")
 
 
-def warn_lr(value: Any) -> None:
-    """Warn when ``lr`` is far from 1: it multiplies the step AGD derives (a ported AdamW lr
-    such as 3e-4 makes every step ~3,000x smaller)."""
-    if isinstance(value, Tensor):
-        if value.device.type != "cpu" or value.numel() != 1:
-            return
-        value = float(value)
-    if isinstance(value, (int, float)) and not 1 / _LR_FAR <= value <= _LR_FAR:
-        warnings.warn(f"AGD lr={value!r} multiplies AGD's own step: lr=1 (the default) is AGD "
-                      f"as derived, so every step is {value:g}x the derived one. AGD needs no "
+def warn_lr(values: list[Any], stacklevel: int = 3) -> None:
+    """Warn once when an ``lr`` of ``values`` is far from 1: it multiplies the step AGD derives
+    (a ported AdamW lr such as 3e-4 makes every step ~3,000x smaller)."""
+    far = []
+    for value in values:
+        if isinstance(value, Tensor):
+            if value.device.type != "cpu" or value.numel() != 1:
+                continue
+            value = float(value)
+        if isinstance(value, (int, float)) and not 1 / _LR_FAR <= value <= _LR_FAR \
+                and value not in far:
+            far.append(value)
+    if far:
+        shown = ", ".join(f"{v:g}" for v in far)
+        warnings.warn(f"AGD lr={shown} multiplies AGD's own step: lr=1 (the default) is AGD as "
+                      f"derived, so every step is {shown}x the derived one. AGD needs no "
                       "learning rate; leave lr out unless a schedule should scale the step",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=stacklevel)
 
 
 def check_multiplier(name: str, value: Any) -> None:
@@ -168,7 +174,6 @@ def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
     refuse_ported({k: v for k, v in param_group.items() if k in PORTED}, "AGD param group")
     for key in ("gain", "lr"):
         check_multiplier(key, param_group.get(key, defaults[key]))
-    warn_lr(param_group.get("lr", defaults["lr"]))
     eta = param_group.get("eta")
     if eta is None:  # η of the last step, for loggers; present from the start
         eta = torch.zeros((), dtype=params[0].dtype if params else torch.float32,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ._declare import undeclared_error
-from .infer import Reader, Reading, decide, packed, read_forward
+from .infer import Reader, Reading, decide, kind_of, packed, read_forward
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
 __all__ = ["Resolution"]
@@ -70,7 +70,8 @@ class Resolution:
         unknown = [i for i in self.infos if i.kind is None]
         if not infer:
             if unknown:
-                raise undeclared_error(unknown, KIND_NAMES, self._suggestions(unknown))
+                raise undeclared_error(unknown, KIND_NAMES, self._suggestions(unknown),
+                                       self.infos)
             return
         sharded = any(hasattr(i.param, "_local_tensor") for i in self.infos)
         wanted = unknown or any(_ambiguous(i) for i in self.infos)
@@ -109,7 +110,7 @@ class Resolution:
             return {}
         out = {}
         for info, reading in zip(self.infos, readings):
-            kind, why = decide(reading, tuple(info.param.shape))
+            kind, why = kind_of(reading, tuple(info.param.shape))
             out[id(info.param)] = (kind or Kind("generic"), f"read from the forward: {why}")
         return {id(i.param): out[id(i.param)] for i in unknown}
 
@@ -135,6 +136,10 @@ class Resolution:
                     continue
                 info = dataclasses.replace(info, kind=kind, origin="inferred", reason=why,
                                            roles=tuple(u.kind for u in reading.uses))
+            used_as = {u.kind for u in reading.uses if u.kind is not None}
+            if info.origin == "table" and len(used_as | set(info.roles)) > 1:
+                info = dataclasses.replace(info, roles=(*info.roles, *sorted(
+                    used_as - set(info.roles), key=str)))  # also used as a head (tied)
             if info.origin in ("table", "inferred"):
                 more = packed(info.kind, reading, shape)
                 if more is not None:

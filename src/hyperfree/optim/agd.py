@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from . import _distributed, _flags
 from ._declare import report, summary
-from ._groups import check_multiplier, checked_group, gain_lr, param_groups, refuse_ported
+from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, refuse_ported,
+                      warn_lr)
 from ._plan import Plan, build_plan
 from ._resolve import Resolution
 from .functional import Shards, agd
@@ -109,6 +110,7 @@ class AGD(torch.optim.Optimizer):
                              "parameter that requires grad")
         self._init_runtime()
         super().__init__(groups, dict(gain=float(gain), lr=lr))
+        warn_lr([g["lr"] for g in self.param_groups])
         pending = resolution is not None and resolution.pending
         if self.L == 0 and not pending:
             raise ValueError("AGD got only parameters of mass 0 (biases), so L = 0 and the step "

@@ -48,8 +48,8 @@ from ._views import dim_map, merge_tags, view_groups
 from .kinds import resolve_tie
 from .rules import Kind
 
-__all__ = ["Use", "Reading", "Reader", "decide", "packed", "read_forward", "read_kinds",
-           "call_with"]
+__all__ = ["Use", "Reading", "Reader", "decide", "packed", "kind_of", "read_forward",
+           "read_kinds", "call_with"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -651,9 +651,13 @@ def read_kinds(model: nn.Module, example: Any) -> dict[str, tuple[Kind | None, s
     readings, error = read_forward(model, example, [p for _, p in named])
     out = {}
     for (name, p), reading in zip(named, readings):
-        kind, why = decide(reading, tuple(p.shape))
-        more = packed(kind, reading, tuple(p.shape)) if kind is not None else None
-        if more is not None:
-            kind, why = more[0], f"{why}; {more[1]}"
+        kind, why = kind_of(reading, tuple(p.shape))
         out[name] = (kind, why if error is None else f"{why} (reading stopped: {error})")
     return out
+
+
+def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
+    """:func:`decide`, then :func:`packed`: the kind a reading alone gives (None: generic)."""
+    kind, why = decide(reading, shape)
+    more = packed(kind, reading, shape) if kind is not None else None
+    return (more[0], f"{why}; {more[1]}") if more is not None else (kind, why)

@@ -284,7 +284,7 @@ def classify(model: nn.Module, declared: Mapping[Any, str | Kind] | None = None,
     if unknown == "raise" and any(i.kind is None for i in infos):
         from ._declare import undeclared_error  # the message; it needs nothing from here
 
-        raise undeclared_error([i for i in infos if i.kind is None], KIND_NAMES)
+        raise undeclared_error([i for i in infos if i.kind is None], KIND_NAMES, None, infos)
     return infos
 
 
