@@ -53,9 +53,9 @@ class Attention(nn.Module):
     """Packed Q/K/V as ONE raw matrix stored ``(d_in, 3·d)`` (``x @ w``), split in three;
     rotary embeddings slice q and k into halves (not packing: q is also used whole)."""
 
-    def __init__(self, d: int = D, heads: int = H) -> None:
+    def __init__(self, d: int = D, heads: int = H, causal: bool = True) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.w_qkv = nn.Parameter(torch.randn(d, 3 * d) / math.sqrt(d))
         self.proj = nn.Linear(d, d)
         pos = torch.arange(T)[:, None] / 10 ** (torch.arange(d // heads // 2) / (d // heads))
@@ -68,15 +68,15 @@ class Attention(nn.Module):
         q, k, v = (t.view(B, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))
         cos, sin = self.cos[:n], self.sin[:n]
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, n, d))
 
 
 class Block(nn.Module):
-    def __init__(self, norm: type) -> None:
+    def __init__(self, norm: type, causal: bool = True) -> None:
         super().__init__()
         self.n1, self.n2 = norm(D), norm(D)
-        self.attn = Attention()
+        self.attn = Attention(causal=causal)
         self.up = nn.Linear(D, 4 * D)  # GLU: gate and up packed, chunked in two
         self.down = nn.Linear(2 * D, D)
 
@@ -113,7 +113,7 @@ class TinyViT(nn.Module):
         self.patch = nn.Conv2d(3, D, 4, stride=4)
         self.cls = nn.Parameter(torch.zeros(1, 1, D))
         self.pos = nn.Parameter(0.02 * torch.randn(1, 5, D))
-        self.block = Block(LayerNorm)
+        self.block = Block(LayerNorm, causal=False)
         self.norm = LayerNorm(D)
         self.head = nn.Linear(D, classes)
 
