@@ -3,7 +3,7 @@
 * A tied embedding / output head (one ``Parameter``, an ``nn.Embedding`` and an ``nn.Linear``)
   in a pre-norm transformer: ``AGD(model, example=ids).init_weights()`` reads the head's input
   and puts the table's rows at norm ``1/RMS(head input)`` — a starting loss within 1.5 ln V
-  (the embedding rule's rows of RMS 1 start it far above: about ln V + d/2, and
+  (the embedding rule's rows of RMS 1 start it far above, at logits of RMS √d, and
   ``init_weights`` without an example says so in a warning). ``hyperfree.optim.init_weights(model,
   example=...)`` does the same. The same holds for a head tied through ``F.linear``.
 * Kinds read from the forward and generic tensors keep the model's own values (an SSM's
@@ -85,7 +85,7 @@ def test_without_an_example_the_init_says_the_logits_start_too_large():
     model = _build()
     with pytest.warns(UserWarning, match=r"tok\.weight is an embedding tied to the output head"):
         hyperfree.AGD(model).init_weights()
-    assert _loss(model, ids, target) > 3 * math.log(V)  # ~ ln V + d/2: why it is calibrated
+    assert _loss(model, ids, target) > 3 * math.log(V)  # logits of RMS √d: why it is calibrated
 
 
 def test_a_head_tied_through_f_linear_is_calibrated_too():

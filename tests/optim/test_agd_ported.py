@@ -1,4 +1,4 @@
-"""Settings ported from AdamW are caught (docs/agd-rules.md §6).
+"""Settings ported from AdamW are caught (docs/agd-rules.md §7).
 
 * ``lr`` more than 10x from 1 warns ONCE per optimiser (one warning for several groups), saying
   it multiplies AGD's own step and that 1 is AGD as derived; lr in [0.1, 10] and tensor lrs of 1

@@ -369,7 +369,7 @@ class GenericRule(KindRule):
     under its RMS norm — ℓ2 direction, σ = √numel, so it moves by η/L in RMS per step, the
     change every other cell takes at unit scale — and mass 0: it adds no layer to ``L``, so a
     model's other cells step as they would without it, but for its term in ``G``
-    (``docs/agd-rules.md`` §4). Its init is the model's own."""
+    (``docs/agd-rules.md`` §3). Its init is the model's own."""
 
     name, dims = "generic", "a tensor of any shape"
     min_ndim = 0
