@@ -57,11 +57,12 @@ from typing import Any, Union
 
 from torch import Tensor, nn
 
+from ._declare import undeclared_error
 from .rules import KIND_NAMES, Kind, as_kind
 
 __all__ = ["KIND_NAMES", "Kind", "KindSpec", "NORM_TYPES", "ParamInfo", "RULES",
-           "TIE_RESOLUTION", "ORIGINS", "INIT_ORIGINS", "as_kind", "register_kinds", "kinds_for", "classify",
-           "type_path", "resolve_tie", "is_normalised"]
+           "TIE_RESOLUTION", "ORIGINS", "INIT_ORIGINS", "as_kind", "register_kinds",
+           "kinds_for", "classify", "type_path", "resolve_tie", "is_normalised"]
 
 #: What a rules table entry may hold: a kind name, a :class:`Kind`, or a function of the owning
 #: module returning one (for kinds that read the module, e.g. a conv's ``groups``).
@@ -242,6 +243,22 @@ def classify(model: nn.Module, declared: Mapping[Any, str | Kind] | None = None,
     if unknown not in ("raise", "keep"):
         raise ValueError(f"classify: unknown must be 'raise' or 'keep', got {unknown!r}")
     declared = dict(declared or {})
+    by_id, order = _owners(model)
+    known = {n for e in by_id.values() for n in e["names"]}
+    for key in declared:
+        if isinstance(key, str) and key not in known:
+            raise ValueError(f"kinds declares {key!r} but the model has no trainable parameter "
+                             "of that name")
+    infos = [_resolve(by_id[i], declared) for i in order]
+    if unknown == "raise" and any(i.kind is None for i in infos):
+        raise undeclared_error([i for i in infos if i.kind is None], KIND_NAMES, None, infos)
+    return infos
+
+
+def _owners(model: nn.Module) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """Every trainable parameter (by id, in order) with its names, owners, their import paths,
+    its local names and the kind each owner's entry gives (None: no entry). A bare class name
+    registered for two classes of the model is a ``ValueError``."""
     by_id: dict[int, dict[str, Any]] = {}
     order: list[int] = []
     by_bare_name: dict[str, set[type]] = {}
@@ -275,17 +292,7 @@ def classify(model: nn.Module, declared: Mapping[Any, str | Kind] | None = None,
             paths = " and ".join(sorted(type_path(c) for c in classes))
             raise ValueError(f"register_kinds({bare_name!r}, ...) names two classes in this "
                              f"model, {paths}: register the class itself or its import path")
-    known = {n for e in by_id.values() for n in e["names"]}
-    for key in declared:
-        if isinstance(key, str) and key not in known:
-            raise ValueError(f"kinds declares {key!r} but the model has no trainable parameter "
-                             "of that name")
-    infos = [_resolve(by_id[i], declared) for i in order]
-    if unknown == "raise" and any(i.kind is None for i in infos):
-        from ._declare import undeclared_error  # the message; it needs nothing from here
-
-        raise undeclared_error([i for i in infos if i.kind is None], KIND_NAMES, None, infos)
-    return infos
+    return by_id, order
 
 
 def resolve_tie(kinds: Iterable[Kind]) -> Kind | None:
