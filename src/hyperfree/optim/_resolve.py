@@ -5,10 +5,10 @@
 1. :func:`~.kinds.classify` with the rules table and ``kinds=`` (the fast path);
 2. if a parameter is still unknown, or a matrix's packing cannot be told from its type, one
    forward is read (:mod:`.infer`): an ``example`` input the user passes, or the model's own
-   ``dummy_inputs`` (Hugging Face models have them), read now — no gradient, the RNG and the
-   buffers restored afterwards; without either, the model's FIRST forward is read while it
-   runs (the kinds are settled before the first ``step``; until then an unknown parameter is
-   ``generic``);
+   ``dummy_inputs`` (Hugging Face models have them), read now with the RNG and the buffers
+   restored afterwards; without either (or if the model does not take it), the model's FIRST
+   forward is read while it runs (the kinds are settled before the first ``step``; until then
+   an unknown parameter is ``generic``);
 3. what the reading does not decide is ``generic``.
 
 With ``infer=False`` step 2 never runs: unknown parameters are one ``ValueError`` listing them
@@ -84,7 +84,9 @@ class Resolution:
                 return
             except Exception as e:  # an example the model does not take: read the first batch
                 self.failed = f"{type(e).__name__}: {e}"
-        self._default("generic until the model's first forward is read", pending=True)
+        why = "generic until the model's first forward is read" + (
+            f" (its example failed: {self.failed})" if self.failed else "")
+        self._default(why, pending=True)
 
     # ------------------------------------------------------------ state
     @property
