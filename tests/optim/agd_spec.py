@@ -99,6 +99,21 @@ def bias(shape, blocks: int = 1) -> Rule:
     return Rule(cells, math.sqrt(h), 0, "l2")
 
 
+def generic(shape) -> Rule:
+    """A tensor of unknown role, any shape: the whole tensor one cell, σ = √numel, mass 0, ℓ2
+    (docs/agd-rules.md §4)."""
+    return Rule(WHOLE, math.sqrt(math.prod(shape)), 0, "l2")
+
+
+def per_head(shape, blocks: int, heads: int) -> Rule:
+    """A ``(heads·blocks·h, d_in)`` per-head packed projection: heads x blocks cells of ``h``
+    rows (head-major), σ = √(h/d_in) each, mass ``blocks``."""
+    h = shape[0] // (blocks * heads)
+    cells = tuple(((slice(c * h, (c + 1) * h), slice(None)), False)
+                  for c in range(blocks * heads))
+    return Rule(cells, math.sqrt(h / shape[1]), blocks, "matrix")
+
+
 def direction_of(rule: Rule, family: str) -> str:
     if rule.how == "matrix":
         return "polar" if family == "spectral" else "l2"

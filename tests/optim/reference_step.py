@@ -50,14 +50,17 @@ def _ns(m: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
 
 
 def _matrix_cells(p: Tensor, kind: Kind) -> tuple[list[Tensor], float, int]:
-    """Each matrix cell as a (d_out, d_in) view of ``p``; its σ; its mass."""
+    """Each matrix cell as a (d_out, d_in) view of ``p``; its σ; its mass. A matrix with
+    ``groups`` (attention heads of a per-head packed projection) has groups x blocks cells of
+    rows, and mass ``blocks``."""
     name, B, g = kind.name, kind.blocks, kind.groups
     if name == "linear":
-        h = p.shape[0] // B
-        return [p[b * h:(b + 1) * h] for b in range(B)], math.sqrt(h / p.shape[1]), B
+        h = p.shape[0] // (B * g)
+        return [p[c * h:(c + 1) * h] for c in range(B * g)], math.sqrt(h / p.shape[1]), B
     if name == "linear_in_out":
-        h = p.shape[1] // B
-        return [p[:, b * h:(b + 1) * h].T for b in range(B)], math.sqrt(h / p.shape[0]), B
+        h = p.shape[1] // (B * g)
+        return ([p[:, c * h:(c + 1) * h].T for c in range(B * g)], math.sqrt(h / p.shape[0]),
+                B)
     kernel = p.shape[2:]
     positions = list(itertools.product(*[range(k) for k in kernel]))
     out = []
@@ -84,6 +87,8 @@ def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int
         d = p.shape[1]
         cells = [p[t] for t in range(p.shape[0])] if family == "spectral" else [p]
         return cells, math.sqrt(d), 1, "l2"
+    if name == "generic":  # the whole tensor, any shape (a scalar too): RMS norm, mass 0
+        return [p], math.sqrt(p.numel()), 0, "l2"
     # gain, bias: B equal blocks along dim 0, sliced (views of p for any memory layout; a
     # reshape(-1) would copy a non-contiguous p and the update would be lost)
     rows = p.shape[0] // B

@@ -22,6 +22,8 @@ def _grads(model, x, seed=0):
 
 
 def test_unknown_parameter_names_param_owner_and_how_to_declare():
+    """Strictly (``infer=False``: the rules table and ``kinds=`` only), since AGD(model) reads
+    unknown kinds from the forward (tests/optim/test_agd_infer.py)."""
     class Scale(nn.Module):
         def __init__(self):
             super().__init__()
@@ -33,7 +35,7 @@ def test_unknown_parameter_names_param_owner_and_how_to_declare():
     model = nn.Sequential(nn.Linear(4, 3), Scale())
     with pytest.raises(ValueError, match=r"'1\.alpha'.*\(3,\).*of Scale.*register_kinds\(Scale"
                                          r".*kinds=\{'1\.alpha'"):
-        hyperfree.AGD(model)
+        hyperfree.AGD(model, infer=False)
     with pytest.raises(ValueError, match=r"does not know what parameter '#0' \(shape \(2, 2\)\)"):
         hyperfree.AGD([torch.zeros(2, 2, requires_grad=True), torch.zeros(2, 3, 4, requires_grad=True)])
 

@@ -1,13 +1,15 @@
 """A custom module: unknown parameters are refused, declared ones train by their rule.
 
-* an unregistered parameter gets a ``ValueError`` naming the parameter, its shape, its owner
-  type and both declaration routes (``register_kinds`` and ``AGD(model, kinds=...)``);
+* strictly (``infer=False``: table and declarations only; AGD(model) reads unknown kinds from
+  the forward, tests/optim/test_agd_infer.py), an unregistered parameter gets a ``ValueError``
+  naming the parameter, its shape, its owner type and both declaration routes
+  (``register_kinds`` and ``AGD(model, kinds=...)``);
 * after ``register_kinds`` (by class or by import path; the registry is global, so the
   ``restore_kind_rules`` fixture puts it back) the model trains — loss falls over a few steps —
   and its first step equals the documented gain/bias rule; subclasses inherit a registration;
 * per-parameter ``kinds=`` works the same way, and a misspelt name is refused;
-* a parameter tied between two owners whose kinds conflict with no stated resolution raises,
-  and a declaration resolves it.
+* a parameter tied between two owners whose kinds conflict with no stated resolution raises
+  (strictly), and a declaration resolves it.
 Run: ``pytest tests/optim/test_agd_custom.py``.
 """
 from __future__ import annotations
@@ -81,7 +83,7 @@ def _first_step_matches_rule(model, make_opt):
 
 def test_unregistered_parameter_raises_naming_it_its_owner_and_both_routes():
     with pytest.raises(ValueError) as err:
-        hyperfree.AGD(_model())
+        hyperfree.AGD(_model(), infer=False)
     msg = str(err.value)
     for part in ("'2.scale'", "(6,)", "ScaleShift", "register_kinds(ScaleShift",
                  "kinds={'2.scale'", "gain", "bias"):
@@ -139,7 +141,7 @@ class GainTiedToBias(nn.Module):
 def test_tied_parameter_with_conflicting_kinds_raises_until_declared():
     model = GainTiedToBias().double()
     with pytest.raises(ValueError, match=r"tied parameter 'ln\.weight'.*bias.*gain.*kinds="):
-        hyperfree.AGD(model)
+        hyperfree.AGD(model, infer=False)
     opt = hyperfree.AGD(model, kinds={"lin.bias": "gain"}, preset="paper")  # any name does
     assert opt.L == 1 + 1  # lin.weight and the (once-counted) gain; ln.bias is a bias
     x = torch.randn(5, 4, dtype=torch.float64)

@@ -3,10 +3,17 @@
 Bookkeeping only (the class's constructor and ``add_param_group`` use it): a model gives every
 parameter its kind from the owning module (:mod:`hyperfree.optim.kinds`); an iterable of tensors
 or group dicts needs ``model=`` or ``kinds=``.
+
+Settings ported from other optimisers (:data:`PORTED`) are caught here, in the constructor's
+keywords and in every group: ``weight_decay=0`` is accepted (it is what AGD does: no decay),
+any other ``weight_decay`` and any ``betas``, ``momentum`` or ``eps`` are refused with one
+line saying what AGD does instead. An ``lr`` more than 10x from 1 warns once that it multiplies
+AGD's own step (1 is AGD as derived).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +23,55 @@ from torch import Tensor, nn
 from .kinds import Kind, ParamInfo, as_kind, classify
 from .rules import rule_of
 
-__all__ = ["check_multiplier", "checked_group", "param_groups", "gain_lr"]
+__all__ = ["check_multiplier", "checked_group", "param_groups", "gain_lr", "refuse_ported",
+           "warn_lr", "PORTED"]
+
+_MOMENTUM = ("AGD has no {key}: momentum is a piece of its preset (the default chooses "
+             "'spectral-momentum', an average with beta 0.95, for normalised networks; "
+             "preset='spectral' or 'paper' has none): remove {key!r}")
+#: Settings of other optimisers and why AGD refuses them (``weight_decay=0`` is accepted).
+PORTED: dict[str, str] = {
+    "weight_decay": "AGD has no weight decay: every step is relative to each weight's target "
+                    "scale, and preset='spectral-sphere' keeps every matrix at its initial norm; "
+                    "remove weight_decay (0 is accepted) or give those parameters to another "
+                    "optimiser",
+    "betas": _MOMENTUM.format(key="betas"),
+    "momentum": _MOMENTUM.format(key="momentum"),
+    "eps": "AGD has no eps: it divides by no running second moment (a cell whose gradient is "
+           "exactly zero stays put): remove 'eps'",
+}
+_LR_FAR = 10.0  # an lr this far from 1 (either way) warns
+
+
+def refuse_ported(settings: Mapping[str, Any], where: str = "AGD") -> None:
+    """ValueError (one line) for a setting of :data:`PORTED` AGD cannot honour; TypeError for
+    a keyword AGD does not take."""
+    for key, value in settings.items():
+        if key not in PORTED:
+            raise TypeError(f"{where} got an unexpected keyword argument {key!r}")
+        if key == "weight_decay" and not isinstance(value, bool) and value == 0:
+            continue
+        raise ValueError(f"{where} {key}={value!r}: {PORTED[key]}")
+
+
+def warn_lr(values: list[Any], stacklevel: int = 3) -> None:
+    """Warn once when an ``lr`` of ``values`` is far from 1: it multiplies the step AGD derives
+    (a ported AdamW lr such as 3e-4 makes every step ~3,000x smaller)."""
+    far = []
+    for value in values:
+        if isinstance(value, Tensor):
+            if value.device.type != "cpu" or value.numel() != 1:
+                continue
+            value = float(value)
+        if isinstance(value, (int, float)) and not 1 / _LR_FAR <= value <= _LR_FAR \
+                and value not in far:
+            far.append(value)
+    if far:
+        shown = ", ".join(f"{v:g}" for v in far)
+        warnings.warn(f"AGD lr={shown} multiplies AGD's own step: lr=1 (the default) is AGD as "
+                      f"derived, so every step is {shown}x the derived one. AGD needs no "
+                      "learning rate; leave lr out unless a schedule should scale the step",
+                      UserWarning, stacklevel=stacklevel)
 
 
 def check_multiplier(name: str, value: Any) -> None:
@@ -31,12 +86,16 @@ def check_multiplier(name: str, value: Any) -> None:
 
 
 def param_groups(params: Any, model: nn.Module | None,
-            kinds: Mapping[Any, str | Kind] | None) -> tuple[list[dict[str, Any]], dict]:
-    """Param groups with ``param_names`` and ``kinds`` from the owning modules or ``kinds``."""
+                 kinds: Mapping[Any, str | Kind] | None,
+                 classified: list[ParamInfo] | None = None) -> tuple[list[dict[str, Any]], dict]:
+    """Param groups with ``param_names`` and ``kinds`` from the owning modules (``classified``:
+    the model's kinds, resolved already) or ``kinds``."""
     if isinstance(params, nn.Module):
         model, params = params, None
     infos: dict[int, ParamInfo] = {}
-    if model is not None:
+    if classified is not None:
+        infos = {id(i.param): i for i in classified}
+    elif model is not None:
         infos = {id(i.param): i for i in classify(model, kinds)}
     if params is None:
         items = list(infos.values())
@@ -112,6 +171,7 @@ def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
             raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
                              "floating point")
         rule_of(kind).check(name, p.shape, kind)
+    refuse_ported({k: v for k, v in param_group.items() if k in PORTED}, "AGD param group")
     for key in ("gain", "lr"):
         check_multiplier(key, param_group.get(key, defaults[key]))
     eta = param_group.get("eta")

@@ -199,7 +199,7 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
     local rows of sharded ones) for ``family`` (a family piece). ``L`` is Σ mass over the whole
     model (parameters without a gradient count too); default: over ``params``."""
     shapes = [tuple(s) for s in (shapes or [p.shape for p in params])]
-    rows = list(rows or [LocalRows(0, s[0], s[0]) for s in shapes])
+    rows = list(rows or [LocalRows(0, s[0], s[0]) if s else LocalRows(0, 1, 1) for s in shapes])
     dev, acc = params[0].device, acc_dtype(params[0].dtype)
     main, retract = _Builder(), _Builder()
     for i, (t, kind, shape, r) in enumerate(zip(params, kinds, shapes, rows)):

@@ -13,7 +13,9 @@ In brief (Bernstein et al. 2023, arXiv:2304.05187, Algorithm 1):
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import dataclasses
+import warnings
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,14 +23,21 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed, _flags
-from ._groups import check_multiplier, checked_group, gain_lr, param_groups
+from ._declare import report, summary
+from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, refuse_ported,
+                      warn_lr)
 from ._plan import Plan, build_plan
+from ._resolve import Resolution
 from .functional import Shards, agd
-from .kinds import Kind, classify, is_normalised
+from .kinds import INIT_ORIGINS, Kind, ParamInfo, is_normalised
 from .presets import DEFAULT_PRESET, Preset, choose_preset, with_ns_steps
 from .rules import rule_of
 
-__all__ = ["AGD", "init_weights"]
+__all__ = ["AGD", "init_weights", "KindsNote"]
+
+
+class KindsNote(UserWarning):
+    """AGD's one line about kinds that did not come from the rules table (or a declaration)."""
 
 _PLANS = 8  # plans kept per optimiser (one per set of parameters that had gradients)
 #: state_dict keys of earlier versions -> (slot, field) of the piece that holds them now
@@ -51,6 +60,12 @@ class AGD(torch.optim.Optimizer):
         lr: scheduler hook multiplying the step (default 1.0 = AGD as derived).
         model: the module that owns ``params`` when ``params`` is not the module itself.
         kinds: declarations ``{parameter name or tensor: kind}`` overriding the rules table.
+        example: an input of the model (a tensor, a tuple of arguments or a dict of keyword
+            arguments) to read the kinds no table entry gives from one forward now
+            (:mod:`hyperfree.optim.infer`; default: the model's ``dummy_inputs`` if it has
+            them, else its first forward is read while it runs); ``init_weights`` also uses it.
+        infer: ``False``: kinds from the rules table and ``kinds=`` only; any other parameter
+            is one ``ValueError`` listing them all with paste-able declarations.
         ns_steps: Newton–Schulz iterations of the spectral family (default 5).
         sharded_polar: how the spectral family orthogonalises matrices sharded by FSDP2:
             ``"owner"`` (default: each rank orthogonalises its share of the matrices) or
@@ -62,33 +77,84 @@ class AGD(torch.optim.Optimizer):
     gradients skip the whole step (momentum included): on CPU with a ``RuntimeWarning`` naming
     the first offending parameter, on accelerators without a host sync (the warning comes once
     the flag reaches the host). :attr:`skipped_steps` counts them. ``state_dict`` holds every
-    piece's state and the counters; deep copies and pickles work.
+    piece's state and the counters; deep copies and pickles work. Where a kind did not come
+    from the table or a declaration, one :class:`KindsNote` warning says so (at construction,
+    or when the first forward has been read); :meth:`kinds_report` lists every parameter's
+    kind and why. ``weight_decay`` (other than
+    0), ``betas``, ``momentum`` and ``eps`` are refused with one line; an ``lr`` more than 10x
+    from 1 warns that it multiplies AGD's own step.
     """
 
     def __init__(self, params: Any, *, preset: str | Preset = DEFAULT_PRESET, gain: float = 1.0,
                  lr: float = 1.0, model: nn.Module | None = None,
                  kinds: Mapping[Any, str | Kind] | None = None, ns_steps: int = 5,
-                 sharded_polar: str = "owner"):
+                 sharded_polar: str = "owner", example: Any = None, infer: bool = True,
+                 **ported: Any):
+        refuse_ported(ported)
         check_multiplier("gain", gain)
         check_multiplier("lr", lr)
         if sharded_polar not in _distributed.POLAR_SCHEMES:
             raise ValueError(f"AGD sharded_polar must be one of {_distributed.POLAR_SCHEMES}, "
                              f"got {sharded_polar!r}")
         self.sharded_polar = sharded_polar
-        groups, self._infos = param_groups(params, model, kinds)
+        owner = params if isinstance(params, nn.Module) else model
+        resolution = Resolution(owner, kinds, infer=infer, example=example) \
+            if owner is not None else None
+        groups, self._infos = param_groups(params, model, kinds,
+                                           resolution.infos if resolution else None)
+        self._preset_arg, self._ns_steps_arg = preset, ns_steps
         self.preset = with_ns_steps(choose_preset(preset, normalised=is_normalised(
-            params if isinstance(params, nn.Module) else model,
-            [k for g in groups for k in g["kinds"]])), ns_steps)
+            owner, [k for g in groups for k in g["kinds"]])), ns_steps)
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")
         self._init_runtime()
         super().__init__(groups, dict(gain=float(gain), lr=lr))
-        if self.L == 0:
+        warn_lr([g["lr"] for g in self.param_groups])
+        pending = resolution is not None and resolution.pending
+        if self.L == 0 and not pending:
             raise ValueError("AGD got only parameters of mass 0 (biases), so L = 0 and the step "
                              "is undefined: train at least one weight, gain or embedding with "
                              "AGD, or give the biases to another optimiser")
+        self._resolution = resolution
+        if self.L:
+            self._prepare()
+        if pending:  # the one line comes once the first forward is read
+            resolution.watch(self._adopt)
+        elif resolution is not None and (note := summary(list(self._infos.values()))):
+            warnings.warn(note, KindsNote, stacklevel=2)
+
+    def kinds_report(self) -> str:
+        """Every parameter AGD steps: its kind, where the kind came from (the rules table, a
+        declaration, a reading of the forward, ``generic``) and why; then the code that pins
+        what was read or defaulted as declarations."""
+        return report(list(self._infos.values()))
+
+    def _adopt(self, infos: list[ParamInfo], preset: str | Preset | None = None) -> None:
+        """New kinds before any step (read from the first forward, or loaded): the groups'
+        kinds, the preset if it was chosen from the network, the pieces' state and the plans
+        follow them."""
+        if self.steps:
+            return
+        self._infos.update({id(i.param): i for i in infos})
+        for g in self.param_groups:
+            g["kinds"] = [(k.name, k.blocks, k.groups) for k in (
+                self._infos[id(p)].kind if id(p) in self._infos else Kind(*old)
+                for p, old in zip(g["params"], g["kinds"]))]
+        self._cache = None
+        if self.L == 0:
+            raise ValueError("AGD got only parameters of mass 0 (biases and generic tensors), "
+                             "so L = 0 and the step is undefined: declare a weight's kind")
+        model = self._resolution._model() if self._resolution is not None else None
+        self.preset = with_ns_steps(choose_preset(
+            preset or self._preset_arg, normalised=is_normalised(
+                model, [k for _, _, _, k in self._entries()])), self._ns_steps_arg)
+        self.state, self._globals = defaultdict(dict), {}
+        self._plans.clear()
         self._prepare()
+        note = summary(list(self._infos.values())) if preset is None else None
+        if note:
+            warnings.warn(note, KindsNote, stacklevel=2)
 
     # ------------------------------------------------------------------ set-up
     def _init_runtime(self) -> None:
@@ -230,11 +296,16 @@ class AGD(torch.optim.Optimizer):
                              "model is built (hyperfree.optim.init_weights(model))")
         for j, (_, name, p, kind) in enumerate(self._entries()):
             info = self._infos.get(id(p))
+            if info is not None and info.origin not in INIT_ORIGINS:
+                continue  # read or generic: the model's own values (docs/agd-rules.md §4)
             pad = info.padding_idx if info is not None else None
             if self._sharded is None:
                 rule_of(kind).init_(p, kind, generator, pad)
             else:  # the whole tensor on every rank (seeded alike), then this rank's rows
                 _distributed.init_rows_(p, self._sharded.rows[j], kind, generator, pad)
+        resolution = getattr(self, "_resolution", None)
+        if self._sharded is None and resolution is not None:
+            _warn_uncalibrated(resolution.calibrate(list(self._infos.values())))
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -298,6 +369,10 @@ class AGD(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         saved = dict(state_dict.pop("agd", {"steps": 0, "skipped_steps": 0}))
         name = saved.get("preset", self.preset.name)
+        resolution = getattr(self, "_resolution", None)
+        if resolution is not None and resolution.pending:  # the saved kinds were read already
+            resolution.close()
+            self._adopt(_loaded(self.param_groups, state_dict, self._infos), preset=name)
         if name != self.preset.name:
             raise ValueError(f"this AGD state was saved with preset {name!r}, not "
                              f"{self.preset.name!r}; build AGD(..., preset={name!r}) to resume")
@@ -338,15 +413,47 @@ def _local(t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def init_weights(model: nn.Module, *, kinds: Mapping[Any, str | Kind] | None = None,
-                 generator: torch.Generator | None = None) -> nn.Module:
+                 generator: torch.Generator | None = None, example: Any = None) -> nn.Module:
     """Initialise every trainable parameter of ``model`` by its kind's rule, in place.
 
-    The same initialisation as ``AGD(model).init_weights()``, without an optimiser: call it
-    where the model is built (e.g. a LightningModule's ``__init__``), so that a framework that
-    restores weights after building the optimiser overwrites it, never the reverse.
+    The same initialisation as ``AGD(model, example=example).init_weights()``, without an
+    optimiser: call it where the model is built (e.g. a LightningModule's ``__init__``), so
+    that a framework that restores weights after building the optimiser overwrites it, never
+    the reverse. Kinds read from the forward and ``generic`` tensors keep the model's values.
     """
-    for info in classify(model, kinds):
+    resolution = Resolution(model, kinds, example=example)
+    for info in resolution.infos:
+        if info.origin not in INIT_ORIGINS:
+            continue
         rule = rule_of(info.kind)
         rule.check(info.name, info.param.shape, info.kind)
         rule.init_(info.param, info.kind, generator, info.padding_idx)
+    _warn_uncalibrated(resolution.calibrate(resolution.infos))
     return model
+
+
+def _warn_uncalibrated(names: list[str]) -> None:
+    if names:
+        warnings.warn(f"init_weights: {', '.join(names)} is an embedding tied to the output "
+                      "head; at the embedding rule's scale (rows of RMS 1) the logits start "
+                      "about sqrt(d) too large. Pass an input, AGD(model, example=batch), so that "
+                      "init_weights reads the head's input and starts the logits at unit scale "
+                      "(docs/agd-rules.md §3)", stacklevel=4)
+
+
+def _loaded(groups: list[dict[str, Any]], state_dict: dict[str, Any],
+            infos: dict[int, ParamInfo]) -> list[ParamInfo]:
+    """The kinds a state_dict was saved with, for the parameters whose reading is still to
+    come: the pending ones, and the packing of single-block table kinds."""
+    out = []
+    for g_new, g_old in zip(groups, state_dict.get("param_groups", [])):
+        for p, k in zip(g_new["params"], g_old.get("kinds", g_new["kinds"])):
+            info, kind = infos.get(id(p)), Kind(*k)
+            if info is None or kind == info.kind:
+                continue
+            packing = (info.origin == "table" and kind.name == info.kind.name
+                       and info.kind.rule.packed(info.kind, 2, 1) is not None)
+            if info.origin == "pending" or packing:
+                out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
+                                               origin="packed" if packing else "inferred"))
+    return out

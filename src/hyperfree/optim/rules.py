@@ -17,6 +17,7 @@ cell in its norm, the AGD paper's ``s(W)``), and AGD moves every cell by
                     each row (spectral)
     gain γ          the vector (a diagonal)     1                         sign            1/block
     bias b          the vector                  sqrt(d)                   l2              0
+    generic         the whole tensor (any shape) sqrt(numel)              l2              0
 
 The frobenius family (the paper's rule) moves every cell along ``∇/‖∇‖_F``; the spectral family
 along the exact duality map of the cell's operator norm (``docs/agd-rules.md`` §1). A rule says,
@@ -51,8 +52,11 @@ class Kind:
 
     ``name`` is one of :data:`KIND_NAMES`. ``blocks`` > 1 means the tensor stacks that many
     equal blocks, each a separate matrix (or vector) with its own normalisation — the packed
-    Q/K/V of attention (3) or the gates of an LSTM (4). ``groups`` is a convolution's channel
-    groups (each group is a separate block-diagonal matrix).
+    Q/K/V of attention (3) or the gates of an LSTM (4); each block counts in ``L``. ``groups``
+    is a convolution's channel groups (each group is a separate block-diagonal matrix), or, for
+    a matrix kind, the attention heads of a per-head packed projection: its output rows are
+    ``groups`` equal groups of ``blocks`` blocks each (GPT-NeoX's ``query_key_value``: per head
+    Q, K, V), every (group, block) a matrix cell of its own. Groups split cells, never mass.
     """
 
     name: str
@@ -69,7 +73,7 @@ class Kind:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
         if self.groups > 1 and not rule.grouped:
-            raise ValueError(f"only conv kinds have groups, got {self.name!r} with "
+            raise ValueError(f"only conv and matrix kinds have groups, got {self.name!r} with "
                              f"groups={self.groups}")
 
     def __str__(self) -> str:
@@ -104,7 +108,7 @@ class KindRule:
     min_ndim: int = 1
     packable = True           # may stack ``blocks`` equal blocks
     block_dim = 0             # the dim the blocks split
-    grouped = False           # has conv channel groups
+    grouped = False           # has groups (a conv's channel groups, a matrix's heads)
     normalises = False        # a normalisation layer's gain: the network is normalised
     has_padding_row = False   # reads its owner's ``padding_idx`` (a row kept at zero)
 
@@ -116,17 +120,16 @@ class KindRule:
                              f"shape {tuple(shape)}")
         if math.prod(shape) == 0:
             raise ValueError(f"parameter {name!r} is empty (shape {tuple(shape)})")
-        if kind.blocks > 1:
-            if not self.packable:
-                raise ValueError(f"parameter {name!r}: kind {kind.name} cannot be packed "
-                                 f"(blocks={kind.blocks})")
-            if shape[self.block_dim] % kind.blocks:
-                raise ValueError(f"parameter {name!r}: dim {self.block_dim} of shape "
-                                 f"{tuple(shape)} does not split into {kind.blocks} equal "
-                                 "blocks")
-        if kind.groups > 1 and shape[0] % kind.groups:
-            raise ValueError(f"parameter {name!r}: dim 0 of shape {tuple(shape)} does not "
-                             f"split into {kind.groups} groups")
+        if kind.blocks > 1 and not self.packable:
+            raise ValueError(f"parameter {name!r}: kind {kind.name} cannot be packed "
+                             f"(blocks={kind.blocks})")
+        n = kind.blocks * kind.groups
+        if n > 1 and shape[self.block_dim] % n:
+            what = (f"{kind.blocks} equal blocks" if kind.groups == 1 else
+                    f"{kind.groups} groups" + (f" of {kind.blocks} blocks" if kind.blocks > 1
+                                               else ""))
+            raise ValueError(f"parameter {name!r}: dim {self.block_dim} of shape "
+                             f"{tuple(shape)} does not split into {what}")
 
     def sigma(self, shape: Shape, kind: Kind) -> float:
         raise NotImplementedError
@@ -140,9 +143,9 @@ class KindRule:
         return None
 
     def blocks(self, shape: Shape, kind: Kind, rows: LocalRows) -> list[L2Cell]:
-        """One ℓ2 cell per block (or conv group): the intersection of each global block with
-        the local rows, as a slice of the LOCAL tensor (possibly empty)."""
-        n = kind.groups if self.grouped else kind.blocks
+        """One ℓ2 cell per block (and group): the intersection of each global block with the
+        local rows, as a slice of the LOCAL tensor (possibly empty)."""
+        n = kind.blocks * kind.groups
         if n == 1:
             return [L2Cell()]
         if self.block_dim == 1:  # never sharded along dim 1: every block is local
@@ -167,6 +170,16 @@ class KindRule:
         """The cells a retraction keeps on their init sphere (default: none)."""
         return []
 
+    def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
+        """``kind`` with its output split into ``groups`` x ``blocks`` equal parts, as a reading
+        of the forward found it (a packed projection); None if this kind cannot be packed."""
+        return None
+
+    def calibrate_(self, p: Tensor, kind: Kind, input_rms: float,
+                   padding_idx: int | None) -> None:
+        """Rescale ``p`` (just initialised by :meth:`init_`) for the output scale a matrix
+        product with inputs of RMS ``input_rms`` gives it (default: nothing to do)."""
+
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
               padding_idx: int | None) -> None:
@@ -175,9 +188,11 @@ class KindRule:
 
 class MatrixRule(KindRule):
     """``linear`` (stored ``(d_out, d_in)``) and ``linear_in_out`` (stored ``(d_in, d_out)``,
-    HF ``Conv1D``): ``B`` blocks of ``(d_out, d_in)`` matrices, σ = √(d_out/d_in)."""
+    HF ``Conv1D``): ``B`` blocks (times ``g`` head groups) of ``(d_out, d_in)`` matrices,
+    σ = √(d_out/d_in) of each; mass ``B``."""
 
     ndim = 2
+    grouped = True  # per-head groups of a packed projection (cells, not mass)
 
     def __init__(self, name: str, transposed: bool):
         self.name, self.transposed = name, transposed
@@ -185,7 +200,7 @@ class MatrixRule(KindRule):
         self.dims = "2-D (d_in, d_out)" if transposed else "2-D (d_out, d_in)"
 
     def matrix_view(self, shape: Shape, kind: Kind) -> MatrixView:
-        B = kind.blocks
+        B = kind.blocks * kind.groups
         if self.transposed:  # (in, B·h) -> (in, B, h) -> (B, h, in)
             return MatrixView((shape[0], B, shape[1] // B), (1, 2, 0), B, shape[1] // B,
                               shape[0])
@@ -205,6 +220,11 @@ class MatrixRule(KindRule):
 
     def retraction_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
         return self.frobenius_cells(shape, kind, rows)
+
+    def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
+        if kind.blocks > 1 or kind.groups > 1:
+            return None
+        return Kind(self.name, blocks=blocks, groups=groups)
 
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
@@ -249,6 +269,9 @@ class ConvRule(MatrixRule):
     def mass(self, shape: Shape, kind: Kind) -> int:
         return 1  # a conv kernel counts once (the paper)
 
+    def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
+        return None
+
     def frobenius_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
         """One ℓ2 cell per group (1×1 kernel), else K per group (kernel positions)."""
         groups = self.blocks(shape, kind, rows)
@@ -276,6 +299,18 @@ class EmbeddingRule(KindRule):
 
     def retraction_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
         return [RowCells()]
+
+    @torch.no_grad()
+    def calibrate_(self, p: Tensor, kind: Kind, input_rms: float,
+                   padding_idx: int | None) -> None:
+        """A table that is also an output head (tied): its logits ``⟨e_t, h⟩`` have RMS
+        ``‖e_t‖·RMS(h)``, so rows of norm ``1/RMS(h)`` start them at unit scale (a loss near
+        ln V) — never above the embedding's own √d (``docs/agd-rules.md`` §3, tied)."""
+        if not (math.isfinite(input_rms) and input_rms > 0):
+            return
+        radius = min(math.sqrt(p.shape[1]), 1.0 / input_rms)
+        norms = p.norm(dim=1, keepdim=True)
+        p.mul_(torch.where(norms > 0, radius / norms.clamp_min(1e-30), 0.0).to(p.dtype))
 
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
@@ -319,17 +354,44 @@ class BiasRule(KindRule):
     def mass(self, shape: Shape, kind: Kind) -> int:
         return 0
 
+    def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
+        return Kind(self.name, blocks=blocks * groups) if kind.blocks == 1 else None
+
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
               padding_idx: int | None) -> None:
         p.zero_()
 
 
+class GenericRule(KindRule):
+    """``generic``: a tensor whose role no rule and no reading of the forward decides (a
+    ``(1, T, d)`` position table, an SSM's ``A_log``, a scalar): the whole tensor one vector
+    under its RMS norm — ℓ2 direction, σ = √numel, so it moves by η/L in RMS per step, the
+    change every other cell takes at unit scale — and mass 0: it adds no layer to ``L``, so a
+    model's other cells step as they would without it, but for its term in ``G``
+    (``docs/agd-rules.md`` §3). Its init is the model's own."""
+
+    name, dims = "generic", "a tensor of any shape"
+    min_ndim = 0
+    packable = False
+
+    def sigma(self, shape: Shape, kind: Kind) -> float:
+        return math.sqrt(math.prod(shape))
+
+    def mass(self, shape: Shape, kind: Kind) -> int:
+        return 0
+
+    @torch.no_grad()
+    def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
+              padding_idx: int | None) -> None:
+        """Keeps the model's own values: nothing says what this tensor's scale should be."""
+
+
 #: The table: kind name -> its rule (``docs/agd-rules.md`` §2).
 KIND_RULES: dict[str, KindRule] = {r.name: r for r in (
     MatrixRule("linear", transposed=False), MatrixRule("linear_in_out", transposed=True),
     ConvRule("conv", transposed=False), ConvRule("conv_transpose", transposed=True),
-    EmbeddingRule(), GainRule(), BiasRule())}
+    EmbeddingRule(), GainRule(), BiasRule(), GenericRule())}
 #: Every kind AGD knows.
 KIND_NAMES: tuple[str, ...] = tuple(KIND_RULES)
 
@@ -344,4 +406,4 @@ def is_plain_matrix(kind: Kind) -> bool:
     ``torch.optim.Muon`` expects (not a packed, grouped, transposed or conv tensor)."""
     rule = KIND_RULES[kind.name]
     return isinstance(rule, MatrixRule) and not isinstance(rule, ConvRule) \
-        and not rule.transposed and kind.blocks == 1
+        and not rule.transposed and kind.blocks == 1 and kind.groups == 1

@@ -1,0 +1,212 @@
+"""The kinds of an optimiser's parameters: the table and declarations, then one forward read.
+
+:class:`Resolution` is what ``AGD(model)`` builds first (``docs/agd-rules.md`` §4):
+
+1. :func:`~.kinds.classify` with the rules table and ``kinds=`` (the fast path);
+2. if a parameter is still unknown, or a matrix's packing cannot be told from its type, one
+   forward is read (:mod:`.infer`): an ``example`` input the user passes, or the model's own
+   ``dummy_inputs`` (Hugging Face models have them), read now with the RNG and the buffers
+   restored afterwards; without either (or if the model does not take it), the model's FIRST
+   forward is read while it runs (the kinds are settled before the first ``step``; until then
+   an unknown parameter is ``generic``);
+3. what the reading does not decide is ``generic``.
+
+With ``infer=False`` step 2 never runs: unknown parameters are one ``ValueError`` listing them
+all with paste-able declarations (suggestions read from an example when there is one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules import module as _module
+
+from ._declare import undeclared_error
+from .infer import Reader, Reading, decide, kind_of, packed, read_forward
+from .kinds import KIND_NAMES, Kind, ParamInfo, classify
+
+__all__ = ["Resolution"]
+
+
+def _dummy(model: nn.Module) -> Any:
+    """The model's own example input (``dummy_inputs``, a Hugging Face convention), moved to
+    its parameters' device; None if it has none."""
+    try:
+        dummy = getattr(model, "dummy_inputs", None)
+    except Exception:
+        return None
+    if not isinstance(dummy, Mapping) or not all(isinstance(v, Tensor) for v in dummy.values()):
+        return None
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return {k: v.to(dev) for k, v in dummy.items()}
+
+
+def _ambiguous(info: ParamInfo) -> bool:
+    """A table matrix whose type cannot tell its packing: stored ``(d_in, d_out)`` (HF
+    ``Conv1D``, which GPT-2 uses packed and unpacked) or ``(3d, d)`` (a packed Q/K/V)."""
+    k = info.kind
+    if k is None or info.origin != "table" or k.rule.packed(k, 2, 1) is None:
+        return False
+    shape = info.param.shape
+    return info.param.dim() == 2 and (k.rule.block_dim == 1 or shape[0] == 3 * shape[1])
+
+
+class Resolution:
+    """Every parameter's kind and where it came from (module docstring)."""
+
+    def __init__(self, model: nn.Module, declared: Mapping[Any, str | Kind] | None, *,
+                 infer: bool = True, example: Any = None) -> None:
+        self.infos = classify(model, declared, unknown="keep")
+        self._model = weakref.ref(model)
+        self._example = example if example is not None else _dummy(model)
+        self._hooks: list[Any] = []
+        self._settle: Callable[[list[ParamInfo]], None] | None = None
+        self._active: Reader | None = None
+        self.failed: str | None = None  # why the example could not be read
+        unknown = [i for i in self.infos if i.kind is None]
+        if not infer:
+            if unknown:
+                raise undeclared_error(unknown, KIND_NAMES, self._suggestions(unknown),
+                                       self.infos)
+            return
+        sharded = any(hasattr(i.param, "_local_tensor") for i in self.infos)
+        wanted = unknown or any(_ambiguous(i) for i in self.infos)
+        if sharded or not wanted:
+            self._default("not read: the parameters are sharded" if sharded else "")
+            return
+        if self._example is not None:
+            try:
+                self.apply(*read_forward(model, self._example, self.params, self.tied))
+                return
+            except Exception as e:  # an example the model does not take: read the first batch
+                self.failed = f"{type(e).__name__}: {e}"
+        why = "generic until the model's first forward is read" + (
+            f" (its example failed: {self.failed})" if self.failed else "")
+        self._default(why, pending=True)
+
+    # ------------------------------------------------------------ state
+    @property
+    def params(self) -> list[Tensor]:
+        return [i.param for i in self.infos]
+
+    @property
+    def tied(self) -> tuple[int, ...]:
+        """Parameters with more than one role (a tied embedding and head)."""
+        return tuple(j for j, i in enumerate(self.infos) if len(set(i.roles)) > 1)
+
+    @property
+    def pending(self) -> bool:
+        return any(i.origin == "pending" for i in self.infos)
+
+    def _suggestions(self, unknown: list[ParamInfo]) -> dict[int, tuple[Kind, str]]:
+        model = self._model()
+        if self._example is None or model is None:
+            return {}
+        try:
+            readings, _ = read_forward(model, self._example, self.params)
+        except Exception:
+            return {}
+        out = {}
+        for info, reading in zip(self.infos, readings):
+            kind, why = kind_of(reading, tuple(info.param.shape))
+            out[id(info.param)] = (kind or Kind("generic"), f"read from the forward: {why}")
+        return {id(i.param): out[id(i.param)] for i in unknown}
+
+    def _default(self, why: str, pending: bool = False) -> None:
+        """Every unknown parameter ``generic`` (for now, when ``pending``)."""
+        self.infos = [dataclasses.replace(i, kind=Kind("generic"), reason=why or i.reason,
+                                          origin="pending" if pending else "generic")
+                      if i.kind is None else i for i in self.infos]
+
+    def apply(self, readings: list[Reading], error: str | None) -> None:
+        """Kinds from ``readings`` (one per :attr:`params`) for the parameters that were
+        unknown (or pending) and the packing of single-block table matrices and biases."""
+        out = []
+        for info, reading in zip(self.infos, readings):
+            shape = tuple(info.param.shape)
+            if info.origin in ("pending", "generic") or info.kind is None:
+                kind, why = decide(reading, shape)
+                if error is not None and kind is None:
+                    why = f"{why} (the reading stopped early: {error})"
+                if kind is None:
+                    out.append(dataclasses.replace(info, kind=Kind("generic"), origin="generic",
+                                                   reason=why))
+                    continue
+                info = dataclasses.replace(info, kind=kind, origin="inferred", reason=why,
+                                           roles=tuple(u.kind for u in reading.uses))
+            used_as = {u.kind for u in reading.uses if u.kind is not None}
+            if info.origin == "table" and len(used_as | set(info.roles)) > 1:
+                info = dataclasses.replace(info, roles=(*info.roles, *sorted(
+                    used_as - set(info.roles), key=str)))  # also used as a head (tied)
+            if info.origin in ("table", "inferred"):
+                more = packed(info.kind, reading, shape)
+                if more is not None:
+                    table = info.origin == "table"
+                    reason = (f"the table's {info.kind}" if table else info.reason)
+                    info = dataclasses.replace(info, kind=more[0], reason=f"{reason}; {more[1]}",
+                                               origin="packed" if table else "inferred")
+            out.append(info)
+        self.infos = out
+
+    def calibrate(self, infos: list[ParamInfo]) -> list[str]:
+        """After AGD's init: rescale every tied table (an embedding that is also the output
+        head) for unit-scale logits, reading one forward of the example for the RMS of the
+        head's input (:meth:`~.rules.KindRule.calibrate_`). Returns the names of the tied
+        tables it could not calibrate (no example to read)."""
+        tied = [j for j, i in enumerate(infos) if len(set(i.roles)) > 1]
+        model = self._model()
+        if not tied:
+            return []
+        if self._example is None or model is None:
+            return [infos[j].name for j in tied]
+        readings, _ = read_forward(model, self._example, [i.param for i in infos], tuple(tied))
+        for j in tied:
+            info, rms = infos[j], readings[j].input_rms
+            if rms is not None:
+                with torch.no_grad():
+                    info.kind.rule.calibrate_(info.param, info.kind, rms, info.padding_idx)
+        return []
+
+    # ------------------------------------------------------------ the first forward
+    def watch(self, settle: Callable[[list[ParamInfo]], None]) -> None:
+        """Read the model's first forward while it runs, then call ``settle(infos)``
+        (``settle`` is held weakly: a method of an optimiser that may be gone by then)."""
+        self._settle = weakref.WeakMethod(settle)  # type: ignore[assignment]
+        self._hooks = [_module.register_module_forward_pre_hook(self._pre),
+                       _module.register_module_forward_hook(self._post, always_call=True)]
+
+    def close(self) -> None:
+        """Stop watching (the kinds are settled, or were loaded from a state_dict)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self._active is not None:
+            self._active.__exit__(None, None, None)
+            self._active = None
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        if module is not self._model() or self._active is not None:
+            return
+        if self._settle is None or self._settle() is None:
+            return self.close()
+        if torch.compiler.is_compiling():
+            return
+        self._active = Reader(self.params, self.tied)
+        self._active.__enter__()
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module is not self._model() or self._active is None:
+            return
+        reader, self._active = self._active, None
+        reader.__exit__(None, None, None)
+        if output is None:  # the forward raised: read the next one
+            return
+        self.close()
+        settle = self._settle() if self._settle is not None else None
+        if settle is not None:
+            self.apply(reader.readings(), reader.error)
+            settle(self.infos)

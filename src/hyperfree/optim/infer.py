@@ -1,0 +1,143 @@
+r"""Kinds read from the computation: what one forward does with each parameter.
+
+Where the rules table (:mod:`.kinds`) has no entry for a parameter — an ``LlamaRMSNorm``, a
+ViT ``cls_token``, a Mamba ``A_log`` — AGD reads one forward (an example input, the model's
+``dummy_inputs``, or the first real batch) under a ``TorchDispatchMode`` and derives the kind
+from the ATen operation that consumes the parameter (``docs/agd-rules.md`` §4):
+
+.. code-block:: text
+
+    consumed by                                            kind
+    mm/addmm/bmm/linear as the matrix (in = contracted)    linear (stored (d_out, d_in)) or
+                                                           linear_in_out (stored (d_in, d_out))
+    convolution's weight (transposed, groups)              conv / conv_transpose (groups)
+    embedding, embedding_bag, index_select / p[idx]        embedding
+    the weight of layer/batch/group/rms norm               gain
+    x * p, p a vector broadcast over an activation x       gain
+    x + p, x - p, addmm's input, a conv's or norm's bias   bias      (p a vector)
+    cat(x, p): p a vector joined to the activations        bias      (a learned token)
+    a fused RNN op (mkldnn/cudnn): rows = gates x hidden   linear x gates, bias x gates
+    anything else: exp, a (1, T, d) table added to x, ...  none: the parameter is generic
+
+Layout ops (views, transposes, casts, ``expand``/``repeat``) and affine ops with a scalar
+(``1 + p``, ``-p``) are followed back to the parameter. Several uses give one kind if they
+agree or :data:`~.kinds.TIE_RESOLUTION` picks one; otherwise, or if one use has no rule, none.
+
+Packing. The output dim of every matrix product (and the bias added to it) is followed through
+views, transposes and elementwise ops. A tensor carrying it that is consumed ONLY by equal splits
+along it — split/chunk/unbind, a select of each index, slices that partition it — with no other
+consumer of any tensor between it and the product, packs that many blocks: contiguous blocks
+when the split is of the whole output dim (GPT-2's ``c_attn``, ``nn.MultiheadAttention``, GRU
+gates), per-head ``groups`` when it is of an inner factor (GPT-NeoX's ``query_key_value`` viewed
+``(heads, 3·head_dim)`` and chunked). Rotary embeddings slice halves of ``q`` but also use ``q``
+whole: not packing.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._reader import Reader, Reading, Use
+from .kinds import resolve_tie
+from .rules import Kind
+
+__all__ = ["Use", "Reading", "Reader", "decide", "packed", "kind_of", "read_forward",
+           "read_kinds", "call_with"]
+
+
+def decide(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
+    """The kind a reading gives a parameter of ``shape`` (None: generic) and why."""
+    if not reading.uses:
+        return None, "not used by the forward that was read"
+    blind = next((u for u in reading.uses if u.kind is None), None)
+    if blind is not None:
+        return None, blind.why
+    kinds = [u.kind for u in reading.uses]
+    kind = resolve_tie(kinds)
+    if kind is None:
+        roles = sorted({f"{u.kind} ({u.op})" for u in reading.uses})
+        return None, "used as " + " and as ".join(roles)
+    why = next(u.why for u in reading.uses if u.kind == kind)
+    try:
+        kind.rule.check("p", shape, kind)
+    except ValueError as e:
+        return None, f"{why}, but {e}"
+    return kind, why
+
+
+def packed(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, str] | None:
+    """``kind`` packed as the reading found (None if nothing to pack or it cannot be)."""
+    if reading.packing is None or reading.packing == (1, 1):
+        return None
+    blocks, groups = reading.packing
+    new = kind.rule.packed(kind, blocks, groups)
+    if new is None:
+        return None
+    try:
+        new.rule.check("p", shape, new)
+    except ValueError:
+        return None
+    how = f"{blocks} blocks" + (f" in each of {groups} heads" if groups > 1 else "")
+    return new, f"its output is split into {how} (a packed projection)"
+
+
+
+
+def call_with(model: nn.Module, example: Any) -> Any:
+    """``model(example)``: a tensor, a tuple/list of positional arguments, or a dict of keyword
+    arguments."""
+    if isinstance(example, Mapping):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+@contextlib.contextmanager
+def _side_effect_free(model: nn.Module):
+    """The RNG streams (CPU and the model's accelerator) and every buffer (BatchNorm's running
+    statistics) as they were before. Autograd stays on, as in training: with it off some
+    modules take fused inference paths (``nn.MultiheadAttention`` in eval mode) that hide how
+    they use their parameters; the graph is freed with the output."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
+
+
+def read_forward(model: nn.Module, example: Any, params: list[Tensor],
+                 measure: tuple[int, ...] = ()) -> tuple[list[Reading], str | None]:
+    """The readings of ``params`` from one side-effect-free forward of ``model`` on
+    ``example``, and the reading's error (None if it read every op)."""
+    reader = Reader(params, measure)
+    with _side_effect_free(model), reader:
+        call_with(model, example)
+    return reader.readings(), reader.error
+
+
+def read_kinds(model: nn.Module, example: Any) -> dict[str, tuple[Kind | None, str]]:
+    """What one forward of ``model`` on ``example`` says every trainable parameter is —
+    ignoring the rules table: ``{name: (kind or None for generic, why)}``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    readings, error = read_forward(model, example, [p for _, p in named])
+    out = {}
+    for (name, p), reading in zip(named, readings):
+        kind, why = kind_of(reading, tuple(p.shape))
+        out[name] = (kind, why if error is None else f"{why} (reading stopped: {error})")
+    return out
+
+
+def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
+    """:func:`decide`, then :func:`packed`: the kind a reading alone gives (None: generic)."""
+    kind, why = decide(reading, shape)
+    more = packed(kind, reading, shape) if kind is not None else None
+    return (more[0], f"{why}; {more[1]}") if more is not None else (kind, why)
