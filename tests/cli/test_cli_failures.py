@@ -52,7 +52,9 @@ def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["--width", "100000"], ["needs more than", "GB to train", "lower --width, --depth"]),
+    (["--width", "100000"], ["(fcn, --depth 8, --width 100000) needs more than the",
+                              "GB of memory available to train (over",
+                              "lower --width, --depth"]),
     (["--depth", "1000000"], ["(fcn, --depth 1000000, --width 256)", "lower --width, --depth"]),
     (["--width", "1000000000000000000"], ["size overflows", "lower --width, --depth"]),
     (["--width", "1e18"], ["argument --width: invalid int value: '1e18'"]),

@@ -1,6 +1,7 @@
 """`hyperfree train` / `hyperfree plot` end to end on the vendored Fashion-MNIST, a few batches:
 run-dir files and metrics keys, resume through the CLI, Ctrl-C (a real SIGINT) -> checkpoint and
-exit 130, and user mistakes (bad flags and values, --out under a file, resuming with a changed
+exit 130 whether the process started with SIGINT handled or ignored (as a background job does),
+and user mistakes (bad flags and values, --out under a file, resuming with a changed
 setting, fewer epochs or a checkpoint missing a key) -> exit 2 with one line on stderr and no
 traceback."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -60,18 +61,20 @@ def test_plot_overlays_runs_and_resume_matches_straight_run(tmp_path: Path) -> N
     assert fig.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.fixture
-def sigint_default() -> Iterator[None]:
-    """Python's own SIGINT handler, installed here: a test process started in the background
-    (``pytest &``, nohup, CI wrappers) inherits SIGINT *ignored*, and Python then leaves it so."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
+@pytest.fixture(params=["default", "ignored"])
+def sigint_start(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The SIGINT disposition the command starts with, installed here, not inherited: a test
+    process started in the background (``pytest &``, nohup, CI wrappers) inherits SIGINT
+    *ignored*, and Python leaves it so. Either way the command installs its own handler."""
+    start = signal.default_int_handler if request.param == "default" else signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, start)
+    yield start
     signal.signal(signal.SIGINT, previous)
 
 
 def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str],
-                                               sigint_default: None) -> None:
+                                               sigint_start: Any) -> None:
     real = stats_module.EpochStats.add_batch
     calls = []
 
@@ -87,7 +90,7 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     assert "checkpoint saved" in capsys.readouterr().err
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 2)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is sigint_start  # restored
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -6,7 +6,7 @@
   0.5**4), the same under ``steps="auto"`` at the step an independent loop predicts; a run that
   must not: a constant η runs to the cap; resuming a stopped run trains nothing;
 * the default length: ``auto`` for AGD, 30 epochs for the others; ``auto`` refused for an
-  optimiser without η and with a decaying schedule; a step-counted run records ~20 times.
+  optimiser without η and with a decaying schedule; a step-counted run records ~10 times.
 
 Run: .venv/bin/python -m pytest -q tests/train/test_train_length.py
 """
@@ -59,7 +59,7 @@ def test_run_length_positions_and_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fixed.segment_end(0, 0) == 10 and not fixed.finished(29, 9, [])
     assert fixed.finished(30, 0, [])
     steps = RunLength(None, 25, 10, None)
-    assert steps.eval_every == default_eval_every(25, 10) == 2
+    assert steps.eval_every == default_eval_every(25, 10) == 3
     assert steps.segment_end(4, 24) == 5  # the last step
     auto = RunLength("auto", None, 10, None)
     assert auto.max_steps == length_module.AUTO_MAX_EPOCHS * 10 and auto.auto
@@ -149,9 +149,9 @@ def test_steps_auto_stops_at_the_record_an_independent_loop_predicts(
     assert [r["step"] for r in history.records] == list(range(1, expected + 1))
 
 
-def test_a_step_counted_run_records_about_twenty_times(tmp_path: Path) -> None:
+def test_a_step_counted_run_records_about_ten_times(tmp_path: Path) -> None:
     history = train(tiny_config(epochs=None, steps=40, out_dir=str(tmp_path)),
                     data=tiny_image_bundle())
-    assert [r["step"] for r in history.records] == list(range(2, 41, 2))
-    assert len(read_metrics(tmp_path)) == 20
-    assert json.loads((tmp_path / "config.json").read_text())["config"]["eval_every"] == 2
+    assert [r["step"] for r in history.records] == list(range(4, 41, 4))
+    assert len(read_metrics(tmp_path)) == 10
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["eval_every"] == 4

@@ -1,7 +1,7 @@
 """Figures: one panel per logged stepper scalar (union over overlaid runs) plus relative update,
 objective and accuracy; PNG output; a clear error when nothing was recorded; a step-counted
 run (config.json ``steps``) is drawn against the step, with markers while points are few, and
-``hyperfree train --steps`` writes a record every ``--eval-every`` (default: ~20 a run)."""
+``hyperfree train --steps`` writes a record every ``--eval-every`` (default: ~10 a run)."""
 from __future__ import annotations
 
 import json
@@ -81,10 +81,10 @@ def test_cli_steps_runs_record_every_eval_and_plot_together(tmp_path: Path) -> N
     assert main(["train", "--steps", "20", "--eval-every", "5", "--out", str(a), *fast]) == 0
     assert main(["train", "--steps", "40", "--out", str(b), "--no-plots", *fast]) == 0
     assert [r["step"] for r in read_metrics(a)] == [5, 10, 15, 20]
-    assert [r["step"] for r in read_metrics(b)] == list(range(2, 41, 2))  # ~20 by default
+    assert [r["step"] for r in read_metrics(b)] == list(range(4, 41, 4))  # ~10 by default
     assert (a / "figure.png").read_bytes()[:4] == b"\x89PNG"
     fig = draw_runs([a, b])
     assert fig.axes[0].get_xlabel() == "step"
     assert [list(line.get_xdata()) for line in fig.axes[0].lines] == [
-        [5, 10, 15, 20], list(range(2, 41, 2))]
+        [5, 10, 15, 20], list(range(4, 41, 4))]
     assert main(["plot", str(a), str(b), "--out", str(tmp_path / "both.png")]) == 0

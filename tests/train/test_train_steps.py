@@ -80,7 +80,7 @@ def test_records_at_epoch_ends_eval_every_and_the_last_step(tmp_path: Path) -> N
     assert [r["epoch"] for r in history.records] == [4 / 7, 1, 1 + 1 / 7, 1 + 3 / 7]
     only_end = train(_cfg(steps=10, eval_every=1000), data=bundle).records
     assert [r["step"] for r in only_end] == [7, 10]
-    by_default = train(_cfg(steps=10), data=bundle).records  # about 20 records: every step
+    by_default = train(_cfg(steps=10), data=bundle).records  # about 10 records: every step
     assert [r["step"] for r in by_default] == list(range(1, 11))
     for r in only_end:
         assert 0 < r["test_loss"] < 10 and 0 <= r["test_acc"] <= 1

@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with --epochs")
     p.add_argument("--eval-every", type=int, default=S, metavar="K",
                    help="also evaluate and record every K steps (default: at epoch ends; a "
-                        "--steps run about 20 times, or 4 times an epoch under --steps auto)")
+                        "--steps run about 10 times, or 4 times an epoch under --steps auto)")
     p.add_argument("--train-bs", type=int, default=S, help="global training batch (default 128)")
     p.add_argument("--test-bs", type=int, default=S, help="evaluation batch (default 1000)")
     p.add_argument("--depth", type=int, default=S, help="model depth (fcn default 8)")

@@ -51,9 +51,11 @@ class TrainConfig:
     :func:`resolve_config` picks ``epochs="auto"`` for an optimiser that reports η, else
     :data:`DEFAULT_EPOCHS`. A record (evaluation, metrics line, checkpoint) is written at every
     epoch end reached, at the last step, and every ``eval_every`` steps (a step-counted run
-    that does not set it records about 20 times, :func:`~hyperfree.train.length.default_eval_every`). ``loss=None`` is the dataset's default: ``mse`` (the AGD paper's square loss) for
-    images, ``xent`` for text. ``depth``, ``width``, ``heads``, ``seq_len`` (a token model's
-    context and training window length) and ``tie_weights`` ``None`` = the model's default.
+    that does not set it records about 10 times,
+    :func:`~hyperfree.train.length.default_eval_every`). ``loss=None`` is the dataset's
+    default: ``mse`` (the AGD paper's square loss) for images, ``xent`` for text. ``depth``,
+    ``width``, ``heads``, ``seq_len`` (a token model's context and training window length) and
+    ``tie_weights`` ``None`` = the model's default.
     ``fsdp`` (under torchrun) shards the parameters with FSDP2 instead of replicating them with
     DDP (:mod:`hyperfree.train.fsdp`).
     """

@@ -41,7 +41,7 @@ DEFAULT_EPOCHS = 30
 # An auto run stops here at the latest, even if η never fades (e.g. a momentum preset).
 AUTO_MAX_EPOCHS = 30
 FADE_FRACTION = 1 / 20
-RECORDS_PER_RUN = 20
+RECORDS_PER_RUN = 10  # each record evaluates the whole test split: a few seconds for the GPT
 RECORDS_PER_EPOCH = 4
 
 

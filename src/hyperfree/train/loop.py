@@ -44,7 +44,7 @@ import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +56,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, rng_state, save_checkp
 from .config import TrainConfig, resolve_config
 from .length import RunLength
 from .distributed import SINGLE, DistContext, reduce_min
+from .evaluation import call_hook, evaluate
 from .losses import correct_count, cross_entropy, get_loss
 from .outcome import History, TrainingDiverged, TrainingInterrupted
 from .preflight import check_batch_size, check_run_memory, out_of_memory
@@ -260,7 +261,7 @@ class _Run:
         batches = self._batches(n)
         self.epoch_t0 = time.perf_counter() - self.stats.seconds
         self.forward.train()
-        _hook(self.stepper, "train")
+        call_hook(self.stepper, "train")
         self.progress.start(self.epoch, n, self.batch, step=self.global_step)
         shown = self.batch
         for i, (x, y) in zip(range(self.batch, stop), batches):
@@ -286,31 +287,12 @@ class _Run:
         self.progress.close()
         self.train_seconds = time.perf_counter() - self.epoch_t0
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced.
-
-        On text, over every test window whatever ``limit_batches``: with the test stream ``u``
-        of ``m`` tokens and ``N = (m - 1) // T`` windows, the scored targets are
-        ``u[1 : N T + 1]`` (every test character but the first and the last ``m - 1 - N T < T``),
-        target ``u[iT + t + 1]`` predicted from ``u[iT : iT + t + 1]`` (its own window only).
-        ``test_loss = Σ_tokens (logsumexp(f) − f_y) / (N T)`` in nats (each batch's mean weighted
-        by its token count), ``test_acc`` the fraction of argmax hits.
-        """
-        module = self.stepper.module
-        _hook(self.stepper, "eval")  # e.g. Schedule-Free evaluates at its averaged point
-        module.eval()
-        stats = EpochStats(self.device)
-        self.test_loader.set_epoch(0)
+        """Test loss and accuracy (:func:`~hyperfree.train.evaluation.evaluate`) over at most
+        ``limit_batches`` test batches; on text over every test window, in nats."""
         loss_fn = cross_entropy if self.text else self.loss_fn
         n = len(self.test_loader) if self.text else self._limit(self.test_loader)
-        for x, y in itertools.islice(iter(self.test_loader), n):
-            logits = module(x)
-            stats.add_batch(loss_fn(logits, y), correct_count(logits, y), y.numel())
-        module.train()
-        _hook(self.stepper, "train")
-        out = stats.summary("test", self.dist)
-        return {"test_loss": out["test_loss"], "test_acc": out["test_acc"]}
+        return evaluate(self.stepper, self.test_loader, n, loss_fn, self.device, self.dist)
 
     def end_segment(self) -> dict[str, Any]:
         """Record at the epoch's end (then advance to the next epoch) or mid-epoch.
@@ -381,7 +363,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
         try:
             run = _Run(cfg, dist, device, bundle, [*logs, *callbacks], run_dir, tally)
         except (RuntimeError, MemoryError) as exc:
-            raise out_of_memory(exc, "building the model", flags) from None
+            _reraise(exc, out_of_memory(exc, "building the model", flags))
         cfg = run.cfg  # with the step-counted run's default eval_every filled in
         if ckpt is not None:
             run.restore(ckpt)
@@ -427,15 +409,15 @@ def _run_segments(run: _Run, flags: dict[str, Any]) -> None:
         raise run.diverged(str(exc).splitlines()[0].rstrip(".")) from None
     except (RuntimeError, MemoryError) as exc:
         run.progress.close()
-        raise out_of_memory(exc, f"training; {run.kept()}", flags) from None
+        _reraise(exc, out_of_memory(exc, f"training; {run.kept()}", flags))
+
+
+def _reraise(exc: BaseException, error: BaseException) -> NoReturn:
+    """Raise ``error`` in place of ``exc`` (one line, no chain), or ``exc`` itself as it was."""
+    if error is exc:
+        raise exc
+    raise error from None
 
 
 def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _hook(stepper: Any, name: str) -> None:
-    """Call the stepper's optional ``train()`` / ``eval()`` hook, if it has one."""
-    hook = getattr(stepper, name, None)
-    if callable(hook):
-        hook()

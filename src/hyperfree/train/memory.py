@@ -43,6 +43,7 @@ class MemoryEstimate:
     def __init__(self, params: int, element_size: int, *, over: bool = False,
                  overflow: bool = False) -> None:
         self.params, self.over, self.overflow = params, over or overflow, overflow
+        self.element_size = element_size
         self.bytes = COPIES * params * element_size
 
 
@@ -92,9 +93,12 @@ def check_memory(estimate: MemoryEstimate, budget: int, what: str, flags: str) -
     if estimate.overflow:
         raise ValueError(f"{what} has a weight too large to exist (its size overflows a 64-bit "
                          f"count); lower {flags}")
-    size = ("more than " if estimate.over else "about ") + format_bytes(estimate.bytes)
-    params = f"{'over ' if estimate.over else ''}{estimate.params:.3g} parameters"
-    raise ValueError(f"{what} needs {size} to train ({params}), but {format_bytes(budget)} "
+    if estimate.over:
+        raise ValueError(f"{what} needs more than the {format_bytes(budget)} of memory "
+                         f"available to train (over {estimate.params:.3g} parameters, "
+                         f"{COPIES} copies of {estimate.element_size} bytes each); lower {flags}")
+    raise ValueError(f"{what} needs about {format_bytes(estimate.bytes)} to train "
+                     f"({estimate.params:.3g} parameters), but {format_bytes(budget)} of memory "
                      f"is available; lower {flags}")
 
 

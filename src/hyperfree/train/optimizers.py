@@ -10,8 +10,9 @@ so every entry is registered before any look-up.
 Each entry declares the flags it takes and their defaults (``OptimInfo.defaults``): a flag the
 entry does not take is refused, a bad value (an lr that is not a finite positive number or
 overflows float32; a gain outside AGD's ``(0, 1e6]``, as ``--gain 1e300`` is; a negative weight
-decay; an unknown schedule) is refused with the limit as it is, and :func:`resolve_optim_args` fills in the defaults, so ``config.json`` records what
-actually ran (Adam's lr 1e-3, not ``null``).
+decay; an unknown schedule) is refused with the limit as it is, and :func:`resolve_optim_args`
+fills in the defaults, so ``config.json`` records what actually ran (Adam's lr 1e-3, not
+``null``).
 
 The learning-rate optimisers (sgd, adam, adamw, muon) also take ``--schedule`` (constant,
 cosine, linear) and ``--warmup-steps``; the training loop applies them

@@ -1,5 +1,5 @@
-"""How a run ends: its :class:`History`, or :class:`TrainingInterrupted` / :class:`TrainingDiverged`.
-"""
+"""How a run ends: its :class:`History`, or :class:`TrainingInterrupted` or
+:class:`TrainingDiverged`."""
 from __future__ import annotations
 
 import dataclasses

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 __all__ = ["CONFIG_NAME", "METRICS_NAME", "environment", "git_commit", "write_config",
-           "read_config", "read_environment", "append_metrics", "write_metrics", "read_metrics", "strict_json"]
+           "read_config", "read_environment", "append_metrics", "write_metrics", "read_metrics",
+           "strict_json"]
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"

@@ -6,13 +6,13 @@ one, a checkpoint of the other), so :func:`claim_run_dir` takes an exclusive
 file. The kernel releases the lock when the process exits, however it exits (crash,
 ``kill -9``), so a lock file left by a dead run never blocks the next one, and the next run
 on the directory (which takes the lock, then removes the file as it ends) clears it. The file
-holds the owner's pid, for the refusal message.
+holds the owner's pid, for the refusal message. A run that opened the file just before its
+owner removed it notices (the path then names another file, or none) and tries again. On
+platforms without ``fcntl`` (Windows) the directory is not locked.
 
 A directory that cannot be written is refused before any work, and a write that fails later
 (a full disk, a permission changed mid-run) is :class:`RunDirError` through :func:`writing`:
-one line naming the file, the reason and what was kept. A run that opened the file just before its owner removed
-it notices (the path then names another file, or none) and tries again. On platforms without
-``fcntl`` (Windows) the directory is not locked.
+one line naming the file, the reason and what was kept.
 """
 from __future__ import annotations
 
