@@ -88,6 +88,14 @@ def test_plain_line_shows_wall_time_time_left_and_eta_as_greek() -> None:
     progress.close()
     assert auto.getvalue() == ("epoch 1/≤30 (auto): 100/100 steps in 10.0 s, η 0.5; "
                                "≤ 4 min 50 s left\n")
+    segment = io.StringIO()  # a record mid-epoch (--eval-every): the steps of this segment
+    progress = Progress(enabled=True, epochs=2, total_steps=20, stream=segment,
+                        clock=lambda: now[0])
+    progress.start(0, 10, 4, step=4)
+    now[0] += 3.0
+    progress.update(3, {"loss": 1.0})
+    progress.close()
+    assert segment.getvalue() == "epoch 1/2: steps 5-7 of 10 in 3.0 s, loss 1; 13.0 s left\n"
 
     off = io.StringIO()
     progress = Progress(enabled=False, epochs=2, stream=off)

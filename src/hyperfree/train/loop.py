@@ -67,7 +67,7 @@ from .resume import exactness_settings, open_checkpoint
 from .rundir import claim_run_dir, writing
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
 from .schedules import schedule_stepper
-from .steppers import Stepper, describe_stepper
+from .steppers import describe_stepper
 from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
 

@@ -9,6 +9,9 @@ redrawn bar would fill the file with carriage returns, so each epoch (or
 
     epoch 3/30: 469/469 steps in 4.1 s, loss 0.1234, acc 0.9512, η 0.01876; 1 min 52 s left
 
+(a segment that starts mid-epoch, under ``--eval-every`` or a resume, says ``steps 201-400
+of 1307 in 29.6 s``).
+
 AGD's step size is shown as ``η`` (the metrics files keep the key ``eta``), so that it is not
 read as a time. The time left is the run's remaining steps times the wall time per step so far
 in this process (evaluations and checkpoints included); an ``auto`` run
@@ -99,7 +102,8 @@ class Progress:
             self._t0, self._step0 = now, step
         self._step, self._epoch_t0 = step, now
         if self._plain:
-            self._line = {"epoch": epoch, "total": total, "done": initial, "values": {}}
+            self._line = {"epoch": epoch, "total": total, "done": initial, "initial": initial,
+                          "values": {}}
         elif self._tqdm is not None:
             self._bar = self._tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True,
                                    desc=self._desc(epoch), unit="step", file=self._stream)
@@ -129,7 +133,9 @@ class Progress:
             line, self._line = self._line, None
             shown = {**line["values"], **(values or {})}
             took = format_duration(self._clock() - self._epoch_t0)
-            text = ", ".join([f"{line['done']}/{line['total']} steps in {took}",
+            steps = f"{line['done']}/{line['total']} steps" if not line["initial"] else \
+                f"steps {line['initial'] + 1}-{line['done']} of {line['total']}"
+            text = ", ".join([f"{steps} in {took}",
                               *(f"{display_name(k)} {_fmt(v)}" for k, v in shown.items())])
             left = self.time_left()
             tail = f"; {left} left" if left is not None else ""
