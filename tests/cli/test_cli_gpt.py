@@ -105,9 +105,9 @@ def test_tie_weights_flag(text_file: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--steps", "3", "--epochs", "2"], "give steps (3) or epochs (2), not both"),
-    (["--heads", "3"], "width=8 is not divisible by heads=3"),
-    (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+    (["--steps", "3", "--epochs", "2"], "give --steps 3 or --epochs 2, not both"),
+    (["--heads", "3"], "--width 8 is not divisible by --heads 3"),
+    (["--steps", "0"], "argument --steps: 0 is below 1"),
     (["FCN", "--heads", "2"], "model 'fcn' has no --heads (got 2)"),
     (["FCN", "--seq-len", "16"], "model 'fcn' has no --seq-len (got 16)"),
     (["FCN", "--tie-weights"], "model 'fcn' has no --tie-weights (got True)"),

@@ -1,6 +1,7 @@
 """`hyperfree train` / `hyperfree plot` end to end on the vendored Fashion-MNIST, a few batches:
 run-dir files and metrics keys, resume through the CLI, Ctrl-C (a real SIGINT) -> checkpoint and
-exit 130, and user mistakes (bad flags and values, --out under a file, resuming with a changed
+exit 130 whether the process started with SIGINT handled or ignored (as a background job does),
+and user mistakes (bad flags and values, --out under a file, resuming with a changed
 setting, fewer epochs or a checkpoint missing a key) -> exit 2 with one line on stderr and no
 traceback."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -59,8 +61,20 @@ def test_plot_overlays_runs_and_resume_matches_straight_run(tmp_path: Path) -> N
     assert fig.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.fixture(params=["default", "ignored"])
+def sigint_start(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The SIGINT disposition the command starts with, installed here, not inherited: a test
+    process started in the background (``pytest &``, nohup, CI wrappers) inherits SIGINT
+    *ignored*, and Python leaves it so. Either way the command installs its own handler."""
+    start = signal.default_int_handler if request.param == "default" else signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, start)
+    yield start
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               capsys: pytest.CaptureFixture[str],
+                                               sigint_start: Any) -> None:
     real = stats_module.EpochStats.add_batch
     calls = []
 
@@ -76,7 +90,7 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     assert "checkpoint saved" in capsys.readouterr().err
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 2)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint_start  # restored
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -84,13 +98,16 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     (["--threads", "0"], "--threads must be >= 1"),
     (["--arch", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "cifar10", "--data-dir", "MISSING"], "not found"),
-    (["--epochs", "many"], "invalid int value"),
+    (["--epochs", "many"], "argument --epochs: 'many' is not a whole number or auto"),
     (["--optimizer", "nope"], "unknown optimiser 'nope'"),
     (["--resume", "MISSING"], "does not exist"),
-    (["--epochs", "0"], "epochs must be an integer >= 1"),
-    (["--gain", "1e300"], "agd needs --gain a finite number > 0, got 1e+300"),
-    (["--optimizer", "sgd", "--lr", "nan"], "sgd needs --lr a finite number > 0, got nan"),
-    (["--optimizer", "adam", "--lr", "1e300"], "adam needs --lr a finite number > 0, got 1e+300"),
+    (["--epochs", "0"], "argument --epochs: 0 is below 1"),
+    (["--eval-every", "0"], "--eval-every must be an integer >= 1"),
+    (["--gain", "1e300"], "agd needs --gain in (0, 1e6] (AGD's limit), got 1e+300"),
+    (["--optimizer", "sgd", "--lr", "nan"], "sgd needs --lr in (0, 3.403e38] (float32's limit), "
+     "got nan"),
+    (["--optimizer", "adam", "--lr", "1e300"], "adam needs --lr in (0, 3.403e38] (float32's "
+     "limit), got 1e+300"),
     (["--optimizer", "sgd", "--momentum", "1.5"], "sgd needs --momentum in [0, 1), got 1.5"),
     (["--optimizer", "prodigy", "--lr", "1"], "--lr is not used by prodigy: it takes no flags"),
     (["--schedule", "cosine"], "--schedule is not used by agd: it has no learning rate to "
@@ -98,8 +115,8 @@ def test_sigint_saves_checkpoint_and_exits_130(tmp_path: Path, monkeypatch: pyte
     (["--optimizer", "agd-spectral", "--warmup-steps", "5"], "--warmup-steps is not used by "
      "agd-spectral"),
     (["--optimizer", "adam", "--schedule", "step"], "invalid choice: 'step'"),
-    (["--optimizer", "adamw", "--weight-decay", "-1"], "adamw needs --weight-decay a finite "
-     "number >= 0, got -1"),
+    (["--optimizer", "adamw", "--weight-decay", "-1"], "adamw needs --weight-decay in [0, "
+     "3.403e38], got -1"),
     (["--optimizer", "sgd", "--epochs", "1", "--warmup-steps", "3"],
      "--warmup-steps 3 must be below the run's 3 steps"),
 ])
@@ -121,7 +138,8 @@ def test_resume_and_out_mistakes_exit_2_with_one_line(tmp_path: Path,
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     (tmp_path / "file").write_text("x")
     cases = [(["--resume", str(run), "--epochs", "1"], "already reached epoch 2"),
-             (["--resume", str(run), "--gain", "2"], "gain=1.0 but this config has gain=2.0"),
+             (["--resume", str(run), "--gain", "2"], "the run used --gain 1.0 but this config "
+              "has --gain 2.0"),
              (["--out", str(tmp_path / "file" / "run"), *FAST], "is a file, not a directory")]
     capsys.readouterr()
     for argv, fragment in cases:

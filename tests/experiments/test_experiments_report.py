@@ -8,6 +8,7 @@ Run: .venv/bin/python -m pytest -q tests/experiments/test_experiments_report.py
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -126,8 +127,12 @@ def test_markdown_states_claim_verdict_command_machine_and_table(tmp_path: Path)
 
 
 def test_experiment_without_runs_says_how_to_run_it(tmp_path: Path) -> None:
-    text = write_report(tmp_path, tmp_path / "r.md", experiments=[_exp("bars")]).read_text()
-    assert "Not run yet: `hyperfree experiment fake --profile quick`." in text
+    _populate(tmp_path)
+    other = dataclasses.replace(_exp("bars"), name="other")
+    text = write_report(tmp_path, tmp_path / "r.md",
+                        experiments=[_exp("bars"), other]).read_text()
+    assert "Not run yet: `hyperfree experiment other --profile quick`." in text
+    assert "Not run yet: `hyperfree experiment fake" not in text
     with pytest.raises(ValueError, match="profile 'huge'"):
         write_report(tmp_path, tmp_path / "r.md", profile="huge")
 
@@ -140,3 +145,7 @@ def test_report_without_any_runs_never_overwrites_an_existing_report(tmp_path: P
         write_report(tmp_path / "no-runs", out, experiments=["depth", "tuned"])
     assert out.read_text() == "published results\n"
     assert not list(out.parent.glob("*.tmp"))
+    fresh = tmp_path / "new.md"  # a runs dir with a typo: refused, no all-"not run" report
+    with pytest.raises(ValueError, match="no finished runs under .*nothing was written"):
+        write_report(tmp_path / "typo", fresh)
+    assert not fresh.exists() and not (tmp_path / "figures").exists()

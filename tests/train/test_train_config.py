@@ -9,7 +9,7 @@ from hyperfree.train import TrainConfig, check_resumable
 
 @pytest.mark.parametrize("changes, match", [
     ({"loss": "l1"}, "loss 'l1'"),
-    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": 0}, "epochs must be an integer >= 1 or 'auto', got 0"),
     ({"train_bs": 2.5}, "train_bs"),
     ({"device": "tpu"}, "device 'tpu'"),
     ({"limit_batches": 0}, "limit_batches"),

@@ -83,10 +83,13 @@ def test_defaults_are_resolved(spec: str, given: OptimArgs, resolved: OptimArgs)
 @pytest.mark.parametrize("spec, args, message", [
     ("agd", OptimArgs(lr=0.1), "--lr is not used by agd: it takes --gain; drop the flag"),
     ("dog", OptimArgs(gain=2.0), "--gain is not used by dog: it takes no flags"),
-    ("agd", OptimArgs(gain=1e300), "agd needs --gain a finite number > 0, got 1e+300"),
-    ("agd", OptimArgs(gain=0.0), "agd needs --gain a finite number > 0, got 0"),
-    ("sgd", OptimArgs(lr=float("inf")), "sgd needs --lr a finite number > 0, got inf"),
-    ("adam", OptimArgs(lr=-1e-3), "adam needs --lr a finite number > 0, got -0.001"),
+    ("agd", OptimArgs(gain=1e300), "agd needs --gain in (0, 1e6] (AGD's limit), got 1e+300"),
+    ("agd", OptimArgs(gain=2e6), "agd needs --gain in (0, 1e6] (AGD's limit), got 2e+06"),
+    ("agd", OptimArgs(gain=0.0), "agd needs --gain in (0, 1e6] (AGD's limit), got 0"),
+    ("sgd", OptimArgs(lr=float("inf")), "sgd needs --lr in (0, 3.403e38] (float32's limit), "
+     "got inf"),
+    ("adam", OptimArgs(lr=-1e-3), "adam needs --lr in (0, 3.403e38] (float32's limit), got "
+     "-0.001"),
     ("sgd", OptimArgs(momentum=1.0), "sgd needs --momentum in [0, 1), got 1"),
     ("sgd(0.01)/sgd(1e-4)", OptimArgs(lr=0.1), "--lr cannot be combined with the stack"),
 ])

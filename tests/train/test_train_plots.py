@@ -1,5 +1,7 @@
 """Figures: one panel per logged stepper scalar (union over overlaid runs) plus relative update,
-objective and accuracy; PNG output; a clear error when nothing was recorded."""
+objective and accuracy; PNG output; a clear error when nothing was recorded; a step-counted
+run (config.json ``steps``) is drawn against the step, with markers while points are few, and
+``hyperfree train --steps`` writes a record every ``--eval-every`` (default: ~10 a run)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hyperfree.train import plot_runs
-from hyperfree.train.plots import scalar_keys
+from hyperfree.cli import main
+from hyperfree.train import plot_runs, read_metrics
+from hyperfree.train.plots import draw_runs, scalar_keys
 
 
 def _write_run(path: Path, keys: list[str], epochs: int = 3) -> Path:
@@ -48,3 +51,40 @@ def test_empty_or_missing_runs_raise(tmp_path: Path) -> None:
         plot_runs([empty], tmp_path / "x.png")
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         plot_runs([tmp_path / "nowhere"], tmp_path / "x.png")
+
+
+def _config(path: Path, **cfg: object) -> None:
+    (path / "config.json").write_text(json.dumps({"config": cfg, "environment": {}}))
+
+
+def test_step_counted_runs_are_drawn_against_the_step(tmp_path: Path) -> None:
+    steps = _write_run(tmp_path / "steps", ["eta"], epochs=3)
+    lines = [json.loads(line) for line in (steps / "metrics.jsonl").read_text().splitlines()]
+    (steps / "metrics.jsonl").write_text("".join(
+        json.dumps({**r, "epoch": r["epoch"] / 4, "step": 50 * r["epoch"]}) + "\n"
+        for r in lines))
+    _config(steps, steps=150, epochs=None)
+    fig = draw_runs([steps])
+    assert [ax.get_xlabel() for ax in fig.axes] == ["step"] * 4
+    line = fig.axes[0].lines[0]
+    assert list(line.get_xdata()) == [50, 100, 150] and line.get_marker() == "o"
+    epochs = _write_run(tmp_path / "epochs", ["eta"], epochs=3)
+    _config(epochs, epochs=3, steps=None)
+    assert draw_runs([epochs]).axes[0].get_xlabel() == "epoch"
+    assert list(draw_runs([epochs]).axes[0].lines[0].get_xdata()) == [1, 2, 3]
+
+
+def test_cli_steps_runs_record_every_eval_and_plot_together(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    fast = ["--depth", "2", "--width", "16", "--test-bs", "500", "--no-progress", "--threads",
+            "1", "--limit-batches", "50"]
+    assert main(["train", "--steps", "20", "--eval-every", "5", "--out", str(a), *fast]) == 0
+    assert main(["train", "--steps", "40", "--out", str(b), "--no-plots", *fast]) == 0
+    assert [r["step"] for r in read_metrics(a)] == [5, 10, 15, 20]
+    assert [r["step"] for r in read_metrics(b)] == list(range(4, 41, 4))  # ~10 by default
+    assert (a / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    fig = draw_runs([a, b])
+    assert fig.axes[0].get_xlabel() == "step"
+    assert [list(line.get_xdata()) for line in fig.axes[0].lines] == [
+        [5, 10, 15, 20], list(range(4, 41, 4))]
+    assert main(["plot", str(a), str(b), "--out", str(tmp_path / "both.png")]) == 0

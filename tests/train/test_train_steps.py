@@ -48,7 +48,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_steps_and_epochs_are_one_setting_in_two_units() -> None:
-    assert TrainConfig().epochs == 30 and TrainConfig().steps is None
+    assert TrainConfig().epochs is None and TrainConfig().steps is None  # resolved: auto/30
     cfg = TrainConfig(steps=200)
     assert cfg.epochs is None and TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match=r"give steps \(5\) or epochs \(2\), not both"):
@@ -78,19 +78,22 @@ def test_records_at_epoch_ends_eval_every_and_the_last_step(tmp_path: Path) -> N
     history = train(_cfg(steps=10, eval_every=4), data=bundle)
     assert [r["step"] for r in history.records] == [4, 7, 8, 10]
     assert [r["epoch"] for r in history.records] == [4 / 7, 1, 1 + 1 / 7, 1 + 3 / 7]
-    only_end = train(_cfg(steps=10), data=bundle).records
+    only_end = train(_cfg(steps=10, eval_every=1000), data=bundle).records
     assert [r["step"] for r in only_end] == [7, 10]
+    by_default = train(_cfg(steps=10), data=bundle).records  # about 10 records: every step
+    assert [r["step"] for r in by_default] == list(range(1, 11))
     for r in only_end:
         assert 0 < r["test_loss"] < 10 and 0 <= r["test_acc"] <= 1
 
 
 def test_steps_run_resumes_bitwise(tmp_path: Path) -> None:
     bundle = text_bundle(tmp_path)
-    straight = train(_cfg(steps=12), data=bundle)  # epochs 1 (7 steps) and 2 (5 of 7)
+    ends = dict(eval_every=1000)  # records at epoch ends and the last step only
+    straight = train(_cfg(steps=12, **ends), data=bundle)  # epochs 1 (7 steps) and 2 (5 of 7)
     out = str(tmp_path / "run")
-    first = train(_cfg(steps=5, out_dir=out), data=bundle)
+    first = train(_cfg(steps=5, out_dir=out, **ends), data=bundle)
     assert [r["step"] for r in first.records] == [5]
-    resumed = train(_cfg(steps=12, out_dir=out, resume=True), data=bundle)
+    resumed = train(_cfg(steps=12, out_dir=out, resume=True, **ends), data=bundle)
     _same_weights(straight.model, resumed.model)
     assert [r["step"] for r in read_metrics(out)] == [5, 7, 12]
     # the epoch-end and final records see the same weights, hence the same test metrics

@@ -5,17 +5,23 @@ optional third item is the one-line help), where ``add_arguments(parser)`` decla
 and ``run(args) -> int`` does the work and returns the exit status. Register more with
 :func:`register_subcommand` (one file per subcommand, e.g. ``cli/train.py``).
 
-User mistakes (bad flags, bad data, a missing run directory) print ONE line on stderr and exit
-with status 2, without a traceback: argparse errors via :class:`OneLineParser`, and
-``ValueError`` (incl. ``DataError``, ``CheckpointError``) / ``FileNotFoundError`` raised by the
-library via :func:`main`.
+User mistakes (bad flags, bad data, a missing run directory, a directory that cannot be
+written, a model too large for the memory) print ONE line on stderr and exit with status 2,
+without a traceback: argparse errors via :class:`OneLineParser`, and ``ValueError`` (incl.
+``DataError``, ``CheckpointError``) / ``OSError`` raised by the library via :func:`main`. The
+library names its settings as Python does (``data_dir=``, ``train_bs``); :func:`main` says
+them as the command's flags (``--data-dir``, ``--train-bs``; :mod:`._messages`). Ctrl-C before
+a command has started (importing torch takes seconds) is one line and status 130, and warnings
+are shown as one line each.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn, Sequence, Union
+import warnings
+from typing import Any, Callable, NoReturn, Sequence, Union
 
+from . import _messages
 from . import experiment as _experiment
 from . import plot as _plot
 from . import report as _report
@@ -67,17 +73,35 @@ def build_parser() -> OneLineParser:
         text = entry[2] if len(entry) == 3 else (run.__doc__ or "").split("\n")[0]
         child = sub.add_parser(name, help=text, description=text)
         add_arguments(child)
-        child.set_defaults(_run=run)
+        child.set_defaults(_run=run, _flags=_messages.flag_table(child))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hyperfree`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args._run(args))
-    except (ValueError, FileNotFoundError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"hyperfree {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\nhyperfree: interrupted before anything was written", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    flags = getattr(args, "_flags", {})
+    with warnings.catch_warnings():  # restores showwarning on exit
+        warnings.showwarning = _one_line_warning
+        try:
+            return int(args._run(args))
+        except (ValueError, OSError) as err:
+            message = _messages.first_line(err)
+            print(f"hyperfree {args.command}: error: {_messages.as_flags(message, flags)}",
+                  file=sys.stderr)
+            return 2
+
+
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    print(f"hyperfree: warning: {text}", file=file if file is not None else sys.stderr)

@@ -10,10 +10,11 @@ stops at the next step boundary.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
-from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
+from ._runtime import EXIT_SIGNAL, add_threads_flag, set_threads, stop_on_ctrl_c
 
 __all__ = ["add_arguments", "run", "parse_data_dirs", "experiment_names"]
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume (finished runs are kept)",
               file=sys.stderr)
-        return 130
+        return EXIT_SIGNAL.get(stop.signum or signal.SIGINT, 130)
     print(f"done: {', '.join(names)} ({args.profile}) in {time.perf_counter() - t0:.0f}s; "
           f"runs under {args.runs_dir}/experiments/. Next: hyperfree report")
     return 0

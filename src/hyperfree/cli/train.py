@@ -4,9 +4,11 @@ Every flag defaults to "not given" (``argparse.SUPPRESS``), so the settings a us
 known: a new run fills the rest from ``TrainConfig``'s defaults, and ``--resume DIR`` fills
 them from the stored run (the library then refuses changes that matter, e.g. another --arch).
 Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set) this layer starts the process group and passes
-the context to the library. Ctrl-C stops at the next step boundary, saves a checkpoint and
-exits with status 130. A run that diverges (non-finite loss or weights) stops with one line and
-exit status 3; its last good checkpoint is kept.
+the context to the library. Ctrl-C (SIGTERM) stops at the next step boundary, saves a
+checkpoint, releases the run directory and exits with status 130 (143). A run that diverges
+(non-finite loss or weights) stops with one line and exit status 3; its last good checkpoint
+is kept. Without ``--threads`` the thread count is the idle cores' (:mod:`._runtime`), or a
+resumed run's own; the memory the model may use is what the machine has free.
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import argparse
 import datetime
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from ._runtime import add_threads_flag, set_threads, stop_on_ctrl_c
+from ._runtime import EXIT_SIGNAL, add_threads_flag, set_threads, stop_on_ctrl_c
 
 __all__ = ["EXIT_DIVERGED", "add_arguments", "run", "config_from_args", "default_out_dir"]
 
@@ -31,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from hyperfree.data import list_datasets
     from hyperfree.models import list_models
     from hyperfree.train import DEFAULT_EPOCHS, list_optimizers
+    from hyperfree.train.length import AUTO_MAX_EPOCHS
 
     S = argparse.SUPPRESS
     p.set_defaults(resume=None)
@@ -53,14 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=S, help="momentum of sgd and muon")
     p.add_argument("--gain", type=float, default=S, help="AGD's dimensionless gain (default 1)")
     _add_schedule_arguments(p)
-    p.add_argument("--epochs", type=int, default=S,
-                   help=f"number of epochs (default {DEFAULT_EPOCHS}: ~2 min for the default run)")
-    p.add_argument("--steps", type=int, default=S, metavar="N",
-                   help="train for N optimiser steps instead of whole epochs (language models); "
-                        "not with --epochs")
+    p.add_argument("--epochs", type=_length, default=S, metavar="N|auto",
+                   help="number of epochs, or auto: stop once AGD's step size η has faded "
+                        f"below 1/20 of its peak (at most {AUTO_MAX_EPOCHS} epochs). Default: "
+                        f"auto for agd, {DEFAULT_EPOCHS} for the other optimisers")
+    p.add_argument("--steps", type=_length, default=S, metavar="N|auto",
+                   help="train for N optimiser steps instead of whole epochs (language "
+                        "models), or auto (as --epochs auto, checked at every record); not "
+                        "with --epochs")
     p.add_argument("--eval-every", type=int, default=S, metavar="K",
-                   help="also evaluate and record every K steps (default: at epoch ends and "
-                        "the last step only)")
+                   help="also evaluate and record every K steps (default: at epoch ends; a "
+                        "--steps run about 10 times, or 4 times an epoch under --steps auto)")
     p.add_argument("--train-bs", type=int, default=S, help="global training batch (default 128)")
     p.add_argument("--test-bs", type=int, default=S, help="evaluation batch (default 1000)")
     p.add_argument("--depth", type=int, default=S, help="model depth (fcn default 8)")
@@ -96,6 +103,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-batches", type=int, default=S, help=argparse.SUPPRESS)
 
 
+def _length(text: str) -> int | str:
+    """``--epochs``/``--steps``: a whole number >= 1, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or auto") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a whole number >= 1 or auto")
+    return value
+
+
 def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
     """Weight decay and the lr schedule of the learning-rate optimisers."""
     from hyperfree.train.schedules import SCHEDULES
@@ -122,7 +142,7 @@ def config_from_args(args: argparse.Namespace, now: datetime.datetime) -> Any:
     from hyperfree.train import TrainConfig, read_config
 
     given = {_FIELD.get(k, k): v for k, v in vars(args).items()
-             if k not in ("command", "_run", "resume", "threads")}
+             if k not in ("command", "resume", "threads") and not k.startswith("_")}
     if args.resume is None:
         base = TrainConfig()
         out = given.pop("out_dir", None) or default_out_dir(
@@ -155,20 +175,34 @@ EXIT_DIVERGED = 3
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; print where the results went. Exit 0, 2 (user error), 3 (diverged) or 130."""
-    from hyperfree.train import TrainingDiverged, TrainingInterrupted, close_distributed, train
+    """Train; print where the results went. Exit 0, 2 (user error), 3 (diverged), 130 (Ctrl-C)
+    or 143 (SIGTERM)."""
+    with stop_on_ctrl_c() as stop:  # Ctrl-C / SIGTERM from here on: one line, clean stop
+        try:
+            threads = getattr(args, "threads", None)
+            set_threads(threads if threads is not None else _stored_threads(args.resume))
+            cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
+            dist = _dist_context(cfg.device)
+        except KeyboardInterrupt:
+            print(f"\n{_signal_name(stop)}: nothing was written", file=sys.stderr)
+            return EXIT_SIGNAL.get(stop.signum or signal.SIGINT, 130)
+        return _train(cfg, dist, stop)
 
-    set_threads(getattr(args, "threads", None))
-    cfg = config_from_args(args, datetime.datetime.now(datetime.timezone.utc))
-    dist = _dist_context(cfg.device)
+
+def _train(cfg: Any, dist: Any, stop: Any) -> int:
+    from hyperfree.train import (TrainingDiverged, TrainingInterrupted, close_distributed,
+                                 resolve_device, train)
+    from hyperfree.train.memory import available_memory
+
     try:
-        with stop_on_ctrl_c() as stop:
-            history = train(cfg, callbacks=[stop], dist=dist)
+        memory = available_memory(resolve_device(cfg.device, dist))
+        history = train(cfg, callbacks=[stop], dist=dist, memory=memory)
     except KeyboardInterrupt as exc:
         if dist.is_main:
             where = exc.checkpoint if isinstance(exc, TrainingInterrupted) else None
-            print(f"\ninterrupted: {_resume_hint(where, cfg.out_dir)}", file=sys.stderr)
-        return 130
+            print(f"\n{_signal_name(stop)}: {_resume_hint(where, cfg.out_dir)}",
+                  file=sys.stderr)
+        return EXIT_SIGNAL.get(stop.signum or signal.SIGINT, 130)
     except TrainingDiverged as exc:
         if dist.is_main:
             print(f"hyperfree train: {exc}", file=sys.stderr)
@@ -178,6 +212,23 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_main:
         _report(history, cfg)
     return 0
+
+
+def _signal_name(stop: Any) -> str:
+    return "terminated" if stop.signum == signal.SIGTERM else "interrupted"
+
+
+def _stored_threads(resume: str | None) -> int | None:
+    """The CPU thread count a run to be resumed ran with (exact resume needs it), if known."""
+    if resume is None:
+        return None
+    from hyperfree.train.record import read_environment
+
+    try:
+        threads = read_environment(resume).get("num_threads")
+    except (OSError, ValueError):
+        return None  # the resume itself will say what is wrong
+    return threads if isinstance(threads, int) and threads >= 1 else None
 
 
 def _resume_hint(checkpoint: Path | None, out_dir: str | None) -> str:
@@ -193,5 +244,13 @@ def _report(history: Any, cfg: Any) -> None:
         print(f"epoch {last['epoch']:.4g} (step {last['step']}): train loss "
               f"{last['train_loss']:.4g}, train acc {last['train_acc']:.2%}, test loss "
               f"{last['test_loss']:.4g}, test acc {last['test_acc']:.2%}")
+    from hyperfree.train import resolve_config
+    from hyperfree.train.length import eta_faded
+
+    resolved = resolve_config(cfg)  # a run given no length is "auto" for AGD
+    if "auto" in (resolved.epochs, resolved.steps) and last is not None:
+        print("auto: η's mean over the last epoch fell below 1/20 of its peak, so the run "
+              "stopped" if eta_faded(history.records) else
+              "auto: the run reached its cap before η faded (give --epochs N for a longer run)")
     files = "config.json, metrics.jsonl, checkpoint.pt" + (", figure.png" if cfg.plots else "")
     print(f"results in {history.run_dir}/ ({files})")

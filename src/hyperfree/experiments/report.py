@@ -189,7 +189,8 @@ def write_report(runs_dir: str | os.PathLike[str] = "runs",
     """Write the results Markdown ``out`` and one PNG per experiment into ``figures_dir``.
 
     ``profile=None`` picks, per experiment, the largest profile with finished runs;
-    experiments without runs get a line saying how to produce them; ``experiments`` may name
+    experiments without runs get a line saying how to produce them (if none of them has runs,
+    ValueError, and nothing is written); ``experiments`` may name
     registered experiments or give unregistered :class:`Experiment` objects. Returns ``out``.
     """
     if profile is not None and profile not in PROFILES:
@@ -221,10 +222,11 @@ def write_report(runs_dir: str | os.PathLike[str] = "runs",
         seeds = max((row.n for row in aggregate(runs)), default=0)
         summary.append(f"| {name} | {chosen} | {len(runs)} | {seeds} | "
                        f"{format_eta(wall)} | {exp.verdict(aggregate(runs)).status} |")
-    if all(line.endswith("| not run |") for line in summary[2:]) and out_path.exists():
-        raise ValueError(f"no finished runs under {runs_root.as_posix()}/experiments: {out_path} "
-                         "was left unchanged; run `hyperfree experiment NAME` first or pass "
-                         "--runs-dir")
+    if all(line.endswith("| not run |") for line in summary[2:]):
+        kept = f"{out_path} was left unchanged" if out_path.exists() else "nothing was written"
+        raise ValueError(f"no finished runs under {runs_root.as_posix()}/experiments: {kept}; "
+                         "run `hyperfree experiment NAME` first or pass --runs-dir the folder "
+                         "that holds experiments/")
     summary.append(f"| **total** | | | | **{format_eta(total)}** | |")
     _write_text(out_path, [_HEADER.format(runs=runs_root.as_posix()), *summary, "", *body])
     return out_path

@@ -3,8 +3,10 @@
 >>> from hyperfree.train import TrainConfig, train
 >>> history = train(TrainConfig(epochs=1, out_dir=None, progress=False))  # doctest: +SKIP
 
-Modules: config (TrainConfig), loop (train), steppers (the Stepper protocol the loop drives,
-MuonStepper), optimizers (the optimiser registry and its built-in entries agd, agd-<preset>,
+Modules: config (TrainConfig), length (epochs/steps N or "auto": stop when AGD's η fades),
+loop (train), outcome (History, TrainingDiverged), evaluation (the test metric), preflight and
+memory (batch size and memory checks before a run), steppers (the Stepper protocol the loop
+drives, MuonStepper), optimizers (the optimiser registry and its built-in entries agd, agd-<preset>,
 sgd, adam, adamw, muon), schedules (lr schedules of the learning-rate optimisers), peers
 (third-party learning-rate-free optimisers), towers (hypergradient stacks), losses, stats
 (device-side metrics), checkpoint, resume (what continuing a run requires), rundir (the run
@@ -18,7 +20,7 @@ from . import peers, towers  # noqa: F401  (register their optimiser entries)
 
 from .callbacks import Callback, StepInfo, StopFlag
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from .config import DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
+from .config import AUTO, DEFAULT_EPOCHS, TrainConfig, check_resumable, resolve_config
 from .distributed import SINGLE, DistContext, close_distributed, dist_from_env, init_distributed
 from .build import build_model, load_data, model_flags, resolve_device
 from .loop import FIGURE_NAME, History, TrainingDiverged, TrainingInterrupted, train
@@ -30,7 +32,7 @@ from .record import CONFIG_NAME, METRICS_NAME, read_config, read_metrics
 from .steppers import Stepper, TorchStepper
 
 __all__ = ["Callback", "StepInfo", "StopFlag", "CHECKPOINT_NAME", "CheckpointError",
-           "load_checkpoint", "save_checkpoint", "DEFAULT_EPOCHS", "TrainConfig",
+           "load_checkpoint", "save_checkpoint", "AUTO", "DEFAULT_EPOCHS", "TrainConfig",
            "check_resumable", "resolve_config", "SINGLE", "DistContext", "close_distributed",
            "dist_from_env", "init_distributed", "FIGURE_NAME", "History", "TrainingDiverged",
            "TrainingInterrupted", "build_model", "load_data", "model_flags", "resolve_device",

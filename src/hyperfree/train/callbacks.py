@@ -40,14 +40,16 @@ class Callback:
 class StopFlag(Callback):
     """Raise ``KeyboardInterrupt`` at the next step boundary once :meth:`request` was called.
 
-    The CLI points its SIGINT handler at :meth:`request`, so Ctrl-C stops training at a step
-    boundary, where the loop can checkpoint a consistent state. Before the first step (data
-    loading, model building) there is nothing to save, so :meth:`request` raises at once.
+    The CLI points its SIGINT and SIGTERM handlers at :meth:`request`, so Ctrl-C stops
+    training at a step boundary, where the loop can checkpoint a consistent state (it sets
+    ``signum`` to say which signal it was). Before the first step (data loading, model
+    building) there is nothing to save, so :meth:`request` raises at once.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self.training = False
+        self.signum: int | None = None
 
     def request(self, *_: Any) -> None:
         if not self.training:

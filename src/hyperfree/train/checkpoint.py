@@ -6,10 +6,13 @@ accumulators, RNG states as tensors, the config as a dict and the metrics so far
 
 Saving is atomic: the bytes go to a temporary file in the same directory, which is flushed,
 fsync-ed and then ``os.replace``-d over ``checkpoint.pt``; an interrupted or failing save leaves
-the previous checkpoint intact.
+the previous checkpoint intact and removes the temporary file. The payload is serialised in
+memory first, so a failed write (a full disk, a file-size limit) raises the operating system's
+own ``OSError``, which the loop reports in one line.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -31,10 +34,12 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically (temp file in the same dir, fsync, replace)."""
     path = Path(path)
+    buffer = io.BytesIO()  # torch's zip writer reports a failed write (a full disk) as an
+    torch.save({"format": _FORMAT, **payload}, buffer)  # opaque RuntimeError: write it here
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": _FORMAT, **payload}, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -12,15 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from .optimizers import OptimArgs, resolve_optim_args
+from .length import AUTO, DEFAULT_EPOCHS, check_length, default_length
+from .optimizers import OptimArgs, reports_step_size, resolve_optim_args
 
 __all__ = ["TrainConfig", "RESUME_FIXED_FIELDS", "resolve_config", "config_difference",
-           "check_resumable", "DEFAULT_EPOCHS"]
-
-# Chosen so that the default run (FCN 8x256, AGD, Fashion-MNIST) takes about two minutes on a
-# 2-core CPU, start-up and data loading included (measured: 50 epochs took 3 min 19 s, so
-# ~3.7 s an epoch + ~10 s start-up on the development machine; see the README).
-DEFAULT_EPOCHS = 30
+           "check_resumable", "DEFAULT_EPOCHS", "AUTO"]
 
 _LOSSES = ("mse", "xent")
 _DEVICES = ("auto", "cpu", "cuda")
@@ -50,12 +46,16 @@ class TrainConfig:
     learning-rate optimisers ``schedule`` (constant, cosine, linear) with ``warmup_steps``
     (:mod:`hyperfree.train.schedules`).
 
-    Run length: ``epochs`` (default :data:`DEFAULT_EPOCHS`) or ``steps`` optimiser steps, not
-    both; ``steps`` leaves ``epochs`` ``None``. A record (evaluation, metrics line, checkpoint)
-    is written at every epoch end reached, at the last step, and every ``eval_every`` steps if
-    it is set. ``loss=None`` is the dataset's default: ``mse`` (the AGD paper's square loss) for
-    images, ``xent`` for text. ``depth``, ``width``, ``heads``, ``seq_len`` (a token model's
-    context and training window length) and ``tie_weights`` ``None`` = the model's default.
+    Run length: ``epochs`` or ``steps`` optimiser steps, not both; either may be ``"auto"``
+    (stop when AGD's step size η has faded, :mod:`hyperfree.train.length`). Neither given:
+    :func:`resolve_config` picks ``epochs="auto"`` for an optimiser that reports η, else
+    :data:`DEFAULT_EPOCHS`. A record (evaluation, metrics line, checkpoint) is written at every
+    epoch end reached, at the last step, and every ``eval_every`` steps (a step-counted run
+    that does not set it records about 10 times,
+    :func:`~hyperfree.train.length.default_eval_every`). ``loss=None`` is the dataset's
+    default: ``mse`` (the AGD paper's square loss) for images, ``xent`` for text. ``depth``,
+    ``width``, ``heads``, ``seq_len`` (a token model's context and training window length) and
+    ``tie_weights`` ``None`` = the model's default.
     ``fsdp`` (under torchrun) shards the parameters with FSDP2 instead of replicating them with
     DDP (:mod:`hyperfree.train.fsdp`).
     """
@@ -72,8 +72,8 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str | None = None
     warmup_steps: int | None = None
-    epochs: int | None = None
-    steps: int | None = None
+    epochs: int | str | None = None
+    steps: int | str | None = None
     eval_every: int | None = None
     train_bs: int = 128
     test_bs: int = 1000
@@ -103,11 +103,11 @@ class TrainConfig:
         if self.steps is not None and self.epochs is not None:
             raise ValueError(f"give steps ({self.steps}) or epochs ({self.epochs}), not both: "
                              "a run's length is counted in one of them")
-        if self.steps is None and self.epochs is None:
-            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)  # frozen: normalise in place
         for name in ("train_bs", "test_bs", "log_every"):
             _require_int(name, getattr(self, name), 1)
-        for name in ("epochs", "steps", "eval_every", "heads", "seq_len"):
+        check_length("epochs", self.epochs)
+        check_length("steps", self.steps)
+        for name in ("eval_every", "heads", "seq_len"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), 1)
         if self.tie_weights is not None and not isinstance(self.tie_weights, bool):
@@ -155,10 +155,23 @@ def _require_int(name: str, value: object, minimum: int) -> None:
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its optimiser's defaults filled in; ValueError for flags it does not take."""
+    """``cfg`` with its optimiser's defaults filled in, and its length if it gave none
+    (``"auto"`` for an optimiser that reports η, else :data:`DEFAULT_EPOCHS`); ValueError for
+    flags the optimiser does not take, or ``"auto"`` for one that reports no η."""
     fields = ("lr", "momentum", "gain", "weight_decay", "schedule", "warmup_steps")
     args = resolve_optim_args(cfg.optimizer, OptimArgs(**{f: getattr(cfg, f) for f in fields}))
-    return cfg.replace(**{f: getattr(args, f) for f in fields})
+    eta = reports_step_size(cfg.optimizer)
+    if AUTO in (cfg.epochs, cfg.steps) and not eta:
+        unit = "epochs" if cfg.epochs == AUTO else "steps"
+        raise ValueError(f"{unit}='auto' stops when AGD's step size η has faded, and "
+                         f"{cfg.optimizer} reports no η; give {unit}=N")
+    if AUTO in (cfg.epochs, cfg.steps) and args.schedule not in (None, "constant"):
+        raise ValueError(f"schedule {args.schedule!r} decays over a known number of steps, "
+                         "which an 'auto' run does not have; give epochs=N or steps=N")
+    length = {}
+    if cfg.epochs is None and cfg.steps is None:
+        length = {"epochs": default_length(eta)}
+    return cfg.replace(**{f: getattr(args, f) for f in fields}, **length)
 
 
 def config_difference(stored: dict[str, Any], cfg: TrainConfig,

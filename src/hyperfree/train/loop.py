@@ -40,12 +40,11 @@ Repeated warnings are counted and summarised at each epoch's end (:mod:`~hyperfr
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import torch
 from torch import nn
@@ -55,49 +54,26 @@ from .build import build_model, default_loss, load_data, model_flags, resolve_de
 from .callbacks import Callback, StepInfo
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, resolve_config
+from .length import RunLength
 from .distributed import SINGLE, DistContext, reduce_min
+from .evaluation import call_hook, evaluate
 from .losses import correct_count, cross_entropy, get_loss
-from .optimizers import OptimArgs, build_optimizer
+from .outcome import History, TrainingDiverged, TrainingInterrupted
+from .preflight import check_batch_size, check_run_memory, out_of_memory
+from .optimizers import OptimArgs, build_optimizer, divergence_hint
 from .progress import Progress
 from .record import append_metrics, environment, write_config, write_metrics
 from .resume import exactness_settings, open_checkpoint
-from .rundir import claim_run_dir
+from .rundir import claim_run_dir, writing
 from .stats import EpochStats, relative_update, sampled_steps, weight_tensors
 from .schedules import schedule_stepper
-from .steppers import Stepper, describe_stepper
+from .steppers import describe_stepper
 from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
 
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "FIGURE_NAME"]
 
 FIGURE_NAME = "figure.png"
-
-
-@dataclasses.dataclass
-class History:
-    """What a run produced: per-epoch ``records``, the ``run_dir`` (or None), model, stepper."""
-
-    records: list[dict[str, Any]]
-    run_dir: Path | None
-    model: nn.Module
-    stepper: Stepper
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by ``KeyboardInterrupt``; ``checkpoint`` is where it was saved (or None)."""
-
-    def __init__(self, checkpoint: Path | None) -> None:
-        super().__init__(f"interrupted; checkpoint: {checkpoint}")
-        self.checkpoint = checkpoint
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite training loss or weight stopped the run; ``checkpoint`` is the last good
-    one kept on disk (``None`` if there is none) and ``epoch`` the 0-based epoch it happened in."""
-
-    def __init__(self, message: str, checkpoint: Path | None, epoch: int) -> None:
-        super().__init__(message)
-        self.checkpoint, self.epoch = checkpoint, epoch
 
 
 class _Run:
@@ -137,10 +113,14 @@ class _Run:
         if self.epoch_len == 0:
             raise ValueError(f"the training set gives no batch of train_bs={cfg.train_bs}; use a "
                              "smaller --train-bs")
+        self.length = RunLength(cfg.epochs, cfg.steps, self.epoch_len, cfg.eval_every)
+        if self.length.eval_every != cfg.eval_every:  # a step-counted run's default records
+            self.cfg = cfg = cfg.replace(eval_every=self.length.eval_every)
         self.stepper = schedule_stepper(self.stepper, cfg.schedule, cfg.warmup_steps,
-                                        cfg.steps or (cfg.epochs or 0) * self.epoch_len)
-        epochs = cfg.epochs or math.ceil((cfg.steps or 0) / max(self.epoch_len, 1))
-        self.progress = Progress(enabled=cfg.progress and dist.is_main, epochs=epochs)
+                                        self.length.max_steps)
+        self.progress = Progress(enabled=cfg.progress and dist.is_main,
+                                 epochs=self.length.max_epochs, auto=self.length.auto,
+                                 total_steps=self.length.max_steps)
         self._open: tuple[int, Any] | None = None  # (epoch, its batch iterator at self.batch)
         self.checked_step = 0  # the divergence check has seen every loss up to this step
         self.saved: Path | None = None  # the last checkpoint written (or resumed from)
@@ -199,9 +179,15 @@ class _Run:
         if self.run_dir is None or not self.dist.is_main:
             return None
         path = self.run_dir / CHECKPOINT_NAME
-        save_checkpoint(path, payload or self.payload())
+        with writing(path, self.kept()):
+            save_checkpoint(path, payload or self.payload())
         self.saved = path
         return path
+
+    def kept(self) -> str:
+        """What is on disk if the run stops now: the last good checkpoint, or nothing."""
+        return (f"the last good checkpoint ({self.saved}) is kept" if self.saved is not None
+                else "nothing was saved")
 
     def check_finite(self, loss_finite: bool | None = None) -> None:
         """TrainingDiverged unless every loss since the epoch began (``loss_finite``, if the
@@ -231,27 +217,27 @@ class _Run:
         self.checked_step = self.global_step
 
     def diverged(self, what: str) -> TrainingDiverged:
-        kept = (f"the last good checkpoint ({self.saved}) is kept" if self.saved is not None
-                else "nothing was saved")
         return TrainingDiverged(
             f"training diverged in epoch {self.epoch + 1} (steps {self.checked_step + 1}-"
-            f"{self.global_step}): {what}; {kept}. Try a smaller --lr/--gain or another "
-            "optimiser", self.saved, self.epoch)
+            f"{self.global_step}): {what}; {self.kept()}. "
+            f"{_capital(divergence_hint(self.cfg.optimizer))}", self.saved, self.epoch)
 
     def finished(self) -> bool:
-        """Whether the run has done its ``epochs`` epochs or its ``steps`` steps."""
-        if self.cfg.steps is not None:
-            return self.global_step >= self.cfg.steps
-        return self.epoch >= self.cfg.epochs
+        """Whether the run is done: its epochs or steps taken, or (auto) η has faded."""
+        return self.length.finished(self.global_step, self.batch, self.records)
+
+    def record_due(self) -> bool:
+        """Whether the run stopped (Ctrl-C) at a record point before it recorded there."""
+        if self.global_step == 0 or (self.records and
+                                     self.records[-1]["step"] >= self.global_step):
+            return False
+        every = self.length.eval_every
+        return bool(every and self.global_step % every == 0) or self.batch >= self.epoch_len \
+            or self.global_step >= self.length.max_steps
 
     def segment_end(self) -> int:
         """The batch (exclusive) of this epoch where training stops for the next record."""
-        cfg, left = self.cfg, math.inf
-        if cfg.steps is not None:
-            left = cfg.steps - self.global_step
-        if cfg.eval_every is not None:
-            left = min(left, cfg.eval_every - self.global_step % cfg.eval_every)
-        return int(min(self.epoch_len, self.batch + left))
+        return self.length.segment_end(self.batch, self.global_step)
 
     def _batches(self, n: int) -> Any:
         """This epoch's batch iterator, positioned at ``self.batch``."""
@@ -275,8 +261,8 @@ class _Run:
         batches = self._batches(n)
         self.epoch_t0 = time.perf_counter() - self.stats.seconds
         self.forward.train()
-        _hook(self.stepper, "train")
-        self.progress.start(self.epoch, n, self.batch)
+        call_hook(self.stepper, "train")
+        self.progress.start(self.epoch, n, self.batch, step=self.global_step)
         shown = self.batch
         for i, (x, y) in zip(range(self.batch, stop), batches):
             self.at_boundary = False
@@ -301,31 +287,12 @@ class _Run:
         self.progress.close()
         self.train_seconds = time.perf_counter() - self.epoch_t0
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy over (at most ``limit_batches``) test batches, reduced.
-
-        On text, over every test window whatever ``limit_batches``: with the test stream ``u``
-        of ``m`` tokens and ``N = (m - 1) // T`` windows, the scored targets are
-        ``u[1 : N T + 1]`` (every test character but the first and the last ``m - 1 - N T < T``),
-        target ``u[iT + t + 1]`` predicted from ``u[iT : iT + t + 1]`` (its own window only).
-        ``test_loss = Σ_tokens (logsumexp(f) − f_y) / (N T)`` in nats (each batch's mean weighted
-        by its token count), ``test_acc`` the fraction of argmax hits.
-        """
-        module = self.stepper.module
-        _hook(self.stepper, "eval")  # e.g. Schedule-Free evaluates at its averaged point
-        module.eval()
-        stats = EpochStats(self.device)
-        self.test_loader.set_epoch(0)
+        """Test loss and accuracy (:func:`~hyperfree.train.evaluation.evaluate`) over at most
+        ``limit_batches`` test batches; on text over every test window, in nats."""
         loss_fn = cross_entropy if self.text else self.loss_fn
         n = len(self.test_loader) if self.text else self._limit(self.test_loader)
-        for x, y in itertools.islice(iter(self.test_loader), n):
-            logits = module(x)
-            stats.add_batch(loss_fn(logits, y), correct_count(logits, y), y.numel())
-        module.train()
-        _hook(self.stepper, "train")
-        out = stats.summary("test", self.dist)
-        return {"test_loss": out["test_loss"], "test_acc": out["test_acc"]}
+        return evaluate(self.stepper, self.test_loader, n, loss_fn, self.device, self.dist)
 
     def end_segment(self) -> dict[str, Any]:
         """Record at the epoch's end (then advance to the next epoch) or mid-epoch.
@@ -354,7 +321,8 @@ class _Run:
         self.stats = EpochStats(self.device)
         self.epoch_t0 = time.perf_counter()
         if self.run_dir is not None and self.dist.is_main:
-            append_metrics(self.run_dir, record)
+            with writing(self.run_dir / "metrics.jsonl", self.kept()):
+                append_metrics(self.run_dir, record)
         if self.run_dir is not None and (self.dist.is_main or self.cfg.fsdp):
             self.save()  # under FSDP every rank gathers its shards for rank 0's checkpoint
         self.tally.flush(f"in epoch {record['epoch']}")
@@ -364,7 +332,7 @@ class _Run:
 
 
 def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistContext = SINGLE,
-          data: Any = None) -> History:
+          data: Any = None, memory: int | None = None) -> History:
     """Run ``cfg`` and return its :class:`History`.
 
     ``data`` is an already loaded ``DataBundle`` (default: ``load_dataset(cfg.dataset, ...)``,
@@ -374,7 +342,10 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
     ValueError (bad settings, unknown names, a run dir that holds another run or is in use),
     ``CheckpointError`` (resume from a missing/corrupt checkpoint), :class:`TrainingDiverged`
     and :class:`TrainingInterrupted` on Ctrl-C. Resuming a run that has already done its
-    epochs (or steps) trains nothing and leaves its files as they are.
+    epochs (or steps) trains nothing and leaves its files as they are. ``memory`` is the bytes
+    the run may use on its device (e.g. :func:`~hyperfree.train.memory.available_memory`): a
+    model that needs more is refused before it is allocated (``None``: not checked). A failed
+    allocation or write is a one-line ValueError naming what to change and what was kept.
     """
     cfg = resolve_config(cfg)
     device = resolve_device(cfg.device, dist)
@@ -386,31 +357,43 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
     with owner, WarningTally() as tally, board as logs:
         ckpt = open_checkpoint(cfg, run_dir, device, dist)
         bundle = data if data is not None else load_data(cfg, device)
-        run = _Run(cfg, dist, device, bundle, [*logs, *callbacks], run_dir, tally)
+        check_batch_size(cfg.train_bs, bundle)
+        if memory is not None:
+            check_run_memory(lambda: build_model(cfg, bundle.info), cfg.arch, flags, memory)
+        try:
+            run = _Run(cfg, dist, device, bundle, [*logs, *callbacks], run_dir, tally)
+        except (RuntimeError, MemoryError) as exc:
+            _reraise(exc, out_of_memory(exc, "building the model", flags))
+        cfg = run.cfg  # with the step-counted run's default eval_every filled in
         if ckpt is not None:
             run.restore(ckpt)
-            if run.finished():  # nothing left to do (open_checkpoint refused less)
+            if run.finished() and not run.record_due():  # nothing left to do
                 return History(run.records, run_dir, run.model, run.stepper)
         run.wrap_ddp()
         if run_dir is not None and dist.is_main:
             n_params = sum(p.numel() for p in run.model.parameters())
-            write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
-                         {"num_parameters": n_params,
-                          "resolved": {"loss": run.loss_name, "model": flags,
-                                       "optimizer": describe_stepper(run.stepper)}})
-            write_metrics(run_dir, run.records)
-        _run_segments(run)
+            with writing(run_dir / "config.json", run.kept()):
+                write_config(run_dir, cfg.to_dict(), environment(device, dist.world_size),
+                             {"num_parameters": n_params,
+                              "resolved": {"loss": run.loss_name, "model": flags,
+                                           "optimizer": describe_stepper(run.stepper)}})
+                write_metrics(run_dir, run.records)
+        _run_segments(run, flags)
         if run_dir is not None and dist.is_main and cfg.plots:
             from .plots import plot_runs
 
-            plot_runs([run_dir], run_dir / FIGURE_NAME)
+            with writing(run_dir / FIGURE_NAME, "the checkpoint and metrics.jsonl are complete"):
+                plot_runs([run_dir], run_dir / FIGURE_NAME)
     return History(run.records, run_dir, run.model, run.stepper)
 
 
-def _run_segments(run: _Run) -> None:
+def _run_segments(run: _Run, flags: dict[str, Any]) -> None:
     """Train until ``run.finished()``, recording at epoch ends, every ``eval_every`` steps and
-    at the last step; Ctrl-C at a step boundary checkpoints there."""
+    at the last step; Ctrl-C at a step boundary checkpoints there. A tower's own divergence
+    error becomes :class:`TrainingDiverged`, a failed allocation a one-line ValueError."""
     try:
+        if run.record_due():  # resumed from a Ctrl-C that came right at a record point
+            run.end_segment()
         while not run.finished():
             run.train_epoch(run.segment_end())
             run.end_segment()
@@ -421,10 +404,20 @@ def _run_segments(run: _Run) -> None:
     except TrainingDiverged:
         run.progress.close()
         raise
+    except FloatingPointError as exc:  # e.g. hyper.TowerDivergedError: names level and value
+        run.progress.close()
+        raise run.diverged(str(exc).splitlines()[0].rstrip(".")) from None
+    except (RuntimeError, MemoryError) as exc:
+        run.progress.close()
+        _reraise(exc, out_of_memory(exc, f"training; {run.kept()}", flags))
 
 
-def _hook(stepper: Any, name: str) -> None:
-    """Call the stepper's optional ``train()`` / ``eval()`` hook, if it has one."""
-    hook = getattr(stepper, name, None)
-    if callable(hook):
-        hook()
+def _reraise(exc: BaseException, error: BaseException) -> NoReturn:
+    """Raise ``error`` in place of ``exc`` (one line, no chain), or ``exc`` itself as it was."""
+    if error is exc:
+        raise exc
+    raise error from None
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

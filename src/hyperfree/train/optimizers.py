@@ -9,9 +9,10 @@ so every entry is registered before any look-up.
 
 Each entry declares the flags it takes and their defaults (``OptimInfo.defaults``): a flag the
 entry does not take is refused, a bad value (an lr that is not a finite positive number or
-overflows float32, as ``--gain 1e300`` would; a negative weight decay; an unknown schedule) is
-refused, and :func:`resolve_optim_args` fills in the defaults, so ``config.json`` records what
-actually ran (Adam's lr 1e-3, not ``null``).
+overflows float32; a gain outside AGD's ``(0, 1e6]``, as ``--gain 1e300`` is; a negative weight
+decay; an unknown schedule) is refused with the limit as it is, and :func:`resolve_optim_args`
+fills in the defaults, so ``config.json`` records what actually ran (Adam's lr 1e-3, not
+``null``).
 
 The learning-rate optimisers (sgd, adam, adamw, muon) also take ``--schedule`` (constant,
 cosine, linear) and ``--warmup-steps``; the training loop applies them
@@ -29,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import re
 from typing import Callable, Iterator
 
 import torch
@@ -42,11 +44,14 @@ from .steppers import MuonStepper, Stepper, TorchStepper
 
 __all__ = ["OptimArgs", "OptimInfo", "Builder", "AGDStepper", "register_optimizer",
            "register_spec_parser", "get_optimizer_info", "iter_optimizers", "list_optimizers",
-           "resolve_optim_args", "build_optimizer"]
+           "resolve_optim_args", "build_optimizer", "reports_step_size", "divergence_hint",
+           "GAIN_MAX"]
 
 # torch's optimisers convert lr to float32, and overflow there is a RuntimeError mid-step:
-# larger values are refused up front (AGD bounds its gain more tightly itself).
+# larger values are refused up front.
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# AGD's own bound on its gain (hyperfree.AGD refuses a larger one; a test checks they agree).
+GAIN_MAX = 1e6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,7 @@ class OptimInfo:
     defaults: OptimArgs = OptimArgs()
     requires: str | None = None  # pip package (extra) that must be importable, if any
     module: str | None = None  # its import name, when it differs from the package's
+    reports_eta: bool = False  # its stepper logs AGD's step size "eta" (epochs="auto" needs it)
 
 
 _SCHEDULE_FLAGS = ("schedule", "warmup_steps")
@@ -91,20 +97,21 @@ _SPEC_PARSERS: list[Callable[[str], Builder | None]] = []
 
 
 def register_optimizer(name: str, *, description: str, defaults: OptimArgs = OptimArgs(),
-                       requires: str | None = None, module: str | None = None
-                       ) -> Callable[[Builder], Builder]:
+                       requires: str | None = None, module: str | None = None,
+                       reports_eta: bool = False) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(model, args) -> Stepper`` under ``name`` (lowercase).
 
     The builder receives ``args`` already resolved: every flag of ``defaults`` set (the user's
     value or the default), every other flag ``None``. ``requires`` names the pip package the
     builder needs (``module`` its import name if that differs); a missing one is a one-line
-    ValueError saying what to install.
+    ValueError saying what to install. ``reports_eta``: the stepper logs a step size ``"eta"``
+    that fades as training ends (AGD), so the run may be ``epochs="auto"``.
     """
     _REGISTRY.check_name(name)
 
     def deco(builder: Builder) -> Builder:
         _REGISTRY.register(name, OptimInfo(name, builder, description, defaults, requires,
-                                           module))
+                                           module, reports_eta))
         return builder
 
     return deco
@@ -129,6 +136,31 @@ def iter_optimizers() -> Iterator[OptimInfo]:
 def get_optimizer_info(name: str) -> OptimInfo:
     """The :class:`OptimInfo` registered as ``name``; ValueError listing the choices if none."""
     return _REGISTRY.get(name)
+
+
+def reports_step_size(spec: str) -> bool:
+    """Whether the registered optimiser ``spec`` logs AGD's step size η (a stack: no)."""
+    return spec in _REGISTRY and _REGISTRY.get(spec).reports_eta
+
+
+def divergence_hint(spec: str) -> str:
+    """What a user can change when ``spec`` diverged: the flag it takes (``--gain`` for AGD,
+    ``--lr``), or, for a stack (which takes no flags), a smaller top-level step in its text."""
+    if spec in _REGISTRY:
+        takes = _REGISTRY.get(spec).defaults.given()
+        if "gain" in takes:
+            return "try a smaller --gain (AGD's step is gain·η/L) or another --optimizer"
+        if "lr" in takes:
+            return "try a smaller --lr or another --optimizer"
+        return "try another --optimizer"
+    levels = spec.split("/")
+    match = re.search(r"\d[\d.]*(?:e-?\d+)?", levels[-1])
+    if len(levels) < 2 or match is None:
+        return "give the stack smaller step sizes in its text, or try another --optimizer"
+    smaller = _short(float(match.group()) / 100)
+    levels[-1] = levels[-1][:match.start()] + smaller + levels[-1][match.end():]
+    return (f"a stack takes no --lr or --gain: make its top level's step smaller in the text, "
+            f"e.g. --optimizer '{'/'.join(levels)}', or try another --optimizer")
 
 
 def _check_requires(info: OptimInfo) -> None:
@@ -156,11 +188,18 @@ def _check_value(name: str, flag: str, value: object) -> None:
     if flag == "momentum":
         ok, need = math.isfinite(number) and 0 <= number < 1, "in [0, 1)"
     elif flag == "weight_decay":
-        ok, need = 0 <= number <= _FLOAT32_MAX, "a finite number >= 0"
+        ok, need = 0 <= number <= _FLOAT32_MAX, f"in [0, {_short(_FLOAT32_MAX)}]"
+    elif flag == "gain":
+        ok, need = 0 < number <= GAIN_MAX, f"in (0, {_short(GAIN_MAX)}] (AGD's limit)"
     else:
-        ok, need = 0 < number <= _FLOAT32_MAX, "a finite number > 0"
+        ok, need = 0 < number <= _FLOAT32_MAX, f"in (0, {_short(_FLOAT32_MAX)}] (float32's limit)"
     if not ok:
         raise ValueError(f"{name} needs --{_flag(flag)} {need}, got {number:g}")
+
+
+def _short(x: float) -> str:
+    """``1e6``, ``3.403e38``: a limit as a user would type it."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.4g}")
 
 
 def _flag(field: str) -> str:
@@ -237,7 +276,7 @@ def _agd_entry(preset: str) -> Builder:
 
 
 register_optimizer("agd", description=f"Automatic Gradient Descent, preset {DEFAULT_PRESET!r} "
-                   "(no learning rate; gain 1)", defaults=OptimArgs(gain=1.0))(
+                   "(no learning rate; gain 1)", defaults=OptimArgs(gain=1.0), reports_eta=True)(
     _agd_entry(DEFAULT_PRESET))
 
 # the learning-rate optimisers: their lr may follow a schedule (schedules.py)
@@ -278,8 +317,8 @@ def _muon(model: nn.Module, args: OptimArgs) -> Stepper:
 
 register_optimizer(f"agd-{AUTO}", description="AGD, preset chosen by the network: "
                    "spectral-momentum with a normalisation layer, spectral-fresh without",
-                   defaults=OptimArgs(gain=1.0))(_agd_entry(AUTO))
+                   defaults=OptimArgs(gain=1.0), reports_eta=True)(_agd_entry(AUTO))
 for _preset in PRESETS.values():
     register_optimizer(f"agd-{_preset.name}", description=f"AGD, preset {_preset.name!r}: "
-                       f"{_preset.description}", defaults=OptimArgs(gain=1.0))(
+                       f"{_preset.description}", defaults=OptimArgs(gain=1.0), reports_eta=True)(
         _agd_entry(_preset.name))

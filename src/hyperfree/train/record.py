@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 __all__ = ["CONFIG_NAME", "METRICS_NAME", "environment", "git_commit", "write_config",
-           "read_config", "append_metrics", "write_metrics", "read_metrics", "strict_json"]
+           "read_config", "read_environment", "append_metrics", "write_metrics", "read_metrics",
+           "strict_json"]
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -75,6 +76,18 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a hyperfree run directory?")
     try:
         return dict(json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is not a valid hyperfree config.json") from None
+
+
+def read_environment(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``environment`` part of ``run_dir/config.json`` (threads, device, versions);
+    FileNotFoundError/ValueError as :func:`read_config`."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a hyperfree run directory?")
+    try:
+        return dict(json.loads(path.read_text())["environment"])
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is not a valid hyperfree config.json") from None
 

@@ -6,7 +6,8 @@
 * a resumed run loads ``checkpoint.pt`` (every key the loop needs must be there), and refuses
   settings that change the trajectory (:func:`~hyperfree.train.config.check_resumable`, on the
   *resolved* configs) and an ``epochs`` below what the run has already reached: resuming never
-  rewrites history. ``epochs`` equal to the epochs done is a no-op.
+  rewrites history. ``epochs`` equal to the epochs done is a no-op; ``"auto"`` continues until
+  η has faded (a run that has stopped by that rule stays stopped).
 
 Exact resume (bit-for-bit equal to an uninterrupted run) also depends on the settings in
 :func:`exactness_settings`: the device type, the number of processes and, on a CPU, torch's
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .config import TrainConfig, check_resumable
+from .config import AUTO, TrainConfig, check_resumable
 from .distributed import DistContext
 
 __all__ = ["CHECKPOINT_KEYS", "exactness_settings", "open_checkpoint"]
@@ -52,6 +53,16 @@ def open_checkpoint(cfg: TrainConfig, run_dir: Path | None, device: torch.device
         return None
     ckpt = load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
     check_resumable(ckpt["config"], cfg)
+    _check_not_shorter(cfg, ckpt, run_dir)
+    _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
+    return ckpt
+
+
+def _check_not_shorter(cfg: TrainConfig, ckpt: dict[str, Any], run_dir: Path) -> None:
+    """ValueError if ``cfg`` asks for fewer epochs/steps than the run has done (``"auto"``
+    continues until η fades, or its cap: never shorter)."""
+    if AUTO in (cfg.epochs, cfg.steps):
+        return
     if cfg.steps is not None:
         unit, wanted, done = "steps", cfg.steps, int(ckpt["global_step"])
         what = f"already taken {done} steps"
@@ -63,8 +74,6 @@ def open_checkpoint(cfg: TrainConfig, run_dir: Path | None, device: torch.device
         raise ValueError(f"cannot resume {run_dir} with {unit}={wanted}: the run has {what}; "
                          f"give --{unit} {done} or more (or leave it out) to continue it, or "
                          "start a new run with --out")
-    _warn_if_inexact(ckpt.get("exactness"), exactness_settings(device, dist))
-    return ckpt
 
 
 def _warn_if_inexact(stored: dict[str, Any] | None, now: dict[str, Any]) -> None:

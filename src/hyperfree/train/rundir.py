@@ -4,10 +4,15 @@ Two runs writing one directory would interleave their records (metrics of both, 
 one, a checkpoint of the other), so :func:`claim_run_dir` takes an exclusive
 ``fcntl.flock`` on ``<run_dir>/.lock`` and holds it until the run ends, when it removes the
 file. The kernel releases the lock when the process exits, however it exits (crash,
-``kill -9``), so a lock file left by a dead run never blocks the next one. The file holds the
-owner's pid, for the refusal message. A run that opened the file just before its owner removed
-it notices (the path then names another file, or none) and tries again. On platforms without
-``fcntl`` (Windows) the directory is not locked.
+``kill -9``), so a lock file left by a dead run never blocks the next one, and the next run
+on the directory (which takes the lock, then removes the file as it ends) clears it. The file
+holds the owner's pid, for the refusal message. A run that opened the file just before its
+owner removed it notices (the path then names another file, or none) and tries again. On
+platforms without ``fcntl`` (Windows) the directory is not locked.
+
+A directory that cannot be written is refused before any work, and a write that fails later
+(a full disk, a permission changed mid-run) is :class:`RunDirError` through :func:`writing`:
+one line naming the file, the reason and what was kept.
 """
 from __future__ import annotations
 
@@ -21,9 +26,25 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "claim_run_dir"]
+__all__ = ["LOCK_NAME", "RunDirError", "claim_run_dir", "writing"]
 
 LOCK_NAME = ".lock"
+
+
+class RunDirError(ValueError):
+    """A file of the run directory could not be written (one line: which, why, what is kept)."""
+
+
+@contextlib.contextmanager
+def writing(path: Path, kept: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into :class:`RunDirError` naming ``path``, the reason
+    and ``kept`` (what is still on disk, e.g. the last good checkpoint)."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise RunDirError(f"could not write {path}: {why}; {kept}. Free space or fix the "
+                          "permissions, then continue with --resume") from None
 
 
 @contextlib.contextmanager
@@ -36,15 +57,26 @@ def claim_run_dir(run_dir: Path) -> Iterator[Path]:
     """
     created = not run_dir.exists()
     _make_dir(run_dir)
-    fd = _lock(run_dir)
+    try:
+        fd = _lock(run_dir)
+    except ValueError:
+        if created:
+            _remove_if_empty(run_dir)
+        raise
     try:
         yield run_dir
     finally:
         if fd is not None:
             (run_dir / LOCK_NAME).unlink(missing_ok=True)  # still locked: nobody else owns it
-            if created and not any(run_dir.iterdir()):
-                run_dir.rmdir()
+            if created:
+                _remove_if_empty(run_dir)
             os.close(fd)  # releases the flock
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 def _make_dir(run_dir: Path) -> None:
@@ -68,6 +100,9 @@ def _lock(run_dir: Path) -> int | None:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:  # ... just now
             continue
+        except OSError as exc:  # read-only, not ours, a full disk
+            raise ValueError(f"cannot write in {run_dir}: {exc.strerror or exc}; make it "
+                             "writable, or start a new run elsewhere with --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
