@@ -129,6 +129,15 @@ def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                         "constant; cosine and linear decay to 0)")
     p.add_argument("--warmup-steps", type=int, default=S, metavar="N",
                    help="linear lr warmup from 0 over the first N steps (default 0)")
+    p.add_argument("--clip-grad-norm", type=float, default=S, metavar="C",
+                   help="clip the gradients of sgd/adam/adamw/muon to global norm C before "
+                        "each step (default 0: never)")
+    p.add_argument("--init-from", default=S, metavar="RUN",
+                   help="fine-tune: start from the weights of RUN (a run directory or its "
+                        "checkpoint.pt) instead of the optimiser's initialisation")
+    p.add_argument("--classes", default=S, metavar="LABELS",
+                   help="keep only these labels of a classification dataset, e.g. 0-4 or "
+                        "5,6,7 (train and test)")
 
 
 def default_out_dir(arch: str, optimizer: str, now: datetime.datetime) -> str:

@@ -93,6 +93,9 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
     default location: without its entry this raises a one-line ValueError naming the flag.
     ``only`` keeps the runs whose label, group or panel matches one of its ``fnmatch``
     patterns (e.g. ``["gpt", "fcn16-agd-*"]``); a pattern that matches nothing is an error.
+    An ``init_from`` override ``"@LABEL"`` names another run of the experiment (a fine-tuning
+    run's pre-training): it becomes that run's directory for the same seed, and the run it
+    names is planned first, also when ``only`` leaves it out.
     """
     n_seeds = PROFILE_SEEDS[profile] if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
@@ -109,6 +112,9 @@ def plan_runs(exp: Experiment, profile: str, *, seeds: int | None = None,
                                  f"{dataset}: pass --data-dir {dataset}=PATH "
                                  f"(data_dirs={{{dataset!r}: PATH}})")
             run_dir = root / f"{spec.label}-seed{seed}"
+            source = fields.get("init_from")
+            if isinstance(source, str) and source.startswith("@"):
+                fields["init_from"] = str(root / f"{source[1:]}-seed{seed}")
             cfg = TrainConfig(**fields).replace(seed=seed, device=device, out_dir=str(run_dir))
             plan.append(PlannedRun(spec, seed, run_dir, cfg))
     return plan
@@ -127,6 +133,15 @@ def select_specs(specs: Sequence[RunSpec], only: Sequence[str], where: str
             raise ValueError(f"--only {pattern!r} matches no run of {where}; runs are named "
                              f"like {specs[0].label!r} (label, group or panel)")
         keep += [s for s in hits if s not in keep]
+    labels = {s.label: s for s in specs}
+    for s in list(keep):  # a fine-tuning run needs the run it starts from
+        source = s.overrides.get("init_from")
+        if isinstance(source, str) and source.startswith("@"):
+            if source[1:] not in labels:
+                raise ValueError(f"run {s.label!r} starts from {source!r}, which is no run of "
+                                 f"{where}")
+            if labels[source[1:]] not in keep:
+                keep.append(labels[source[1:]])
     return [s for s in specs if s in keep]
 
 

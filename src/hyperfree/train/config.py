@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from .length import AUTO, DEFAULT_EPOCHS, check_length, default_length
 from .optimizers import OptimArgs, reports_step_size, resolve_optim_args
+from .transfer import parse_classes
 
 __all__ = ["TrainConfig", "RESUME_FIXED_FIELDS", "resolve_config", "config_difference",
            "check_resumable", "DEFAULT_EPOCHS", "AUTO"]
@@ -24,8 +25,9 @@ _DEVICES = ("auto", "cpu", "cuda")
 # Fields that change what a run computes: a stored run may only be resumed if these are equal.
 RESUME_FIXED_FIELDS: tuple[str, ...] = ("arch", "dataset", "optimizer", "loss", "lr", "momentum",
                                         "gain", "weight_decay", "schedule", "warmup_steps",
-                                        "depth", "width", "seed", "train_bs", "heads",
-                                        "seq_len", "tie_weights", "limit_batches")
+                                        "clip_grad_norm", "depth", "width", "seed", "train_bs",
+                                        "heads", "seq_len", "tie_weights", "limit_batches",
+                                        "classes", "init_from")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,11 @@ class TrainConfig:
     Optimiser flags (``None`` = the optimiser's default, resolved by :func:`resolve_config`):
     ``lr``, ``momentum``, ``gain`` (AGD), ``weight_decay`` (adamw, muon), and for the
     learning-rate optimisers ``schedule`` (constant, cosine, linear) with ``warmup_steps``
-    (:mod:`hyperfree.train.schedules`).
+    (:mod:`hyperfree.train.schedules`) and ``clip_grad_norm`` (0 = no clipping).
+
+    Fine-tuning (:mod:`hyperfree.train.transfer`): ``init_from`` starts from the weights of
+    another run (its directory or ``checkpoint.pt``) instead of the optimiser's initialisation;
+    ``classes`` (``"0-4"``, ``"5,6,7"``) keeps only those labels of a classification dataset.
 
     Run length: ``epochs`` or ``steps`` optimiser steps, not both; either may be ``"auto"``
     (stop when AGD's step size η has faded, :mod:`hyperfree.train.length`). Neither given:
@@ -72,6 +78,7 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str | None = None
     warmup_steps: int | None = None
+    clip_grad_norm: float | None = None
     epochs: int | str | None = None
     steps: int | str | None = None
     eval_every: int | None = None
@@ -82,6 +89,8 @@ class TrainConfig:
     heads: int | None = None
     seq_len: int | None = None
     tie_weights: bool | None = None
+    classes: str | None = None
+    init_from: str | None = None
     seed: int = 0
     device: str = "auto"
     out_dir: str | None = None
@@ -110,6 +119,8 @@ class TrainConfig:
         for name in ("eval_every", "heads", "seq_len"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), 1)
+        if self.classes is not None:
+            parse_classes(self.classes)
         if self.tie_weights is not None and not isinstance(self.tie_weights, bool):
             raise ValueError(f"tie_weights must be True, False or None, got {self.tie_weights!r}")
         for name in ("rel_update_samples", "num_workers"):
@@ -158,7 +169,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its optimiser's defaults filled in, and its length if it gave none
     (``"auto"`` for an optimiser that reports η, else :data:`DEFAULT_EPOCHS`); ValueError for
     flags the optimiser does not take, or ``"auto"`` for one that reports no η."""
-    fields = ("lr", "momentum", "gain", "weight_decay", "schedule", "warmup_steps")
+    fields = ("lr", "momentum", "gain", "weight_decay", "schedule", "warmup_steps",
+              "clip_grad_norm")
     args = resolve_optim_args(cfg.optimizer, OptimArgs(**{f: getattr(cfg, f) for f in fields}))
     eta = reports_step_size(cfg.optimizer)
     if AUTO in (cfg.epochs, cfg.steps) and not eta:

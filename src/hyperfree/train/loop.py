@@ -70,6 +70,7 @@ from .schedules import schedule_stepper
 from .steppers import describe_stepper
 from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
+from .transfer import load_initial_weights, select_classes
 
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "FIGURE_NAME"]
 
@@ -91,9 +92,12 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, bundle.info).to(device)
         args = OptimArgs(lr=cfg.lr, momentum=cfg.momentum, gain=cfg.gain,
-                         weight_decay=cfg.weight_decay)
+                         weight_decay=cfg.weight_decay, clip_grad_norm=cfg.clip_grad_norm)
         self.stepper = build_optimizer(cfg.optimizer, self.model, args)
-        self.stepper.init_weights()
+        if cfg.init_from is not None:  # fine-tuning: another run's weights, a fresh optimiser
+            load_initial_weights(self.model, cfg.init_from)
+        else:
+            self.stepper.init_weights()
         if cfg.fsdp:  # shard the initialised model; the optimiser sees the shards
             self.stepper = fsdp.shard(self.model, lambda: build_optimizer(
                 cfg.optimizer, self.model, args), dist.enabled)
@@ -357,6 +361,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), dist: DistCon
     with owner, WarningTally() as tally, board as logs:
         ckpt = open_checkpoint(cfg, run_dir, device, dist)
         bundle = data if data is not None else load_data(cfg, device)
+        if cfg.classes is not None:  # fine-tuning on some of the classes
+            bundle = select_classes(bundle, cfg.classes)
         check_batch_size(cfg.train_bs, bundle)
         if memory is not None:
             check_run_memory(lambda: build_model(cfg, bundle.info), cfg.arch, flags, memory)

@@ -64,6 +64,7 @@ class OptimArgs:
     weight_decay: float | None = None
     schedule: str | None = None
     warmup_steps: int | None = None
+    clip_grad_norm: float | None = None  # 0 = no clipping
 
     def given(self) -> list[str]:
         """The names of the flags that are set."""
@@ -187,7 +188,7 @@ def _check_value(name: str, flag: str, value: object) -> None:
     number = float(value)  # type: ignore[arg-type]
     if flag == "momentum":
         ok, need = math.isfinite(number) and 0 <= number < 1, "in [0, 1)"
-    elif flag == "weight_decay":
+    elif flag in ("weight_decay", "clip_grad_norm"):
         ok, need = 0 <= number <= _FLOAT32_MAX, f"in [0, {_short(_FLOAT32_MAX)}]"
     elif flag == "gain":
         ok, need = 0 < number <= GAIN_MAX, f"in (0, {_short(GAIN_MAX)}] (AGD's limit)"
@@ -279,22 +280,23 @@ register_optimizer("agd", description=f"Automatic Gradient Descent, preset {DEFA
                    "(no learning rate; gain 1)", defaults=OptimArgs(gain=1.0), reports_eta=True)(
     _agd_entry(DEFAULT_PRESET))
 
-# the learning-rate optimisers: their lr may follow a schedule (schedules.py)
-_SCHEDULED = dict(schedule="constant", warmup_steps=0)
+# the learning-rate optimisers: their lr may follow a schedule (schedules.py), and their
+# gradients may be clipped to a global norm (clip_grad_norm 0 = never)
+_SCHEDULED = dict(schedule="constant", warmup_steps=0, clip_grad_norm=0.0)
 
 
 @register_optimizer("sgd", description="torch.optim.SGD (default lr 0.1, momentum 0)",
                     defaults=OptimArgs(lr=0.1, momentum=0.0, **_SCHEDULED))
 def _sgd(model: nn.Module, args: OptimArgs) -> Stepper:
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, foreach=True)
-    return TorchStepper(model, opt)
+    return TorchStepper(model, opt, clip=args.clip_grad_norm)
 
 
 @register_optimizer("adam", description="torch.optim.Adam (default lr 1e-3)",
                     defaults=OptimArgs(lr=1e-3, **_SCHEDULED))
 def _adam(model: nn.Module, args: OptimArgs) -> Stepper:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=True)
-    return TorchStepper(model, opt)
+    return TorchStepper(model, opt, clip=args.clip_grad_norm)
 
 
 @register_optimizer("adamw", description="torch.optim.AdamW (default lr 1e-3, weight decay "
@@ -303,7 +305,7 @@ def _adam(model: nn.Module, args: OptimArgs) -> Stepper:
 def _adamw(model: nn.Module, args: OptimArgs) -> Stepper:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                             foreach=True)
-    return TorchStepper(model, opt)
+    return TorchStepper(model, opt, clip=args.clip_grad_norm)
 
 
 @register_optimizer("muon", description="torch.optim.Muon on 2-D hidden matrices (AGD kind "
@@ -312,7 +314,7 @@ def _adamw(model: nn.Module, args: OptimArgs) -> Stepper:
                     defaults=OptimArgs(lr=1e-3, momentum=0.95, weight_decay=0.1, **_SCHEDULED))
 def _muon(model: nn.Module, args: OptimArgs) -> Stepper:
     return MuonStepper(model, lr=args.lr, momentum=args.momentum,
-                       weight_decay=args.weight_decay)
+                       weight_decay=args.weight_decay, clip=args.clip_grad_norm)
 
 
 register_optimizer(f"agd-{AUTO}", description="AGD, preset chosen by the network: "

@@ -52,14 +52,16 @@ class Stepper(Protocol):
 class TorchStepper:
     """A stepper around any ``torch.optim.Optimizer``; it logs nothing (subclasses may).
 
-    ``init`` is the optimiser's own initialisation, run by :meth:`init_weights`.
+    ``init`` is the optimiser's own initialisation, run by :meth:`init_weights`; ``clip`` > 0
+    clips the gradients to that global norm before every step (``clip_grad_norm_``).
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 *, init: Callable[[], None] | None = None):
+                 *, init: Callable[[], None] | None = None, clip: float = 0.0):
         self.module = module
         self.optimizer = optimizer
         self._init = init
+        self.clip = float(clip or 0.0)
 
     def init_weights(self) -> None:
         if self._init is not None:
@@ -78,6 +80,10 @@ class TorchStepper:
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.clip,
+                foreach=True)
         self.optimizer.step()
         return {}
 
@@ -102,8 +108,9 @@ class MuonStepper:
     """
 
     def __init__(self, module: nn.Module, *, lr: float, momentum: float,
-                 weight_decay: float) -> None:
+                 weight_decay: float, clip: float = 0.0) -> None:
         self.module = module
+        self.clip = float(clip or 0.0)
         infos = classify(module)
         muon = [i for i in infos if is_plain_matrix(i.kind)]
         chosen = {id(i.param) for i in muon}
@@ -130,6 +137,9 @@ class MuonStepper:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(list(self.module.parameters()), self.clip,
+                                           foreach=True)
         for opt in self.optimizers.values():
             opt.step()
         return {}
