@@ -122,7 +122,8 @@ def test_only_selects_runs_by_label_group_or_panel(tmp_path) -> None:
     assert gpt and {r.spec.panel for r in gpt} == {"gpt"} and len(gpt) < len(every)
     picked = plan_runs(exp, "quick", runs_dir=tmp_path, data_dirs=dirs,
                        only=["fcn16-adamw-*", "dog"])
-    assert {r.spec.group for r in picked} == {"adamw", "dog"}
+    # dog fine-tunes too, from the run that pre-trains its weights: that one comes along
+    assert {r.spec.group for r in picked} == {"adamw", "dog", "pretrain"}
     assert all(r.spec.panel == "fcn16" for r in picked if r.spec.group == "adamw")
     labels = {r.spec.label for r in picked}
     assert [r.spec.label for r in picked] == [r.spec.label for r in every

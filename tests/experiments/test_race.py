@@ -1,11 +1,14 @@
-"""The race (issue 9): its plan, its verdict, its page and the per-panel metric.
+"""The race (issues 9, 17): its plan, its verdict, its page and the per-panel metric.
 
-Plan: every preset of ``hyperfree.optim.PRESETS`` runs untuned on every workload; AdamW and SGD
-(momentum 0.9) grids carry a cosine schedule whose warmup is 5% of the run's steps; the peers
-run without flags; the Figure 1 baselines only on fcn32; the GPT is judged by its test loss;
-``all`` leaves the race out. Verdict, on hand-made rows with known numbers: margins in both
-metric directions, the worst case and the preset it chooses, each of the four targets passing
-and failing, diverged and missing runs named. Page, on hand-made run directories: every run
+Plan: every preset of ``hyperfree.optim.PRESETS`` runs untuned on every workload (seven, and
+the long ones 4x the short); AdamW runs a half-decade grid (conv: up to 0.3; finetune: 1e-5 to
+1e-3) with weight decay 0.01, or 0.1 and clipping at 1 on text, and SGD (momentum 0.9) a
+decade grid, both under a cosine schedule whose warmup is 5% of the run's steps (counted on
+the classes a fine-tuning run keeps); the peers run without flags; the Figure 1 baselines only
+on fcn32; fine-tuning starts every contestant from the AdamW pre-training run of its seed; the
+text workloads are judged by their test loss; ``all`` leaves the race out. Verdict, on hand-made
+rows with known numbers: margins in both metric directions, the worst case and the preset it
+chooses, each of the five targets passing and failing, diverged and missing runs named. Page, on hand-made run directories: every run
 per panel with the best grid point marked, the grids' compute in default-AGD runs, diverged
 and missing runs, the GPT table in test loss. A run counted in steps is finished at its last
 step. All CPU, a few seconds.
@@ -36,13 +39,15 @@ RACE = get_experiment("race")
 @pytest.mark.parametrize("profile", ["quick", "full", "gpu"])
 def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> None:
     specs = RACE.specs(profile)
-    panels = ("fcn16", "fcn32", "conv", "gpt")
+    panels = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
     assert list(dict.fromkeys(s.panel for s in specs)) == list(panels)
     for panel in panels:
         groups = [s.group for s in specs if s.panel == panel]
         assert {f"agd-{p}" for p in PRESETS} | {"agd-auto"} <= set(groups)
+        grid = {"conv": (*R.ADAMW_GRID, 0.3), "conv-long": (*R.ADAMW_GRID, 0.3),
+                "finetune": R.FINETUNE_GRID}.get(panel, R.ADAMW_GRID)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "adamw") == \
-            sorted(GRID)
+            sorted(grid)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "sgd") == \
             [1e-3, 1e-2, 1e-1]
         assert set(R.PEERS) <= set(groups)
@@ -54,9 +59,19 @@ def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> Non
         if s.group in ("adamw", "sgd"):
             assert o["schedule"] == "cosine" and o["warmup_steps"] == R.warmup_steps(o)
             assert o.get("momentum") == (0.9 if s.group == "sgd" else None)
+        if s.group == "adamw":
+            text = o["dataset"] == "tinyshakespeare"
+            assert (o.get("weight_decay"), o.get("clip_grad_norm")) == \
+                ((0.1, 1.0) if text else (None, None))  # None: AdamW's default 0.01
         if s.group.endswith("-default"):
             assert "schedule" not in o and "momentum" not in o
+        if s.panel == "finetune" and s.group != "pretrain":
+            assert (o["classes"], o["init_from"]) == ("5-9", "@finetune-pretrain")
+    pre = next(s for s in specs if s.group == "pretrain")
+    assert (pre.label, pre.overrides["classes"], pre.overrides["optimizer"]) == \
+        ("finetune-pretrain", "0-4", "adamw")
     assert R.DEFAULT_GROUP == f"agd-{DEFAULT_PRESET}" and R.DEFAULT_GROUP in groups
+    assert ("finetune", "pretrain") not in R.EXPECTED  # not a contestant
 
 
 def test_lengths_models_and_warmup_of_each_profile() -> None:
@@ -75,7 +90,15 @@ def test_lengths_models_and_warmup_of_each_profile() -> None:
         (500, 25, 12, 64)
     assert one("full", "gpt-agd-paper")["steps"] == 2000
     assert one("gpu", "fcn32-agd-paper")["epochs"] == 10
-    assert RACE.metric("gpt") == ("test_loss", False)
+    assert one("quick", "gpt-long-agd-paper")["steps"] == 2000
+    assert one("quick", "conv-long-agd-paper")["epochs"] == 8
+    lstm = one("quick", "lstm-adamw-lr0.001")
+    assert (lstm["steps"], lstm["warmup_steps"], lstm["train_bs"], lstm["arch"]) == \
+        (1000, 50, 32, "char_lstm")
+    # fine-tuning keeps 5 of 10 classes: ceil(30000 / 128) = 235 steps an epoch, 2 epochs
+    assert one("quick", "finetune-adamw-lr0.001")["warmup_steps"] == 24
+    for panel in ("gpt", "gpt-long", "lstm"):
+        assert RACE.metric(panel) == ("test_loss", False)
     assert RACE.metric("fcn16") == ("test_acc", True)
 
 
@@ -94,7 +117,7 @@ PEERS = ("schedulefree-adamw", "prodigy", "dadapt-adam", "dog", "muon")
 
 def _row(group: str, panel: str, value: float, x: float | None = None, n: int = 1,
          seconds: float = 1.0) -> Row:
-    key = "test_loss" if panel == "gpt" else "test_acc"
+    key = "test_loss" if panel in ("gpt", "gpt-long", "lstm") else "test_acc"
     return Row(f"{panel}-{group}-{x}", group, panel, x, None, n, {key: (value, 0.0)}, seconds)
 
 
@@ -108,9 +131,14 @@ def _rows(**change: float) -> list[Row]:
                        **dict.fromkeys(PEERS, 0.83), "adam-default": 0.10,
                        "sgd-default": 0.10},
              "conv": {"agd-a": 0.92, "agd-b": 0.93, "sgd": 0.90, **dict.fromkeys(PEERS, 0.90)},
-             "gpt": {"agd-a": 1.50, "agd-b": 1.60, "sgd": 1.80, **dict.fromkeys(PEERS, 1.70)}}
+             "conv-long": {"agd-a": 0.93, "agd-b": 0.93, "sgd": 0.90,
+                           **dict.fromkeys(PEERS, 0.90)},
+             "gpt": {"agd-a": 1.50, "agd-b": 1.60, "sgd": 1.80, **dict.fromkeys(PEERS, 1.70)},
+             "gpt-long": {"agd-a": 1.40, "agd-b": 1.55, "sgd": 1.80,
+                          **dict.fromkeys(PEERS, 1.70)}}
     adamw = {"fcn16": (0.80, 0.88), "fcn32": (0.70, 0.84), "conv": (0.85, 0.91),
-             "gpt": (1.90, 1.55)}  # lr 1e-2, lr 1e-3 (the best)
+             "conv-long": (0.85, 0.91), "gpt": (1.90, 1.55),
+             "gpt-long": (1.90, 1.50)}  # lr 1e-2, lr 1e-3 (the best)
     rows = []
     for panel, groups in table.items():
         for group, value in groups.items():
@@ -149,19 +177,24 @@ def test_verdict_when_the_default_meets_every_target() -> None:
     v = _verdict(_rows())
     assert v.status == "yes"
     # agd-a: fcn16 (0.12-0.10)/0.12, fcn32 (0.16-0.15)/0.16, conv (0.09-0.08)/0.09,
-    # gpt (1.55-1.50)/1.55 -> worst +3.2% on gpt; agd-b worst (0.16-0.20)/0.16 = -25% on fcn32
-    assert "agd-a fcn16 +16.7%, fcn32 +6.3%, conv +11.1%, gpt +3.2% (worst +3.2%)" in v.text
-    assert "agd-b fcn16 +0.0%, fcn32 -25.0%, conv +22.2%, gpt -3.2% (worst -25.0%)" in v.text
+    # conv-long (0.09-0.07)/0.09, gpt (1.55-1.50)/1.55, gpt-long (1.50-1.40)/1.50 -> worst +3.2%
+    # on gpt; agd-b worst (0.16-0.20)/0.16 = -25% on fcn32
+    assert "agd-a fcn16 +16.7%, fcn32 +6.3%, conv +11.1%, conv-long +22.2%, gpt +3.2%, " \
+           "gpt-long +6.7% (worst +3.2%)" in v.text
+    assert "agd-b fcn16 +0.0%, fcn32 -25.0%, conv +22.2%, conv-long +22.2%, gpt -3.2%, " \
+           "gpt-long -3.3% (worst -25.0%)" in v.text
     assert "The race chooses agd-a (best worst-case margin +3.2%, on gpt)" in v.text
     for name in ("≥ the best AdamW on every workload", "≥ every learning-rate-free peer",
+                 "the margin at the long horizon ≥ at the short",
                  "no divergence on any workload or seed"):
         assert _target(v.text, name) == "met"
+    assert "conv-long +22.2% vs conv +11.1%, gpt-long +6.7% vs gpt +3.2%" in v.text
     assert "agd-a 85.0%, adam-default 10.0%, sgd-default 10.0%; both" in v.text
     assert "Every contestant has finished runs." in v.text
-    assert "| **agd-a** (default, chosen) | +16.7% | +6.3% | +11.1% | +3.2% | +3.2% (gpt) |" \
-        in v.details
+    assert "| **agd-a** (default, chosen) | +16.7% | +6.3% | +11.1% | +22.2% | +3.2% | +6.7% " \
+           "| +3.2% (gpt) |" in v.details
     assert "| best AdamW of the grid | 88.0% (lr 0.001) | 84.0% (lr 0.001) | 91.0% (lr 0.001) " \
-           "| 1.55 (lr 0.001) | |" in v.details
+           "| 91.0% (lr 0.001) | 1.55 (lr 0.001) | 1.5 (lr 0.001) | |" in v.details
 
 
 def test_the_race_chooses_the_best_worst_case_not_the_best_mean() -> None:
@@ -179,6 +212,8 @@ def test_the_race_chooses_the_best_worst_case_not_the_best_mean() -> None:
     ({"conv_agd-a": math.nan}, "no divergence on any workload or seed", "diverged on conv"),
     ({"fcn32_agd-a": 0.40}, "fcn32 trains (≥ 50%) where the PyTorch defaults do not",
      "agd-a 40.0%"),
+    ({"conv-long_agd-a": 0.915}, "the margin at the long horizon ≥ at the short",
+     "conv-long +5.6% vs conv +11.1%"),
 ])
 def test_each_target_can_fail(change: dict, target: str, why: str) -> None:
     v = _verdict(_rows(**change))
@@ -203,7 +238,7 @@ def test_verdict_names_diverged_and_missing_runs_and_fails_when_nothing_holds() 
     assert _target(v.text, "≥ every learning-rate-free peer") == "not"  # "not measured"
     assert v.status == "partly"
     worst = _verdict(_rows(**{"fcn16_adamw": 0.95, "conv_prodigy": 0.99,
-                              "fcn32_agd-a": math.nan}))
+                              "fcn32_agd-a": math.nan, "conv-long_agd-a": 0.915}))
     assert worst.status == "no"
     assert _verdict([_row("agd-a", "fcn16", 0.9)]).status == "n/a"
 
@@ -223,7 +258,7 @@ def _write(root: Path, label: str, group: str, panel: str, value: float | None, 
         info["diverged"] = "training diverged in epoch 1"
         (run_dir / "metrics.jsonl").write_text("")
     else:
-        key = "test_loss" if panel == "gpt" else "test_acc"
+        key = "test_loss" if panel in ("gpt", "gpt-long", "lstm") else "test_acc"
         rec = {"epoch": 1, "train_loss": 0.5, "test_acc": 0.5, "test_loss": 2.0, key: value}
         (run_dir / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
     (run_dir / "experiment.json").write_text(json.dumps(info))
@@ -293,7 +328,7 @@ def test_a_run_counted_in_steps_is_finished_at_its_last_step(tmp_path: Path, cac
 
 
 def _noisy(group: str, panel: str, value: float, std: float) -> Row:
-    key = "test_loss" if panel == "gpt" else "test_acc"
+    key = "test_loss" if panel in ("gpt", "gpt-long", "lstm") else "test_acc"
     x = 1e-3 if group == "adamw" else None
     return Row(f"{panel}-{group}", group, panel, x, None, 3, {key: (value, std)}, 1.0)
 

@@ -1,32 +1,45 @@
-"""The race (issue 9): every AGD preset, untuned, against tuned AdamW and SGD and the
-learning-rate-free peers at their defaults, on four workloads; and the race's verdict.
+"""The race (issues 9, 17): every AGD preset, untuned, against tuned AdamW and SGD and the
+learning-rate-free peers at their defaults, on seven workloads; and the race's verdict.
 
 Workloads (panels; Fashion-MNIST at batch 128 and square loss unless said):
 
 .. code-block:: text
 
-    fcn16   fcn depth 16 x width 512                 quick 2 epochs  full 5   gpu 10
-    fcn32   fcn depth 32 x width 256 (AGD Figure 1)  quick 2 epochs  full 5   gpu 10
-    conv    resnet_small (depth 1, width 16)         quick 2 epochs
-            resnet18 (width 64)                                      full 2   gpu 6
-    gpt     gpt depth 4, width 128, 4 heads, context 64, batch 12, tinyshakespeare,
-            cross-entropy, judged by test_loss (nats, whole test split)
-                                                     quick 500 steps full 2000 gpu 2000
+    fcn16      fcn depth 16 x width 512                 quick 2 epochs  full 5   gpu 10
+    fcn32      fcn depth 32 x width 256 (AGD Figure 1)  quick 2 epochs  full 5   gpu 10
+    conv       resnet_small (depth 1, width 16)         quick 2 epochs
+               resnet18 (width 64)                                      full 2   gpu 6
+    conv-long  the same network, 4x the epochs          quick 8 epochs  full 8   gpu 24
+    gpt        gpt depth 4, width 128, 4 heads, context 64, batch 12, tinyshakespeare,
+               cross-entropy, judged by test_loss (nats, whole test split)
+                                                        quick 500 steps full 2000 gpu 2000
+    gpt-long   the same GPT, 4x the steps               quick 2000      full 8000 gpu 8000
+    lstm       char_lstm depth 2, width 256, context 64, batch 32, tinyshakespeare, judged
+               by test_loss                              quick 1000 steps full 3000 gpu 3000
+    finetune   the conv network trained by AdamW (lr 1e-3, cosine, 5% warmup) on classes 0-4
+               for 2 epochs (run ``finetune-pretrain``, seed by seed), then trained on
+               classes 5-9 from those weights (``--init-from``)  quick 2 epochs (each)
 
 Contestants on every workload: ``agd-<preset>`` for every preset of
 :data:`hyperfree.optim.PRESETS` and ``agd-auto`` (the presets are read at import, so a new
-preset joins by itself; plain ``agd``
-is the same builder as ``agd-<DEFAULT_PRESET>`` and is not run twice); ``adamw`` over
-:data:`~hyperfree.experiments.suite.GRID` and ``sgd`` (momentum 0.9) over :data:`SGD_GRID`,
-both with ``--schedule cosine --warmup-steps W``, ``W`` = 5% of the run's optimiser steps; the
-peers of :data:`PEERS` at their defaults; on ``fcn32`` also the Figure 1 baselines at PyTorch
-defaults (``adam-default``: Adam 1e-3, ``sgd-default``: SGD 0.1, constant, no momentum).
-Profiles ``quick`` (1 seed), ``full`` and ``gpu`` (3 seeds); ``smoke`` is ``smoke_of(quick)``
-with the FCNs at width 64 (tests). Not in ``hyperfree experiment all`` (``in_all=False``).
+preset joins by itself; plain ``agd`` is the same builder as ``agd-<DEFAULT_PRESET>`` and is
+not run twice); ``adamw`` over the half-decade grid :data:`ADAMW_GRID` (the conv workloads add
+0.3 above it, because the best sat on 0.1; fine-tuning spans :data:`FINETUNE_GRID`, as its
+users do) and ``sgd`` (momentum 0.9) over :data:`SGD_GRID`, both with ``--schedule cosine
+--warmup-steps W``, ``W`` = 5% of the run's optimiser steps, AdamW with weight decay 0.01
+(torch's default) on images and, as language-model users set it, weight decay 0.1 and gradient
+clipping at norm 1 on text; the peers of :data:`PEERS` at their defaults; on ``fcn32`` also the
+Figure 1 baselines at PyTorch defaults (``adam-default``: Adam 1e-3, ``sgd-default``: SGD 0.1,
+constant, no momentum). Profiles ``quick`` (1 seed), ``full`` and ``gpu`` (3 seeds); ``smoke``
+is ``smoke_of(quick)`` with the FCNs at width 64 (tests). Not in ``hyperfree experiment all``
+(``in_all=False``). On the 2-core CPU the quick plan runs the grids on 1 seed and then the
+AGD presets, the best grid points and the peers on 3 (``--seeds 3 --only PATTERN``;
+``docs/race.md`` has the commands and the wall time).
 
 The verdict (:func:`race_verdict`) is a pure function of the aggregated rows: each preset's
 margin to the best AdamW of the grid (:func:`margin`), its worst case over the workloads, the
-preset the race chooses (best worst case), and the issue's targets for the current default.
+preset the race chooses (best worst case), and the issues' targets for the current default
+(:data:`LONG_HORIZON`: the margin at the long horizon is not smaller than at the short).
 """
 from __future__ import annotations
 
@@ -35,14 +48,21 @@ from typing import Any, Collection, Mapping, Sequence
 
 from hyperfree.optim import AUTO, DEFAULT_PRESET, PRESETS
 
+from hyperfree.train.transfer import parse_classes
+
 from ._spec import DEFAULT_METRIC, Experiment, Row, RunSpec, Verdict, register_experiment
 from ._verdicts import TRAINS, best
-from .suite import GRID, profiles
+from .suite import profiles
 
-__all__ = ["SGD_GRID", "PEERS", "LR_FREE_PEERS", "FIG1_DEFAULTS", "WARMUP_FRACTION",
-           "PRESET_GROUPS", "DEFAULT_GROUP", "METRICS", "EXPECTED", "warmup_steps", "race_specs",
-           "error", "margin", "race_verdict"]
+__all__ = ["ADAMW_GRID", "FINETUNE_GRID", "SGD_GRID", "PEERS", "LR_FREE_PEERS", "FIG1_DEFAULTS",
+           "WARMUP_FRACTION", "PRESET_GROUPS", "DEFAULT_GROUP", "METRICS", "EXPECTED",
+           "LONG_HORIZON", "warmup_steps", "race_specs", "error", "margin", "race_verdict"]
 
+#: AdamW's learning rates: half-decades, so that the best is not between two points a decade
+#: apart (the conv workloads add 0.3: their best sat on 0.1)
+ADAMW_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+#: fine-tuning's learning rates, as its users span them
+FINETUNE_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 SGD_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: the peers at their documented defaults (no flags)
 PEERS: tuple[str, ...] = ("schedulefree-adamw", "prodigy", "dadapt-adam", "dog", "muon")
@@ -54,29 +74,39 @@ FIG1_DEFAULTS: tuple[tuple[str, str, float], ...] = (("adam-default", "adam", 1e
 WARMUP_FRACTION = 0.05
 PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in (*PRESETS, AUTO))
 DEFAULT_GROUP = f"agd-{DEFAULT_PRESET}"
-METRICS: Mapping[str, tuple[str, bool]] = {"gpt": ("test_loss", False)}
+METRICS: Mapping[str, tuple[str, bool]] = {p: ("test_loss", False)
+                                           for p in ("gpt", "gpt-long", "lstm")}
+#: (short, long) workloads whose margins the verdict compares: the long one's must not be smaller
+LONG_HORIZON: tuple[tuple[str, str], ...] = (("conv", "conv-long"), ("gpt", "gpt-long"))
 _FASHION_MNIST_TRAIN = 60_000  # training images; batches per epoch = ceil(60000 / batch)
 _BS = 128
+_TEXT_ADAMW = {"weight_decay": 0.1, "clip_grad_norm": 1.0}  # nanoGPT's, and most LM recipes'
+_PRETRAIN = "finetune-pretrain"
 
 
 # ---------------------------------------------------------------- the runs
 def warmup_steps(overrides: Mapping[str, Any]) -> int:
     """``W``: :data:`WARMUP_FRACTION` of the run's optimiser steps (``steps``, else ``epochs``
-    × ceil(60,000 / ``train_bs``) on Fashion-MNIST), rounded half up, at least 1."""
+    × ceil(n / ``train_bs``) with n the Fashion-MNIST training images of its ``classes``),
+    rounded half up, at least 1."""
     total = overrides.get("steps")
     if total is None:
-        per_epoch = math.ceil(_FASHION_MNIST_TRAIN / int(overrides.get("train_bs", _BS)))
+        n = _FASHION_MNIST_TRAIN
+        if overrides.get("classes") is not None:
+            n = n * len(parse_classes(overrides["classes"], 10)) // 10
+        per_epoch = math.ceil(n / int(overrides.get("train_bs", _BS)))
         total = int(overrides["epochs"]) * per_epoch
     return max(1, int(WARMUP_FRACTION * int(total) + 0.5))
 
 
-def _contestants(panel: str, base: Mapping[str, Any]) -> list[RunSpec]:
+def _contestants(panel: str, base: Mapping[str, Any], grid: Sequence[float],
+                 adamw: Mapping[str, Any]) -> list[RunSpec]:
     sched = {"schedule": "cosine", "warmup_steps": warmup_steps(base)}
     out = [RunSpec(f"{panel}-{g}", g, {**base, "optimizer": g}, panel=panel)
            for g in PRESET_GROUPS]
     out += [RunSpec(f"{panel}-adamw-lr{lr:g}", "adamw",
-                    {**base, **sched, "optimizer": "adamw", "lr": lr}, x=lr, panel=panel)
-            for lr in GRID]
+                    {**base, **sched, **adamw, "optimizer": "adamw", "lr": lr}, x=lr,
+                    panel=panel) for lr in grid]
     out += [RunSpec(f"{panel}-sgd-lr{lr:g}", "sgd",
                     {**base, **sched, "optimizer": "sgd", "lr": lr, "momentum": 0.9}, x=lr,
                     panel=panel) for lr in SGD_GRID]
@@ -87,17 +117,38 @@ def _contestants(panel: str, base: Mapping[str, Any]) -> list[RunSpec]:
     return out
 
 
-def race_specs(fcn_epochs: int, conv: Mapping[str, Any], gpt_steps: int
+def _finetune(conv: Mapping[str, Any]) -> list[RunSpec]:
+    """The pre-training run (AdamW on classes 0-4) and the contestants on classes 5-9."""
+    pre = {**conv, "classes": "0-4"}
+    pretrain = RunSpec(_PRETRAIN, "pretrain",
+                       {**pre, "optimizer": "adamw", "lr": 1e-3, "schedule": "cosine",
+                        "warmup_steps": warmup_steps(pre)}, panel="finetune")
+    base = {**conv, "classes": "5-9", "init_from": f"@{_PRETRAIN}"}
+    return [pretrain, *_contestants("finetune", base, FINETUNE_GRID, {})]
+
+
+def race_specs(fcn_epochs: int, conv: Mapping[str, Any], gpt_steps: int, lstm_steps: int
                ) -> tuple[RunSpec, ...]:
-    """Every contestant on the four workloads, workload by workload."""
+    """Every contestant on the seven workloads, workload by workload."""
     fm = {"dataset": "fashion-mnist"}
+    text = {"dataset": "tinyshakespeare"}
+    gpt = {"arch": "gpt", **text, "depth": 4, "width": 128, "heads": 4, "seq_len": 64,
+           "train_bs": 12}
+    conv = {**fm, **conv}
     workloads = (
-        ("fcn16", {"arch": "fcn", **fm, "depth": 16, "width": 512, "epochs": fcn_epochs}),
-        ("fcn32", {"arch": "fcn", **fm, "depth": 32, "width": 256, "epochs": fcn_epochs}),
-        ("conv", {**fm, **conv}),
-        ("gpt", {"arch": "gpt", "dataset": "tinyshakespeare", "depth": 4, "width": 128,
-                 "heads": 4, "seq_len": 64, "train_bs": 12, "steps": gpt_steps}))
-    return tuple(s for panel, base in workloads for s in _contestants(panel, base))
+        ("fcn16", {"arch": "fcn", **fm, "depth": 16, "width": 512, "epochs": fcn_epochs},
+         ADAMW_GRID, {}),
+        ("fcn32", {"arch": "fcn", **fm, "depth": 32, "width": 256, "epochs": fcn_epochs},
+         ADAMW_GRID, {}),
+        ("conv", conv, (*ADAMW_GRID, 0.3), {}),
+        ("conv-long", {**conv, "epochs": 4 * conv["epochs"]}, (*ADAMW_GRID, 0.3), {}),
+        ("gpt", {**gpt, "steps": gpt_steps}, ADAMW_GRID, _TEXT_ADAMW),
+        ("gpt-long", {**gpt, "steps": 4 * gpt_steps}, ADAMW_GRID, _TEXT_ADAMW),
+        ("lstm", {"arch": "char_lstm", **text, "depth": 2, "width": 256, "seq_len": 64,
+                  "train_bs": 32, "steps": lstm_steps}, ADAMW_GRID, _TEXT_ADAMW))
+    specs = [s for panel, base, grid, adamw in workloads
+             for s in _contestants(panel, base, grid, adamw)]
+    return tuple(specs + _finetune(conv))
 
 
 def _narrow(specs: tuple[RunSpec, ...]) -> tuple[RunSpec, ...]:
@@ -109,13 +160,14 @@ def _narrow(specs: tuple[RunSpec, ...]) -> tuple[RunSpec, ...]:
 
 _SMALL_CONV = {"arch": "resnet_small", "depth": 1, "width": 16, "epochs": 2}
 _RESNET18 = {"arch": "resnet18", "width": 64}
-_RUNS = profiles(race_specs(2, _SMALL_CONV, 500),
-                 race_specs(5, {**_RESNET18, "epochs": 2}, 2000),
-                 race_specs(10, {**_RESNET18, "epochs": 6}, 2000))
+_RUNS = profiles(race_specs(2, _SMALL_CONV, 500, 1000),
+                 race_specs(5, {**_RESNET18, "epochs": 2}, 2000, 3000),
+                 race_specs(10, {**_RESNET18, "epochs": 6}, 2000, 3000))
 _RUNS["smoke"] = _narrow(_RUNS["smoke"])
 #: (panel, group) of every contestant, in plan order: what the verdict expects to find
 EXPECTED: tuple[tuple[str, str], ...] = tuple(dict.fromkeys((s.panel, s.group)
-                                                            for s in _RUNS["quick"]))
+                                                            for s in _RUNS["quick"]
+                                                            if s.group != "pretrain"))
 
 
 # ---------------------------------------------------------------- the verdict
@@ -288,6 +340,20 @@ def _no_divergence(rows: Sequence[Row], default: str, panels: Sequence[str],
         "no diverged seed among the runs found"
 
 
+def _holds_long(margins: Mapping[str, float | None]) -> tuple[bool | None, str]:
+    """The margin at each long horizon is not smaller than at its short one."""
+    met, parts = [], []
+    for short, long in LONG_HORIZON:
+        m_short, m_long = margins.get(short), margins.get(long)
+        if m_short is None or m_long is None:
+            met.append(None)
+            parts.append(f"{long} vs {short}: not measured")
+            continue
+        met.append(m_long >= m_short)
+        parts.append(f"{long} {_pct(m_long)} vs {short} {_pct(m_short)}")
+    return _verdict_of(met), ", ".join(parts)
+
+
 def _trains_deep(rows: Sequence[Row], default: str) -> tuple[bool | None, str]:
     ours = best(rows, default, "fcn32")
     others = {g: best(rows, g, "fcn32") for g, _, _ in FIG1_DEFAULTS}
@@ -326,7 +392,7 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
                  metrics: Mapping[str, tuple[str, bool]] = METRICS,
                  expected: Sequence[tuple[str, str]] = EXPECTED) -> Verdict:
     """Margins of every preset to the best AdamW, the preset with the best worst case, and the
-    issue's four targets for ``default`` (yes = all met, no = none, partly otherwise).
+    issues' five targets for ``default`` (yes = all met, no = none, partly otherwise).
 
     Margin on a workload = (err_AdamW − err_preset) / err_AdamW, err = 1 − test accuracy or the
     test loss (:func:`margin`), each the best row of its group (mean over seeds). ``expected``
@@ -354,6 +420,8 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
                     margins.get(default, {}), adamw, panels, metrics)),
                ("≥ every learning-rate-free peer", *_beats_peers(rows, default, panels,
                                                                   metrics)),
+               ("the margin at the long horizon ≥ at the short",
+                *_holds_long(margins.get(default, {}))),
                ("no divergence on any workload or seed", *_no_divergence(rows, default, panels,
                                                                           metrics)),
                ("fcn32 trains (≥ 50%) where the PyTorch defaults do not",
@@ -373,20 +441,27 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
 register_experiment(Experiment(
     name="race", title="The race: every AGD preset, untuned, vs tuned AdamW/SGD and the "
                        "learning-rate-free peers",
-    claim="Issue 9's targets: the default AGD, with no tuning, is at least as good as AdamW "
-          "tuned over a 5-point learning-rate grid (cosine schedule, 5% warmup) on every "
-          "workload (mean over seeds), at least as good as every learning-rate-free peer at "
-          "its defaults, never diverges, and trains the 32-layer FCN where Adam 1e-3 and SGD "
-          "0.1 at PyTorch defaults do not. The race also chooses the default: the preset with "
-          "the best worst-case margin to the tuned AdamW.",
+    claim="Issues 9 and 17's targets: the default AGD, with no tuning, is at least as good as "
+          "AdamW tuned over a half-decade learning-rate grid (cosine schedule, 5% warmup, "
+          "weight decay and clipping as its users set them) on every workload (mean over "
+          "seeds), at least as good as every learning-rate-free peer at its defaults, keeps "
+          "its margin at the long horizon (conv-long, gpt-long), never diverges, and trains "
+          "the 32-layer FCN where Adam 1e-3 and SGD 0.1 at PyTorch defaults do not. The race "
+          "also chooses the default: the preset with the best worst-case margin to the tuned "
+          "AdamW.",
     figure="bars", verdict=race_verdict, x_label="learning rate", log_x=True,
     runs=_RUNS, metrics=METRICS, in_all=False, page=True, cost_unit=DEFAULT_GROUP,
-    notes="Fashion-MNIST (square loss, batch 128) for fcn16 (16 x 512), fcn32 (32 x 256) and "
-          "conv; the GPT (depth 4, width 128, 4 heads, context 64, batch 12) on "
+    notes="Fashion-MNIST (square loss, batch 128) for fcn16 (16 x 512), fcn32 (32 x 256), "
+          "conv and conv-long; finetune: the conv network pre-trained by AdamW on classes 0-4, "
+          "then trained on classes 5-9; the GPT (depth 4, width 128, 4 heads, context 64, "
+          "batch 12) and the char LSTM (depth 2, width 256, context 64, batch 32) on "
           "tinyshakespeare with cross-entropy, judged by the test loss in nats on the whole "
-          "test split. AdamW lr in {1e-5, ..., 1e-1}, SGD momentum 0.9 lr in {1e-3, 1e-2, "
-          "1e-1}, both cosine with W = 5% of the run's steps of linear warmup; peers at their "
-          "defaults. quick: FCNs and resnet_small (depth 1, width 16) 2 epochs, GPT 500 "
-          "steps, 1 seed; full: FCNs 5 epochs, resnet18 (width 64) 2 epochs, GPT 2000 steps, "
-          "3 seeds; gpu: FCNs 10 epochs, resnet18 6 epochs, GPT 2000 steps, 3 seeds. Not part "
-          "of `hyperfree experiment all`: run it by name."))
+          "test split. AdamW lr in {1e-5, 3e-5, ..., 1e-1} (conv: also 0.3; finetune: "
+          "{1e-5, ..., 1e-3}), weight decay 0.01 (text: 0.1 and clipping at norm 1); SGD "
+          "momentum 0.9 lr in {1e-3, 1e-2, 1e-1}; both cosine with W = 5% of the run's steps "
+          "of linear warmup; peers at their defaults. quick: FCNs, resnet_small (depth 1, "
+          "width 16) and finetune 2 epochs, conv-long 8, GPT 500 steps, gpt-long 2000, LSTM "
+          "1000, 1 seed; full: FCNs 5 epochs, resnet18 (width 64) 2 epochs (long 8), GPT 2000 "
+          "steps (long 8000), LSTM 3000, 3 seeds; gpu: FCNs 10 epochs, resnet18 6 (long 24), "
+          "GPT 2000 (long 8000), LSTM 3000, 3 seeds. Not part of `hyperfree experiment all`: "
+          "run it by name."))
