@@ -48,11 +48,11 @@ class ReferenceAGD(hyperfree.AGD):
         else:
             full_p, full_b = params, bufs
         finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
-        count = self._globals["source"]["count"] if beta else None
+        count = self._pieces.fields["source"]["count"] if beta else None
         before = int(count) if beta else 0
         if beta and finite:
             count.add_(1)
-        ema = [float(self._globals["estimate"]["H"])] if fresh else None
+        ema = [float(self._pieces.fields["estimate"]["H"])] if fresh else None
         eta = reference_step(
             full_p, grads, [k for _, _, _, k in chosen], family=preset.family.name,
             gains=[float(g["gain"]) for g, _, _, _ in chosen],
@@ -61,7 +61,7 @@ class ReferenceAGD(hyperfree.AGD):
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
             fresh_beta=preset.estimate.beta if fresh else None)
         if fresh:
-            self._globals["estimate"]["H"].fill_(ema[0])
+            self._pieces.fields["estimate"]["H"].fill_(ema[0])
         if sharded:
             rows = [self._sharded.rows[j] for j in live]
             for p, f, r in zip(params, full_p, rows):

@@ -91,14 +91,14 @@ def test_the_estimate_resumes_exactly_and_ignores_a_nonfinite_step():
         opt.step()
     saved = copy.deepcopy((model.state_dict(), opt.state_dict()))
     assert float(saved[1]["agd"]["state"]["estimate"]["H"]) != 0.0
-    ema, buffers = float(opt._globals["estimate"]["H"]), {n: opt.state[p]["momentum_buffer"].clone()
+    ema, buffers = float(opt._pieces.fields["estimate"]["H"]), {n: opt.state[p]["momentum_buffer"].clone()
                                        for n, p in model.named_parameters()}
     before = copy.deepcopy(model.state_dict())
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))
     with pytest.warns(RuntimeWarning, match="skipped"):
         opt.step()
-    assert float(opt._globals["estimate"]["H"]) == ema
+    assert float(opt._pieces.fields["estimate"]["H"]) == ema
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]) and torch.equal(
             opt.state[p]["momentum_buffer"], buffers[n]), n

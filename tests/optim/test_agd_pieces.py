@@ -56,8 +56,8 @@ def test_an_unregistered_row_of_pieces_equals_the_reference_twin():
         etas.append(float(fast.eta))
     assert etas[0] == 0.0 and max(etas) > 0  # lagged: the first step only fills the momentum
     _same(model, twin)
-    H = float(fast._globals["estimate"]["H"])
-    assert H != 0.0 and math.isclose(H, float(ref._globals["estimate"]["H"]), rel_tol=1e-9)
+    H = float(fast._pieces.fields["estimate"]["H"])
+    assert H != 0.0 and math.isclose(H, float(ref._pieces.fields["estimate"]["H"]), rel_tol=1e-9)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["pieces", "earlier-format"])

@@ -29,7 +29,11 @@ from ._declare import undeclared_error
 from .infer import Reader, Reading, decide, kind_of, packed, read_forward
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
-__all__ = ["Resolution"]
+__all__ = ["Resolution", "KindsNote", "loaded_kinds"]
+
+
+class KindsNote(UserWarning):
+    """AGD's one line about kinds that did not come from the rules table (or a declaration)."""
 
 
 def _dummy(model: nn.Module) -> Any:
@@ -210,3 +214,21 @@ class Resolution:
         if settle is not None:
             self.apply(reader.readings(), reader.error)
             settle(self.infos)
+
+
+def loaded_kinds(groups: list[dict[str, Any]], state_dict: dict[str, Any],
+            infos: dict[int, ParamInfo]) -> list[ParamInfo]:
+    """The kinds a state_dict was saved with, for the parameters whose reading is still to
+    come: the pending ones, and the packing of single-block table kinds."""
+    out = []
+    for g_new, g_old in zip(groups, state_dict.get("param_groups", [])):
+        for p, k in zip(g_new["params"], g_old.get("kinds", g_new["kinds"])):
+            info, kind = infos.get(id(p)), Kind(*k)
+            if info is None or kind == info.kind:
+                continue
+            packing = (info.origin == "table" and kind.name == info.kind.name
+                       and info.kind.rule.packed(info.kind, 2, 1) is not None)
+            if info.origin == "pending" or packing:
+                out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
+                                               origin="packed" if packing else "inferred"))
+    return out

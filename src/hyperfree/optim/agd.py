@@ -13,7 +13,6 @@ In brief (Bernstein et al. 2023, arXiv:2304.05187, Algorithm 1):
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
@@ -26,8 +25,9 @@ from . import _distributed, _flags
 from ._declare import report, summary
 from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, refuse_ported,
                       warn_lr)
+from ._piece_state import PieceStates, local
 from ._plan import Plan, build_plan
-from ._resolve import Resolution
+from ._resolve import KindsNote, Resolution, loaded_kinds
 from .functional import Shards, agd
 from .kinds import INIT_ORIGINS, Kind, ParamInfo, is_normalised
 from .presets import DEFAULT_PRESET, Preset, choose_preset, with_ns_steps
@@ -35,13 +35,9 @@ from .rules import rule_of
 
 __all__ = ["AGD", "init_weights", "KindsNote"]
 
-
-class KindsNote(UserWarning):
-    """AGD's one line about kinds that did not come from the rules table (or a declaration)."""
-
 _PLANS = 8  # plans kept per optimiser (one per set of parameters that had gradients)
-#: state_dict keys of earlier versions -> (slot, field) of the piece that holds them now
-_LEGACY = {"momentum_steps": ("source", "count"), "fresh_ema": ("estimate", "H")}
+#: the settings AGD takes besides its named arguments (keyword only), with their defaults
+SETTINGS = {"infer": True, "ns_steps": 5, "sharded_polar": "owner"}
 
 
 class AGD(torch.optim.Optimizer):
@@ -64,12 +60,14 @@ class AGD(torch.optim.Optimizer):
             arguments) to read the kinds no table entry gives from one forward now
             (:mod:`hyperfree.optim.infer`; default: the model's ``dummy_inputs`` if it has
             them, else its first forward is read while it runs); ``init_weights`` also uses it.
-        infer: ``False``: kinds from the rules table and ``kinds=`` only; any other parameter
-            is one ``ValueError`` listing them all with paste-able declarations.
-        ns_steps: Newton–Schulz iterations of the spectral family (default 5).
-        sharded_polar: how the spectral family orthogonalises matrices sharded by FSDP2:
-            ``"owner"`` (default: each rank orthogonalises its share of the matrices) or
-            ``"gather"`` (every rank all of them); see ``docs/agd-speed.md``.
+        settings: ``infer=False``: kinds from the rules table and ``kinds=`` only, any other
+            parameter is one ``ValueError`` listing them all with paste-able declarations;
+            ``ns_steps`` (default 5): Newton–Schulz iterations of the spectral family;
+            ``sharded_polar``: how the spectral family orthogonalises matrices sharded by
+            FSDP2, ``"owner"`` (default: each rank orthogonalises its share of the matrices)
+            or ``"gather"`` (every rank all of them), see ``docs/agd-speed.md``. Settings
+            ported from other optimisers (``weight_decay``, ``betas``, ``momentum``, ``eps``)
+            are refused with one line.
 
     Behaviour: ``step(closure)`` returns the closure's loss (torch's convention) and stores η
     in every group as ``group["eta"]`` (a 0-dim tensor; also :attr:`eta`). A parameter whose
@@ -87,24 +85,24 @@ class AGD(torch.optim.Optimizer):
 
     def __init__(self, params: Any, *, preset: str | Preset = DEFAULT_PRESET, gain: float = 1.0,
                  lr: float = 1.0, model: nn.Module | None = None,
-                 kinds: Mapping[Any, str | Kind] | None = None, ns_steps: int = 5,
-                 sharded_polar: str = "owner", example: Any = None, infer: bool = True,
-                 **ported: Any):
-        refuse_ported(ported)
+                 kinds: Mapping[Any, str | Kind] | None = None, example: Any = None,
+                 **settings: Any):
+        refuse_ported({k: v for k, v in settings.items() if k not in SETTINGS})
+        settings = {**SETTINGS, **settings}
         check_multiplier("gain", gain)
         check_multiplier("lr", lr)
-        if sharded_polar not in _distributed.POLAR_SCHEMES:
+        if settings["sharded_polar"] not in _distributed.POLAR_SCHEMES:
             raise ValueError(f"AGD sharded_polar must be one of {_distributed.POLAR_SCHEMES}, "
-                             f"got {sharded_polar!r}")
-        self.sharded_polar = sharded_polar
+                             f"got {settings['sharded_polar']!r}")
+        self.sharded_polar = settings["sharded_polar"]
         owner = params if isinstance(params, nn.Module) else model
-        resolution = Resolution(owner, kinds, infer=infer, example=example) \
+        resolution = Resolution(owner, kinds, infer=settings["infer"], example=example) \
             if owner is not None else None
         groups, self._infos = param_groups(params, model, kinds,
                                            resolution.infos if resolution else None)
-        self._preset_arg, self._ns_steps_arg = preset, ns_steps
+        self._preset_arg, self._ns_steps_arg = preset, settings["ns_steps"]
         self.preset = with_ns_steps(choose_preset(preset, normalised=is_normalised(
-            owner, [k for g in groups for k in g["kinds"]])), ns_steps)
+            owner, [k for g in groups for k in g["kinds"]])), settings["ns_steps"])
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")
@@ -149,7 +147,7 @@ class AGD(torch.optim.Optimizer):
         self.preset = with_ns_steps(choose_preset(
             preset or self._preset_arg, normalised=is_normalised(
                 model, [k for _, _, _, k in self._entries()])), self._ns_steps_arg)
-        self.state, self._globals = defaultdict(dict), {}
+        self.state, self._pieces = defaultdict(dict), PieceStates(self.preset.slots)
         self._plans.clear()
         self._prepare()
         note = summary(list(self._infos.values())) if preset is None else None
@@ -168,7 +166,7 @@ class AGD(torch.optim.Optimizer):
         # counters and the pieces' global state: tensors next to the weights, so that a step
         # needs no host sync and torch.compile(opt.step) does not specialise on them
         self._counters: dict[str, Tensor] = {}
-        self._globals: dict[str, dict[str, Tensor]] = {}
+        self._pieces = PieceStates(self.preset.slots)
 
     def _prepare(self) -> None:
         """Counters, the pieces' state and the plan of the full parameter set now, so the first
@@ -177,15 +175,7 @@ class AGD(torch.optim.Optimizer):
         dev = params[0].device
         for name in ("step", "skipped"):
             self._counters.setdefault(name, torch.zeros((), dtype=torch.int64, device=dev))
-        for slot, piece in self.preset.slots.items():
-            if piece is None or piece.State is None or slot in self._globals:
-                continue
-            state = piece.init(params)
-            self._globals[slot] = {f: v for f, v in state._asdict().items()
-                                   if f not in piece.per_param}
-            for f in piece.per_param:
-                for p, v in zip(params, getattr(state, f)):
-                    self.state[p].setdefault(f, v)
+        self._pieces.prepare(params, self.state)
         if _distributed.is_sharded(params):
             self._sharded = _distributed.ShardedStep([n for _, n, _, _ in self._entries()],
                                                      params, polar=self.sharded_polar)
@@ -200,7 +190,7 @@ class AGD(torch.optim.Optimizer):
         chosen = [self._entries()[j] for j in live]
         sh = self._sharded
         rows = [sh.rows[j] for j in live] if sh is not None else None
-        plan = build_plan([_local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
+        plan = build_plan([local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
                           self.preset.family, shapes=[tuple(p.shape) for _, _, p, _ in chosen],
                           rows=rows, L=self.L)
         polar = sh.polar_for(plan, rows) if sh is not None and plan.polar else None
@@ -213,18 +203,18 @@ class AGD(torch.optim.Optimizer):
         state = super().__getstate__()  # plans, caches and collectives are rebuilt on load
         state.update(preset=self.preset, sharded_polar=self.sharded_polar,
                      _counters={k: v.clone() for k, v in self._counters.items()},
-                     _globals={s: {f: v.clone() for f, v in d.items()}
-                               for s, d in self._globals.items()},
+                     _pieces=self._pieces.saved(),
                      _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        counters, globals_ = state.pop("_counters", {}), state.pop("_globals", {})
+        counters, pieces = state.pop("_counters", {}), state.pop("_pieces", {})
         infos = state.pop("_infos", [])
         super().__setstate__(state)
         self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
         self._init_runtime()
-        self._counters, self._globals = dict(counters), dict(globals_)
+        self._counters = dict(counters)
+        self._pieces.fields = {s: dict(d) for s, d in pieces.items()}
         self._prepare()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -241,19 +231,6 @@ class AGD(torch.optim.Optimizer):
             self._cache = [(g, n, p, Kind(*k)) for g in self.param_groups
                            for n, p, k in zip(g["param_names"], g["params"], g["kinds"])]
         return self._cache
-
-    def _state(self, params: list[Tensor]) -> dict[str, Any]:
-        """Every piece's state, with its per-parameter fields for ``params``."""
-        out: dict[str, Any] = {}
-        for slot, piece in self.preset.slots.items():
-            if piece is None or piece.State is None:
-                out[slot] = None
-                continue
-            fields = dict(self._globals.get(slot, {}))
-            fields.update({f: [_local(self.state[p][f]) for p in params]
-                           for f in piece.per_param})
-            out[slot] = piece.State(**fields)
-        return out
 
     @property
     def ns_steps(self) -> int:
@@ -350,7 +327,8 @@ class AGD(torch.optim.Optimizer):
         params = [p for _, _, p, _ in chosen]
         plan, polar = self._plan(live)
         sh = self._sharded
-        return agd([_local(p) for p in params], [_local(g) for g in grads], self._state(params),
+        return agd([local(p) for p in params], [local(g) for g in grads],
+                   self._pieces.of(params, self.state),
                    plan=plan, preset=self.preset, multipliers=gain_lr(chosen, plan,
                                                                       self._multipliers),
                    host=host, shards=Shards(sh.reduce, polar) if sh is not None else None)
@@ -360,9 +338,7 @@ class AGD(torch.optim.Optimizer):
         sd = super().state_dict()
         self._flags.drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
-                     "preset": self.preset.name,
-                     "state": {s: {f: v.detach().clone() for f, v in d.items()}
-                               for s, d in self._globals.items()}}
+                     "preset": self.preset.name, "state": self._pieces.saved()}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -372,7 +348,7 @@ class AGD(torch.optim.Optimizer):
         resolution = getattr(self, "_resolution", None)
         if resolution is not None and resolution.pending:  # the saved kinds were read already
             resolution.close()
-            self._adopt(_loaded(self.param_groups, state_dict, self._infos), preset=name)
+            self._adopt(loaded_kinds(self.param_groups, state_dict, self._infos), preset=name)
         if name != self.preset.name:
             raise ValueError(f"this AGD state was saved with preset {name!r}, not "
                              f"{self.preset.name!r}; build AGD(..., preset={name!r}) to resume")
@@ -387,28 +363,8 @@ class AGD(torch.optim.Optimizer):
         self._cache = None
         self._counters["step"].fill_(int(saved["steps"]))
         self._counters["skipped"].fill_(int(saved["skipped_steps"]))
-        pieces = saved.get("state") or _legacy(saved)
-        for slot, fields in self._globals.items():
-            for f, t in fields.items():
-                value = pieces.get(slot, {}).get(f)
-                t.copy_(torch.as_tensor(value, dtype=t.dtype) if value is not None
-                        else torch.zeros_like(t))
+        self._pieces.load(saved)
         self._flags.clear()
-
-
-def _legacy(saved: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The pieces' state of a state_dict written before pieces existed."""
-    out: dict[str, dict[str, Any]] = {}
-    saved.setdefault("momentum_steps", saved.get("steps", 0))
-    for key, (slot, field) in _LEGACY.items():
-        if key in saved:
-            out.setdefault(slot, {})[field] = saved[key]
-    return out
-
-
-def _local(t: Tensor) -> Tensor:
-    """The local shard of a DTensor (its in-place updates write through); ``t`` otherwise."""
-    return getattr(t, "_local_tensor", t)
 
 
 @torch.no_grad()
@@ -439,21 +395,3 @@ def _warn_uncalibrated(names: list[str]) -> None:
                       "about sqrt(d) too large. Pass an input, AGD(model, example=batch), so that "
                       "init_weights reads the head's input and starts the logits at unit scale "
                       "(docs/agd-rules.md §3)", stacklevel=4)
-
-
-def _loaded(groups: list[dict[str, Any]], state_dict: dict[str, Any],
-            infos: dict[int, ParamInfo]) -> list[ParamInfo]:
-    """The kinds a state_dict was saved with, for the parameters whose reading is still to
-    come: the pending ones, and the packing of single-block table kinds."""
-    out = []
-    for g_new, g_old in zip(groups, state_dict.get("param_groups", [])):
-        for p, k in zip(g_new["params"], g_old.get("kinds", g_new["kinds"])):
-            info, kind = infos.get(id(p)), Kind(*k)
-            if info is None or kind == info.kind:
-                continue
-            packing = (info.origin == "table" and kind.name == info.kind.name
-                       and info.kind.rule.packed(info.kind, 2, 1) is not None)
-            if info.origin == "pending" or packing:
-                out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
-                                               origin="packed" if packing else "inferred"))
-    return out
