@@ -156,3 +156,14 @@ def test_registry_entry_builds_agd_and_refuses_lr():
         build_optimizer("agd", model, OptimArgs(lr=0.1))
     with pytest.raises(ValueError, match="unknown optimiser"):
         build_optimizer("nope", model)
+
+
+def test_meta_device_model_is_one_line_naming_the_parameter():
+    """A model built on the meta device holds no values: refused with a ValueError that names
+    the parameter and what to do, not torch's NotImplementedError from a copy."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"'0.weight' is on the meta device.*to_empty"):
+        hyperfree.AGD(model)
+    model.to_empty(device="cpu")
+    assert hyperfree.AGD(model).L == 2

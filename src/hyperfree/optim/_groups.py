@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from .kinds import Kind, ParamInfo, as_kind, classify
 from .rules import rule_of
 
-__all__ = ["check_multiplier", "checked_group", "param_groups", "gain_lr", "refuse_ported",
-           "warn_lr", "PORTED"]
+__all__ = ["MULTIPLIER_MAX", "check_multiplier", "checked_group", "param_groups", "gain_lr",
+           "refuse_ported", "warn_lr", "PORTED"]
 
 _MOMENTUM = ("AGD has no {key}: momentum is a piece of its preset (the default chooses "
              "'spectral-momentum', an average with beta 0.95, for normalised networks; "
@@ -74,6 +74,10 @@ def warn_lr(values: list[Any], stacklevel: int = 3) -> None:
                       UserWarning, stacklevel=stacklevel)
 
 
+#: the largest gain (and lr) AGD takes: beyond it a step is no longer a multiple of the derived one
+MULTIPLIER_MAX = 1e6
+
+
 def check_multiplier(name: str, value: Any) -> None:
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -81,8 +85,9 @@ def check_multiplier(name: str, value: Any) -> None:
                              f"{tuple(value.shape)}")
         return
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
-                                       and 0 < value <= 1e6):
-        raise ValueError(f"AGD {name} must be a finite number in (0, 1e6], got {value!r}")
+                                       and 0 < value <= MULTIPLIER_MAX):
+        raise ValueError(f"AGD {name} must be a finite number in (0, {MULTIPLIER_MAX:g}], got "
+                         f"{value!r}")
 
 
 def param_groups(params: Any, model: nn.Module | None,
@@ -170,6 +175,10 @@ def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
         if not p.is_floating_point():
             raise ValueError(f"AGD parameter {name!r} has dtype {p.dtype}; it must be "
                              "floating point")
+        if p.is_meta:
+            raise ValueError(f"AGD parameter {name!r} is on the meta device (it holds no "
+                             "values): build AGD once the model is materialised, e.g. "
+                             "model.to_empty(device='cpu') and then its initialisation")
         rule_of(kind).check(name, p.shape, kind)
     refuse_ported({k: v for k, v in param_group.items() if k in PORTED}, "AGD param group")
     for key in ("gain", "lr"):

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from hyperfree._registry import Registry
 from hyperfree.optim import AGD, AUTO, DEFAULT_PRESET, PRESETS
+from hyperfree.optim._groups import MULTIPLIER_MAX
 
 from .schedules import SCHEDULES
 from .steppers import MuonStepper, Stepper, TorchStepper
@@ -50,8 +51,8 @@ __all__ = ["OptimArgs", "OptimInfo", "Builder", "AGDStepper", "register_optimize
 # torch's optimisers convert lr to float32, and overflow there is a RuntimeError mid-step:
 # larger values are refused up front.
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-# AGD's own bound on its gain (hyperfree.AGD refuses a larger one; a test checks they agree).
-GAIN_MAX = 1e6
+# AGD's own bound on its gain (hyperfree.AGD refuses a larger one)
+GAIN_MAX = MULTIPLIER_MAX
 
 
 @dataclasses.dataclass(frozen=True)
