@@ -46,11 +46,12 @@ class Rule:
 WHOLE: tuple[tuple[Index, bool], ...] = (((Ellipsis,), False),)
 
 
-def linear(shape, blocks: int = 1) -> Rule:
-    """``(B·h, d_in)``: B blocks of rows, σ = √(h/d_in), mass B."""
+def linear(shape, blocks: int = 1, share: int = 1) -> Rule:
+    """``(B·h, d_in)``: B blocks of rows, σ = √(h/d_in), mass B (B/share when the layer's
+    pre-activation sums it with ``share - 1`` other matrices: an RNN's W_ih and W_hh)."""
     h = shape[0] // blocks
     cells = tuple(((slice(b * h, (b + 1) * h), slice(None)), False) for b in range(blocks))
-    return Rule(cells, math.sqrt(h / shape[1]), blocks, "matrix")
+    return Rule(cells, math.sqrt(h / shape[1]), blocks / share, "matrix")
 
 
 def in_out(shape) -> Rule:
@@ -240,7 +241,8 @@ def _owner_rule(m: nn.Module, local: str, shape, family: str) -> Rule:
         gates = 4 if isinstance(m, nn.LSTM) else 3 if isinstance(m, nn.GRU) else 1
         if local.startswith("weight_hr"):
             return linear(shape)
-        return linear(shape, gates) if local.startswith("weight") else bias(shape, gates)
+        return linear(shape, gates, share=2) if local.startswith("weight") else \
+            bias(shape, gates)
     if local == "bias":
         return bias(shape)
     if isinstance(m, nn.Linear):

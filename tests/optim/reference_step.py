@@ -52,15 +52,17 @@ def _ns(m: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
 def _matrix_cells(p: Tensor, kind: Kind) -> tuple[list[Tensor], float, int]:
     """Each matrix cell as a (d_out, d_in) view of ``p``; its σ; its mass. A matrix with
     ``groups`` (attention heads of a per-head packed projection) has groups x blocks cells of
-    rows, and mass ``blocks``."""
-    name, B, g = kind.name, kind.blocks, kind.groups
+    rows, and mass ``blocks``; a tensor that shares its layer with ``share`` others carries
+    ``1/share`` of the mass."""
+    name, B, g, share = kind.name, kind.blocks, kind.groups, kind.share
     if name == "linear":
         h = p.shape[0] // (B * g)
-        return [p[c * h:(c + 1) * h] for c in range(B * g)], math.sqrt(h / p.shape[1]), B
+        return [p[c * h:(c + 1) * h] for c in range(B * g)], math.sqrt(h / p.shape[1]), \
+            B / share
     if name == "linear_in_out":
         h = p.shape[1] // (B * g)
         return ([p[:, c * h:(c + 1) * h].T for c in range(B * g)], math.sqrt(h / p.shape[0]),
-                B)
+                B / share)
     kernel = p.shape[2:]
     positions = list(itertools.product(*[range(k) for k in kernel]))
     out = []
@@ -74,7 +76,7 @@ def _matrix_cells(p: Tensor, kind: Kind) -> tuple[list[Tensor], float, int]:
         for grp in range(g):
             out += [p[grp * ci:(grp + 1) * ci, :][(slice(None), slice(None), *pos)].T
                     for pos in positions]
-    return out, math.sqrt(co / ci) / math.sqrt(len(positions)), 1
+    return out, math.sqrt(co / ci) / math.sqrt(len(positions)), 1 / share
 
 
 def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int, str]:
@@ -86,7 +88,7 @@ def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int
     if name == "embedding":
         d = p.shape[1]
         cells = [p[t] for t in range(p.shape[0])] if family == "spectral" else [p]
-        return cells, math.sqrt(d), 1, "l2"
+        return cells, math.sqrt(d), 1 / kind.share, "l2"
     if name == "generic":  # the whole tensor, any shape (a scalar too): RMS norm, mass 0
         return [p], math.sqrt(p.numel()), 0, "l2"
     # gain, bias: B equal blocks along dim 0, sliced (views of p for any memory layout; a
@@ -95,7 +97,7 @@ def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int
     cells = [p[b * rows:(b + 1) * rows] for b in range(B)]
     h = p.numel() // B
     if name == "gain":
-        return cells, 1.0, B, ("sign" if family == "spectral" else "l2")
+        return cells, 1.0, B / kind.share, ("sign" if family == "spectral" else "l2")
     return cells, math.sqrt(h), 0, "l2"
 
 

@@ -95,8 +95,8 @@ def _rnn_rules(gates: int):
         for name, p in m.named_parameters():
             if name.startswith("weight_hr"):
                 out[name] = S.linear(p.shape)
-            elif name.startswith("weight"):
-                out[name] = S.linear(p.shape, gates)
+            elif name.startswith("weight"):  # W_ih and W_hh: one layer, half its mass each
+                out[name] = S.linear(p.shape, gates, share=2)
             else:
                 out[name] = S.bias(p.shape, gates)
         return out
@@ -154,11 +154,11 @@ CASES = [
     Case("mha_kdim_vdim", lambda: nn.MultiheadAttention(6, 2, kdim=5, vdim=3, add_bias_kv=True,
                                                         batch_first=True),
          _mha_kv_run, _mha_kv_rules, 4),
-    Case("rnn", lambda: nn.RNN(4, 5), _rnn_run, _rnn_rules(1), 2),
+    Case("rnn", lambda: nn.RNN(4, 5), _rnn_run, _rnn_rules(1), 1),
     Case("lstm", lambda: nn.LSTM(4, 5, num_layers=2, bidirectional=True), _rnn_run,
-         _rnn_rules(4), 2 * 2 * 8),
-    Case("lstm_proj", lambda: nn.LSTM(4, 5, proj_size=3), _rnn_run, _rnn_rules(4), 4 + 4 + 1),
-    Case("gru", lambda: nn.GRU(4, 5), _rnn_run, _rnn_rules(3), 6),
+         _rnn_rules(4), 2 * 2 * 4),
+    Case("lstm_proj", lambda: nn.LSTM(4, 5, proj_size=3), _rnn_run, _rnn_rules(4), 2 + 2 + 1),
+    Case("gru", lambda: nn.GRU(4, 5), _rnn_run, _rnn_rules(3), 3),
     Case("tied", Tied, lambda m: m(_ids()), _tied_rules, 2),
 ]
 

@@ -86,13 +86,14 @@ def test_lstm_gates_are_normalised_separately():
     g[5:10] *= 1e3  # the forget gate's gradient dwarfs the others
     lstm.weight_ih_l0.grad = g
     lstm.weight_hh_l0.grad = torch.randn(20, 5, dtype=torch.float64)
-    spec, opt, before = _step(lstm, {"weight_ih_l0": S.linear((20, 4), 4),
-                                     "weight_hh_l0": S.linear((20, 5), 4)})
-    assert opt.L == spec.L == 8
+    # W_ih and W_hh are summed into the gates: one layer of 4 gate blocks, half each (L = 4)
+    spec, opt, before = _step(lstm, {"weight_ih_l0": S.linear((20, 4), 4, share=2),
+                                     "weight_hh_l0": S.linear((20, 5), 4, share=2)})
+    assert opt.L == spec.L == 4
     for name, d_in in (("weight_ih_l0", 4), ("weight_hh_l0", 5)):
         delta = getattr(lstm, name) - before[name]
         for b in range(4):
-            assert math.isclose(_fro(delta[5 * b:5 * (b + 1)]), spec.eta / 8 * math.sqrt(5 / d_in),
+            assert math.isclose(_fro(delta[5 * b:5 * (b + 1)]), spec.eta / 4 * math.sqrt(5 / d_in),
                                 rel_tol=1e-10), (name, b)
 
 

@@ -5,7 +5,9 @@ three separate ``nn.Linear`` for Q, K, V, and ``nn.LSTM`` (four stacked gates in
 ``weight_hh`` and their biases) against the same LSTM written with eight ``nn.Linear`` gate
 maps: after copying the weights, the two models compute the same function (checked), and one
 AGD step gives the same ``L``, the same η and the same updated weights, for both families and
-both code paths (float64, 1e-10). Run: ``pytest tests/optim/test_agd_packing.py``.
+both code paths (float64, 1e-10). The eight gate maps are declared ``share=2`` (their outputs
+are summed into the gates' pre-activation, as W_ih x + W_hh h is), so they count as the LSTM's
+two shared matrices do. Run: ``pytest tests/optim/test_agd_packing.py``.
 
 The key bias of attention has a gradient that is zero in exact arithmetic and ~1e-17 noise in
 floating point (docs/agd-rules.md §5); the two models produce different noise, so their key
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 import hyperfree
+from hyperfree.optim import Kind
 
 from .reference import make_agd
 
@@ -78,9 +81,9 @@ def _pairs_mha(packed, sep):
     return out
 
 
-def _step_both(a, b, preset, path):
+def _step_both(a, b, preset, path, kinds_b=None):
     oa = make_agd(a, preset=preset, path=path)
-    ob = make_agd(b, preset=preset, path=path)
+    ob = make_agd(b, preset=preset, path=path, kinds=kinds_b)
     oa.step()
     ob.step()
     assert oa.L == ob.L
@@ -157,7 +160,11 @@ def test_lstm_gates_equal_separately_normalised_gate_matrices(preset, path):
     target = torch.randn_like(y)
     ((y - target) ** 2).sum().backward()
     ((y2 - target) ** 2).sum().backward()
-    opt = _step_both(lstm, gates, preset, path)
-    assert opt.L == 8
+    # the gate maps of W_ih x and W_hh h are summed into one pre-activation: declared as such,
+    # they carry half a layer each, as the packed W_ih and W_hh do (4 gates, half of each)
+    shared = {f"{side}.{j}.weight": Kind("linear", share=2) for side in ("ih", "hh")
+              for j in range(4)}
+    opt = _step_both(lstm, gates, preset, path, kinds_b=shared)
+    assert opt.L == 4
     for a, b in _lstm_pairs(lstm, gates):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

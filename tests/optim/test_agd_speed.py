@@ -3,7 +3,7 @@
 * Host and device finishes: the eager-CPU path finishes the step on the host (numpy views,
   ``_xp.HOST``), accelerators and ``torch.compile`` with 0-dim tensors; forced onto
   the same CPU model (:class:`tests.optim.conftest.Zoo`, every kind, float64) for EVERY preset
-  they take the same six steps (1e-12).
+  they take the same six steps (η to 1e-12, weights to 1e-10).
 * The device guard skips a non-finite step without a host sync and without touching weights or
   momentum, and counts it.
 * Conv cells (the ``Pattern`` units: column sums of an (M, P) view, streamed through a
@@ -52,8 +52,11 @@ def test_host_and_device_guards_take_the_same_steps(preset):
             zoo_loss(m, seed=t).backward()
             o.step()
         assert math.isclose(float(host.eta), float(device.eta), rel_tol=1e-12), t
+    # η agrees to 1e-12 (above); the weights to 1e-10: the two finishes round the last bit of
+    # a coefficient differently (numpy vs torch sums), and the Zoo's BatchNorm1d on a batch of
+    # two amplifies that to ~2e-11 over six steps of the spectral preset
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-13, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
         a, b = host.state[p].get("momentum_buffer"), device.state[q].get("momentum_buffer")
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)

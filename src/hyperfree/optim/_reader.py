@@ -51,6 +51,7 @@ class Reader(OpRules, TorchDispatchMode):
         self._events: list[tuple[int, tuple[int, int, int, int], int, _Act, int]] = []
         self._slices: list[tuple[_Act, int, int, int]] = []
         self._cuts: dict[int, set[tuple[int, int]]] = {}  # param -> {(dim, boundary)}
+        self._sums: list[frozenset[int]] = []  # matrices added into one pre-activation
         self.error: str | None = None
 
     # ------------------------------------------------------------ records of tensors
@@ -140,7 +141,8 @@ class Reader(OpRules, TorchDispatchMode):
                 self._event(rec, dim, [1] * x.shape[dim])
             elif hi > lo:
                 self._slices.append((rec, dim, lo, hi))
-            self._set(out, self._piece(rec, dim, out.dim(), name != "select"))
+            self._set(out, self._piece(rec, dim, out.dim(), name != "select",
+                                       lo if hi > lo else -1))
             return
         mapping = dim_map(name, args, tuple(x.shape), tuple(out.shape))
         if isinstance(rec, _Src):
@@ -156,7 +158,8 @@ class Reader(OpRules, TorchDispatchMode):
             self._set(out, _Src(rec.param, dims, rec.piece or cut, span))
             return
         rec.consumers.append((name, dim))
-        new = _Act(merge_tags(rec.tags, mapping, tuple(x.shape), tuple(out.shape)))
+        new = _Act(merge_tags(rec.tags, mapping, tuple(x.shape), tuple(out.shape)),
+                   direct=rec.direct)
         new.chain = rec.chain + (new,)
         self._set(out, new)
 
@@ -184,23 +187,26 @@ class Reader(OpRules, TorchDispatchMode):
         rec.consumers.append(("split", dim))
         if rec.tags[dim]:
             self._event(rec, dim, sizes)
-        for o in pieces:
-            self._set(o, self._piece(rec, dim, o.dim(), not removed))
+        for k, o in enumerate(pieces):
+            self._set(o, self._piece(rec, dim, o.dim(), not removed, k))
 
     def _event(self, rec: _Act, dim: int, sizes: list[int]) -> None:
         if len(sizes) > 1 and len(set(sizes)) == 1:
             for p, factor in rec.tags[dim].items():
                 self._events.append((p, factor, len(sizes), rec, dim))
 
-    def _piece(self, rec: _Act, dim: int, ndim: int, keeps_dim: bool) -> _Act:
+    def _piece(self, rec: _Act, dim: int, ndim: int, keeps_dim: bool, index: int = 0) -> _Act:
         """A piece of ``rec``: a split along a packed dim ends those parameters' tracking (the
-        piece is one block's content); along any other dim the tags carry on."""
+        piece is one block's content, remembered as block ``index`` of a direct product); along
+        any other dim the tags carry on."""
         gone = set(rec.tags[dim] or ())
         tags = [None if not t else ({p: f for p, f in t.items() if p not in gone} or None)
                 for j, t in enumerate(rec.tags) if keeps_dim or j != dim]
         if keeps_dim and gone:
             tags[dim] = None
-        new = _Act(tuple(tags[:ndim]))
+        matrices = frozenset(p for p in gone if self._params[p].dim() >= 2)
+        new = _Act(tuple(tags[:ndim]), direct=rec.direct and not gone,
+                   block=(matrices, index) if rec.direct and len(matrices) == 1 else None)
         new.chain = (rec.chain if not gone else ()) + (new,)
         return new
 
@@ -223,8 +229,10 @@ class Reader(OpRules, TorchDispatchMode):
             if all(len(c.consumers) == 1 for c in rec.chain[:-1]) and all(
                     c == ("split", dim) for c in rec.consumers):
                 pure.setdefault(p, set()).add((factor, k))
-        return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i))
-                for i in range(len(self._params))]
+        share = {i: max((len(s) for s in self._sums if i in s), default=1)
+                 for i in range(len(self._params))}
+        return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i),
+                        share[i]) for i in range(len(self._params))]
 
     def _packing(self, i: int, events: set) -> tuple[int, int] | None:
         """(blocks, groups) of parameter ``i``'s output dim from its pure split events and the

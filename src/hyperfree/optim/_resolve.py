@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ._declare import undeclared_error
-from .infer import Reader, Reading, decide, kind_of, packed, read_forward
+from .infer import Reader, Reading, decide, kind_of, packed, read_forward, shared
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
 __all__ = ["Resolution", "KindsNote", "loaded_kinds"]
@@ -146,6 +146,11 @@ class Resolution:
             if info.origin == "table" and len(used_as | set(info.roles)) > 1:
                 info = dataclasses.replace(info, roles=(*info.roles, *sorted(
                     used_as - set(info.roles), key=str)))  # also used as a head (tied)
+            if info.origin in ("table", "inferred"):
+                more = shared(info.kind, reading, shape)
+                if more is not None:
+                    info = dataclasses.replace(info, kind=more[0],
+                                               reason=f"{info.reason}; {more[1]}")
             if info.origin in ("table", "inferred"):
                 more = packed(info.kind, reading, shape)
                 if more is not None:

@@ -38,6 +38,7 @@ class Reading:
     uses: list[Use]
     packing: tuple[int, int] | None  # (blocks, groups) of a packed output, if one was seen
     input_rms: float | None          # largest RMS of an activation it multiplied as a matrix
+    share: int = 1                   # matrices whose products are added into its pre-activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ class _Act:
     tags: tuple[dict[int, tuple[int, int, int, int]] | None, ...]
     chain: tuple[_Act, ...] = ()
     consumers: list[tuple[str, int | None]] = dataclasses.field(default_factory=list)
+    direct: bool = False  # a matrix product's output, seen through layout ops only
+    block: tuple[frozenset[int], int] | None = None  # block k of a direct packed product
 
 
 LAYOUT = {"t", "transpose", "permute", "view", "_unsafe_view", "reshape", "_reshape_alias",
@@ -159,7 +162,7 @@ class OpRules:
         old = self._get(out)
         tags = list(old.tags) if isinstance(old, _Act) else [None] * out.dim()
         tags[odim] = {**(tags[odim] or {}), rec.param: (1, length, off, length)}
-        new = _Act(tuple(tags))
+        new = _Act(tuple(tags), direct=True)
         new.chain = (old.chain[:-1] if isinstance(old, _Act) else ()) + (new,)
         self._set(out, new)
 
@@ -249,12 +252,33 @@ class OpRules:
                 continue
             p = self._params[rec.param]
             g = gates if gates is not None else (p.shape[0] // hidden if hidden else 1)
-            if not g or (hidden and p.shape[0] != g * hidden):
-                g = 1  # an LSTM projection (proj_size, hidden)
-            kind = (Kind("linear", blocks=g) if p.dim() == 2 else
-                    Kind("bias", blocks=g) if p.dim() == 1 else None)
+            projection = not g or bool(hidden and p.shape[0] != g * hidden)
+            if projection:
+                g = 1  # an LSTM projection (proj_size, hidden): in series, its own layer
+            # the input and recurrent matrices are summed into the gates: one layer, half each
+            kind = (Kind("linear", blocks=g, share=1 if projection else 2) if p.dim() == 2
+                    else Kind("bias", blocks=g) if p.dim() == 1 else None)
             self._use(rec, kind, name, f"a {'matrix' if p.dim() == 2 else 'bias'} of the "
                       f"fused recurrent aten.{name} ({g} gate{'s' if g > 1 else ''})")
+
+    def _summed(self, operands: list) -> None:
+        """Matrix products (or the same block of packed ones) added straight into one
+        pre-activation (``W_ih x + W_hh h``): one layer acting on the concatenated inputs,
+        whose mass they share."""
+        found = []
+        for _, r in operands:
+            if not isinstance(r, _Act):
+                continue
+            if r.direct:
+                mine = {p for tag in r.tags if tag for p in tag if self._params[p].dim() >= 2}
+                if len(mine) == 1:
+                    found.append((frozenset(mine), None))
+            elif r.block is not None:
+                found.append(r.block)
+        if len(found) > 1 and len({k for _, k in found}) == 1:
+            params = [p for mine, _ in found for p in mine]
+            if len(set(params)) == len(params):
+                self._sums.append(frozenset(params))
 
     def _pointwise(self, name: str, args: list, out: Any) -> None:
         tensors = [a for a in args if isinstance(a, Tensor)]
@@ -289,6 +313,8 @@ class OpRules:
                           "which no rule reads")
         if not isinstance(out, Tensor):
             return
+        if name == "add":
+            self._summed(others)
         old = self._get(out)
         tags = list(old.tags) if isinstance(old, _Act) else [None] * out.dim()
         chain: tuple[_Act, ...] = old.chain[:-1] if isinstance(old, _Act) else ()
@@ -302,7 +328,11 @@ class OpRules:
                 if tag and 0 <= j + off < out.dim() and t.shape[j] == out.shape[j + off]:
                     tags[j + off] = {**(tags[j + off] or {}), **tag}
         if any(tags):
-            new = _Act(tuple(tags))
+            acts = [r for _, r in others if isinstance(r, _Act)]
+            # a bias (a parameter) added to one product is still that product's pre-activation
+            direct = name in ("add", "sub") and len(acts) == 1 and acts[0].direct \
+                and len(others) == 1 and bool(srcs)
+            new = _Act(tuple(tags), direct=direct)
             new.chain = tuple(dict.fromkeys(chain)) + (new,)
             self._set(out, new)
 

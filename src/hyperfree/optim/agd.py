@@ -13,6 +13,7 @@ In brief (Bernstein et al. 2023, arXiv:2304.05187, Algorithm 1):
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
@@ -136,7 +137,7 @@ class AGD(torch.optim.Optimizer):
             return
         self._infos.update({id(i.param): i for i in infos})
         for g in self.param_groups:
-            g["kinds"] = [(k.name, k.blocks, k.groups) for k in (
+            g["kinds"] = [(k.name, k.blocks, k.groups, k.share) for k in (
                 self._infos[id(p)].kind if id(p) in self._infos else Kind(*old)
                 for p, old in zip(g["params"], g["kinds"]))]
         self._cache = None
@@ -353,13 +354,13 @@ class AGD(torch.optim.Optimizer):
             raise ValueError(f"this AGD state was saved with preset {name!r}, not "
                              f"{self.preset.name!r}; build AGD(..., preset={name!r}) to resume")
         for g_new, g_old in zip(self.param_groups, state_dict.get("param_groups", [])):
-            old = [tuple(k) for k in g_old.get("kinds", g_new["kinds"])]
-            if old != [tuple(k) for k in g_new["kinds"]]:
+            old = [Kind(*k) for k in g_old.get("kinds", g_new["kinds"])]  # 3-tuples: share 1
+            if old != [Kind(*k) for k in g_new["kinds"]]:
                 raise ValueError("this AGD state was saved for parameters of other kinds "
                                  f"({old} vs {g_new['kinds']}); load it into the same model")
         super().load_state_dict(state_dict)
         for g in self.param_groups:
-            g["kinds"] = [tuple(k) for k in g["kinds"]]
+            g["kinds"] = [dataclasses.astuple(Kind(*k)) for k in g["kinds"]]
         self._cache = None
         self._counters["step"].fill_(int(saved["steps"]))
         self._counters["skipped"].fill_(int(saved["skipped_steps"]))

@@ -34,6 +34,8 @@ whole: not packing.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -136,8 +138,25 @@ def read_kinds(model: nn.Module, example: Any) -> dict[str, tuple[Kind | None, s
     return out
 
 
+def shared(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, str] | None:
+    """``kind`` sharing its layer's mass with the matrices whose products the reading saw added
+    to its own before any other op (``W_ih x + W_hh h``: one layer acting on ``[x; h]``,
+    ``docs/agd-rules.md`` §3); None if there are none or ``kind`` has no mass to share."""
+    if reading.share <= kind.share or kind.rule.mass(shape, kind) == 0:
+        return None
+    return (dataclasses.replace(kind, share=reading.share),
+            f"its product is added to {reading.share - 1} other matrix product(s) in one "
+            "pre-activation: one layer, whose mass they share")
+
+
 def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
-    """:func:`decide`, then :func:`packed`: the kind a reading alone gives (None: generic)."""
+    """:func:`decide`, :func:`shared`, then :func:`packed`: the kind a reading alone gives
+    (None: generic)."""
     kind, why = decide(reading, shape)
-    more = packed(kind, reading, shape) if kind is not None else None
-    return (more[0], f"{why}; {more[1]}") if more is not None else (kind, why)
+    if kind is None:
+        return None, why
+    for step in (shared, packed):
+        more = step(kind, reading, shape)
+        if more is not None:
+            kind, why = more[0], f"{why}; {more[1]}"
+    return kind, why

@@ -83,7 +83,9 @@ def _rnn_gates(m: nn.Module) -> int:
 
 
 def _rnn_linear(m: nn.Module) -> Kind:
-    return Kind("linear", blocks=_rnn_gates(m))
+    """An input or recurrent matrix: its gates are blocks, and it shares its layer's mass with
+    the other (``W_ih x + W_hh h`` is one layer acting on ``[x; h]``)."""
+    return Kind("linear", blocks=_rnn_gates(m), share=2)
 
 
 def _rnn_bias(m: nn.Module) -> Kind:

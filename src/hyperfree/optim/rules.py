@@ -57,18 +57,23 @@ class Kind:
     a matrix kind, the attention heads of a per-head packed projection: its output rows are
     ``groups`` equal groups of ``blocks`` blocks each (GPT-NeoX's ``query_key_value``: per head
     Q, K, V), every (group, block) a matrix cell of its own. Groups split cells, never mass.
+    ``share`` > 1: the tensor is one of ``share`` tensors whose outputs are summed into the same
+    pre-activation (a recurrent layer's ``W_ih x + W_hh h``): together they are ONE layer of
+    the product deep relative trust bounds, so each carries ``1/share`` of the mass
+    (``docs/agd-rules.md`` §3).
     """
 
     name: str
     blocks: int = 1
     groups: int = 1
+    share: int = 1
 
     def __post_init__(self) -> None:
         rule = KIND_RULES.get(self.name)
         if rule is None:
             raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
                              f"{', '.join(KIND_RULES)}")
-        for field in ("blocks", "groups"):
+        for field in ("blocks", "groups", "share"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
@@ -79,6 +84,7 @@ class Kind:
     def __str__(self) -> str:
         extra = [f"x{self.blocks}"] if self.blocks > 1 else []
         extra += [f"groups={self.groups}"] if self.groups > 1 else []
+        extra += [f"share={self.share}"] if self.share > 1 else []
         return self.name + (f"({', '.join(extra)})" if extra else "")
 
     @property
@@ -134,9 +140,10 @@ class KindRule:
     def sigma(self, shape: Shape, kind: Kind) -> float:
         raise NotImplementedError
 
-    def mass(self, shape: Shape, kind: Kind) -> int:
-        """The tensor's weight in ``L`` (packed blocks count as the separate tensors they are)."""
-        return kind.blocks
+    def mass(self, shape: Shape, kind: Kind) -> float:
+        """The tensor's weight in ``L``: packed blocks count as the separate tensors they are,
+        and tensors summed into one pre-activation share one layer's mass."""
+        return kind.blocks / kind.share
 
     def radius(self, shape: Shape, kind: Kind) -> float | None:
         """Frobenius norm of each retraction cell at AGD's initialisation (None: none)."""
@@ -224,7 +231,7 @@ class MatrixRule(KindRule):
     def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
         if kind.blocks > 1 or kind.groups > 1:
             return None
-        return Kind(self.name, blocks=blocks, groups=groups)
+        return dataclasses.replace(kind, blocks=blocks, groups=groups)
 
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
@@ -266,8 +273,8 @@ class ConvRule(MatrixRule):
     def sigma(self, shape: Shape, kind: Kind) -> float:
         return super().sigma(shape, kind) / math.sqrt(math.prod(shape[2:]))
 
-    def mass(self, shape: Shape, kind: Kind) -> int:
-        return 1  # a conv kernel counts once (the paper)
+    def mass(self, shape: Shape, kind: Kind) -> float:
+        return 1 / kind.share  # a conv kernel counts once (the paper)
 
     def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
         return None
@@ -351,7 +358,7 @@ class BiasRule(KindRule):
     def sigma(self, shape: Shape, kind: Kind) -> float:
         return math.sqrt(math.prod(shape) // kind.blocks)
 
-    def mass(self, shape: Shape, kind: Kind) -> int:
+    def mass(self, shape: Shape, kind: Kind) -> float:
         return 0
 
     def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
@@ -378,7 +385,7 @@ class GenericRule(KindRule):
     def sigma(self, shape: Shape, kind: Kind) -> float:
         return math.sqrt(math.prod(shape))
 
-    def mass(self, shape: Shape, kind: Kind) -> int:
+    def mass(self, shape: Shape, kind: Kind) -> float:
         return 0
 
     @torch.no_grad()
