@@ -37,7 +37,7 @@ iteration runs 1.8–2.1× faster than float32 (AVX512-BF16), so bfloat16 stays 
 Gram form of the same polynomial (iterating on ``X Xᵀ``) diverges in bfloat16 and is slower in
 float32; no warm start applies (the iteration keeps its start's singular vectors). The
 optimiser's default stays Jordan's 5 steps: the reference twin and the specification tests
-transcribe that iteration (``optim/_reference.py``, ``tests/optim/agd_spec.py``).
+transcribe that iteration (the twin's ``_ns``, ``tests/optim/agd_spec.py``).
 """
 from __future__ import annotations
 
