@@ -62,7 +62,8 @@ def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
                                    "examples of fashion-mnist; give at most 60000"]),
     (["--gain", "1e300"], ["agd needs --gain in (0, 1e6] (AGD's limit), got 1e+300"]),
     (["--epochs", "0"], ["argument --epochs: 0 is below 1"]),
-    (["--optimizer", "adam", "--epochs", "auto"], ["adam reports no η; give --epochs N"]),
+    (["--optimizer", "adam", "--epochs", "auto", "--schedule", "cosine"],
+     ["schedule 'cosine' decays over a known number of steps"]),
     (["--dataset", "mnist", "--data-dir", "MISSING"], ["pass --data-dir the folder", "or "
                                                        "--download"]),
     (["--eval-every", "0"], ["--eval-every must be an integer >= 1"]),

@@ -43,7 +43,7 @@ def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> Non
     assert list(dict.fromkeys(s.panel for s in specs)) == list(panels)
     for panel in panels:
         groups = [s.group for s in specs if s.panel == panel]
-        assert {f"agd-{p}" for p in PRESETS} | {"agd-auto"} <= set(groups)
+        assert {f"agd-{p}" for p in PRESETS} <= set(groups) and "agd-auto" not in groups
         grid = {"conv": (*R.ADAMW_GRID, 0.3), "conv-long": (*R.ADAMW_GRID, 0.3),
                 "finetune": R.FINETUNE_GRID}.get(panel, R.ADAMW_GRID)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "adamw") == \

@@ -17,13 +17,13 @@ import torch
 from torch import Tensor
 
 import hyperfree
-from hyperfree.optim import Ball, Sphere
+from hyperfree.optim import Ball, Rotation, Sphere
 
 from .reference_step import reference_step
 
 __all__ = ["ReferenceAGD"]
 
-_RETRACT = {Sphere: "sphere", Ball: "ball", type(None): None}
+_RETRACT = {Sphere: "sphere", Ball: "ball", Rotation: "rotation", type(None): None}
 
 
 class ReferenceAGD(hyperfree.AGD):

@@ -18,7 +18,9 @@ kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Al
     if G is not finite: change no weight and return
     every cell:  W_c ← W_c − gain · lr · (η/L) · σ_c · D_c
     retract (optional): every matrix block / conv slice / embedding row whose norm exceeds
-                        (sphere: differs from) its init norm ρ_c is rescaled to ρ_c
+                        (sphere: differs from) its init norm ρ_c is rescaled to ρ_c;
+                        rotation: rescaled to the norm √(‖W'_c‖² − d (1 − d/‖W'_c‖²)₊),
+                        d = ‖W'_c − W_c‖²
 """
 from __future__ import annotations
 
@@ -182,16 +184,29 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
         if u is None:
             continue
         cells, sigma, _, how = _cells(p, k, family)
+        before = p.clone()
         for c in cells:
             d = plan[j]
             j += 1
             c.copy_(c - (gains[i] * lrs[i] * eta / L * sigma).to(c.dtype) * d)
         if retract is not None:
-            for c, rho in _retract_cells(p, k):
-                n = torch.sqrt((c.double() ** 2).sum())
-                if n > 0 and (retract == "sphere" or n > rho):
-                    c.copy_(c * (rho / n).to(c.dtype))
+            _retract(p, before, k, retract)
     return eta.to(params[0].dtype)
+
+
+def _retract(p: Tensor, before: Tensor, kind: Kind, retract: str) -> None:
+    """Every retraction cell of ``p`` (moved from ``before``): sphere / ball to its init norm
+    ρ; rotation: ``‖W'‖² − d·max(0, 1 − d/‖W'‖²)``, ``d = ‖W' − W‖²``, as the squared norm."""
+    for (c, rho), (c0, _) in zip(_retract_cells(p, kind), _retract_cells(before, kind)):
+        n2 = (c.double() ** 2).sum()
+        if retract == "rotation":  # take out ‖Δ‖² · max(0, 1 − ‖Δ‖²/‖W'‖²)
+            d2 = ((c.double() - c0.double()) ** 2).sum()
+            taken = d2 * max(0.0, 1.0 - float(d2 / n2)) if n2 > 0 else 0.0
+            c.copy_(c * torch.sqrt((n2 - taken) / n2).to(c.dtype) if n2 > 0 else c)
+            continue
+        n = torch.sqrt(n2)
+        if n > 0 and (retract == "sphere" or n > rho):
+            c.copy_(c * (rho / n).to(c.dtype))
 
 
 def _move(params: list[Tensor], kinds: list[Kind], family: str, live: list[bool],
@@ -203,14 +218,12 @@ def _move(params: list[Tensor], kinds: list[Kind], family: str, live: list[bool]
         if not live[i]:
             continue
         cells, sigma, _, _ = _cells(p, k, family)
+        before = p.clone()
         for c in cells:
             c.copy_(c - (gains[i] * lrs[i] * eta / L * sigma).to(c.dtype) * directions[j])
             j += 1
         if retract is not None:
-            for c, rho in _retract_cells(p, k):
-                n = torch.sqrt((c.double() ** 2).sum())
-                if n > 0 and (retract == "sphere" or n > rho):
-                    c.copy_(c * (rho / n).to(c.dtype))
+            _retract(p, before, k, retract)
 
 
 def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Kind],

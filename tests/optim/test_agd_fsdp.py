@@ -42,7 +42,9 @@ D, V, T, STEPS = 6, 11, 7, 4
 CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-sphere", {"sharded_polar": "gather"}, 4),
            ("spectral-sphere", {"reference": True}, None),
-           ("spectral-fresh", {}, 4)]  # reduce, 2 all_to_all (polar), the finite flag
+           ("spectral-fresh", {}, 4),  # reduce, 2 all_to_all (polar), the finite flag
+           ("spectral-average", {}, 5),  # and the retraction's reduce (norms and ‖Δ‖²)
+           ("spectral-average", {"reference": True}, None)]
 
 
 class Block(nn.Module):

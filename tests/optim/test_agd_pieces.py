@@ -94,7 +94,7 @@ def test_every_piece_state_resumes_exactly(legacy):
 def test_rows_that_cannot_work_are_refused_by_name():
     with pytest.raises(ValueError, match="needs a Momentum source"):
         Preset("bad", Spectral(), Gradient(), Fresh())
-    with pytest.raises(ValueError, match="retraction must be one of Sphere, Ball, None"):
+    with pytest.raises(ValueError, match="retraction must be one of Sphere, Ball, Rotation, None"):
         Preset("bad", Spectral(), retraction=Momentum())
     with pytest.raises(ValueError, match="source must be one of Gradient, Momentum"):
         Preset("bad", Spectral(), SelfEstimate())

@@ -67,7 +67,13 @@ def _same(a: dict, b: dict, what: str) -> None:
         if name.endswith("attn.in_proj_bias"):  # the K block moves along float noise (see
             d = w.shape[0] // 3                   # tests/optim/test_agd_fsdp.py): dropped
             w, got = torch.cat([w[:d], w[2 * d:]]), torch.cat([got[:d], got[2 * d:]])
-        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6,
+        # float32: the shards sum in another order than one process (exact in float64:
+        # tests/optim/test_agd_fsdp.py). At width 8 the attention's K and V gradients are
+        # nearly rank-deficient, and their polar factors turn those last bits into 1e-4 by the
+        # fourth step (as 1 vs 2 threads in one process do), which the next steps spread: the
+        # bounds are those of float32 noise so amplified, far below a wrong shard's error.
+        atol = 5e-4 if name.endswith("attn.in_proj_weight") else 1e-4
+        torch.testing.assert_close(got, w, rtol=1e-4, atol=atol,
                                    msg=lambda m, n=name: f"{what} {n}: {m}")
 
 

@@ -37,6 +37,7 @@ def test_record_has_all_keys_and_matches_independent_evaluation() -> None:
     assert last["step"] == 8  # 64 samples / batch 16 * 2 epochs
     assert last["eta_min"] <= last["eta_mean"] <= last["eta_max"]
     assert 0 < last["rel_update"] < 1
+    history.stepper.eval()  # the record evaluates where the stepper does: AGD's average
     model = history.model.eval()
     x = (bundle.test_x.float() / 255 - 0.5) / 0.3
     with torch.no_grad():

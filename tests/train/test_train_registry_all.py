@@ -97,13 +97,13 @@ def test_one_agd_entry_per_preset() -> None:
     for spec, preset in [(f"agd-{p}", p) for p in PRESETS]:
         stepper = build_optimizer(spec, nn.Linear(4, 3, bias=False))
         assert stepper.optimizer.preset == PRESETS[preset], spec
-    # "agd" is the default, "auto": chosen by the network's normalisation layers
-    assert DEFAULT_PRESET == "auto"
+    # "agd" is the default preset, for every network; "agd-auto" (the earlier name) the same
+    assert DEFAULT_PRESET == "spectral-average"
     for spec in ("agd", "agd-auto"):
         plain = build_optimizer(spec, nn.Linear(4, 3, bias=False)).optimizer.preset
         normed = build_optimizer(spec, nn.Sequential(nn.Linear(4, 3, bias=False),
                                                      nn.LayerNorm(3))).optimizer.preset
-        assert (plain.name, normed.name) == ("spectral-fresh", "spectral-momentum"), spec
+        assert plain is normed is PRESETS[DEFAULT_PRESET], spec
 
 
 def test_muon_splits_by_kind_and_equals_torch() -> None:

@@ -254,12 +254,13 @@ def _report(history: Any, cfg: Any) -> None:
               f"{last['train_loss']:.4g}, train acc {last['train_acc']:.2%}, test loss "
               f"{last['test_loss']:.4g}, test acc {last['test_acc']:.2%}")
     from hyperfree.train import resolve_config
-    from hyperfree.train.length import eta_faded
+    from hyperfree.train.length import progress_faded
 
     resolved = resolve_config(cfg)  # a run given no length is "auto" for AGD
     if "auto" in (resolved.epochs, resolved.steps) and last is not None:
-        print("auto: η's mean over the last epoch fell below 1/20 of its peak, so the run "
-              "stopped" if eta_faded(history.records) else
-              "auto: the run reached its cap before η faded (give --epochs N for a longer run)")
+        print("auto: the training loss fell less over the last epoch than 1/20 of its best "
+              "epoch, so the run stopped" if progress_faded(history.records) else
+              "auto: the run reached its cap before its loss stopped falling (give --epochs N "
+              "for a longer run)")
     files = "config.json, metrics.jsonl, checkpoint.pt" + (", figure.png" if cfg.plots else "")
     print(f"results in {history.run_dir}/ ({files})")

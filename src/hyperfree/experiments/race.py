@@ -21,9 +21,9 @@ Workloads (panels; Fashion-MNIST at batch 128 and square loss unless said):
                classes 5-9 from those weights (``--init-from``)  quick 2 epochs (each)
 
 Contestants on every workload: ``agd-<preset>`` for every preset of
-:data:`hyperfree.optim.PRESETS` and ``agd-auto`` (the presets are read at import, so a new
-preset joins by itself; plain ``agd`` is the same builder as ``agd-<DEFAULT_PRESET>`` and is
-not run twice); ``adamw`` over the half-decade grid :data:`ADAMW_GRID` (the conv workloads add
+:data:`hyperfree.optim.PRESETS` (the presets are read at import, so a new preset joins by
+itself; plain ``agd`` and ``agd-auto`` are the same builder as ``agd-<DEFAULT_PRESET>`` and
+are not run twice); ``adamw`` over the half-decade grid :data:`ADAMW_GRID` (the conv workloads add
 0.3 above it, because the best sat on 0.1; fine-tuning spans :data:`FINETUNE_GRID`, as its
 users do) and ``sgd`` (momentum 0.9) over :data:`SGD_GRID`, both with ``--schedule cosine
 --warmup-steps W``, ``W`` = 5% of the run's optimiser steps, AdamW with weight decay 0.01
@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 from typing import Any, Collection, Mapping, Sequence
 
-from hyperfree.optim import AUTO, DEFAULT_PRESET, PRESETS
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 from hyperfree.train.transfer import parse_classes
 
@@ -72,7 +72,7 @@ LR_FREE_PEERS: tuple[str, ...] = ("schedulefree-adamw", "prodigy", "dadapt-adam"
 FIG1_DEFAULTS: tuple[tuple[str, str, float], ...] = (("adam-default", "adam", 1e-3),
                                                      ("sgd-default", "sgd", 0.1))
 WARMUP_FRACTION = 0.05
-PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in (*PRESETS, AUTO))
+PRESET_GROUPS: tuple[str, ...] = tuple(f"agd-{name}" for name in PRESETS)
 DEFAULT_GROUP = f"agd-{DEFAULT_PRESET}"
 METRICS: Mapping[str, tuple[str, bool]] = {p: ("test_loss", False)
                                            for p in ("gpt", "gpt-long", "lstm")}

@@ -20,7 +20,8 @@ one reduction per conv kernel on CPU and one per row-wise embedding):
                    (polar, sign), −gain·lr·η/L·σ/‖u_r‖ per embedding row
     move           W += c ⊙ source: ONE torch._foreach_addcmul_ (last read first); 0-dim
                    coefficients, tiled (r·P,) rows for conv cells
-    retract        every retraction cell × retraction.factor(‖W_c‖, ρ_c), one reduce
+    retract        every retraction cell × retraction.factor(‖W_c‖², ρ_c, ‖Δ_c‖²), one reduce
+                   (:mod:`._retract`)
 
 The arithmetic runs on ``xp`` (:mod:`._xp`): device tensors (no host sync), or numpy on eager
 CPU. A skipped step on the device makes η and every coefficient 0 and reads the sources through
@@ -41,7 +42,7 @@ from ._plan import Plan
 from ._xp import DEVICE, HOST
 from .newton_schulz import batched_dot, ns_dtype, orthogonalize
 
-__all__ = ["Polar", "Coefficients", "partial_sums", "step_size", "move", "retract",
+__all__ = ["Polar", "Coefficients", "partial_sums", "step_size", "move",
            "stack_matrices", "unstack_matrices"]
 
 #: ``polar(us, host, ns_steps) -> (directions {param: D}, ⟨u, D⟩ of every matrix in plan
@@ -280,46 +281,6 @@ def move(plan: Plan, params: list[Tensor], us: list[Tensor], directions: dict[in
         s = co.scale[i] if np.ndim(co.scale) else co.scale
         per_row = torch.where(n > 0, plan.sigma[i] * (float(s) if host else s) / n, 0.0)
         params[i].addcmul_(src(us[i]), per_row.unsqueeze(1).to(params[i].dtype))
-
-
-def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: Any) -> None:
-    """Rescale every retraction cell by ``retraction.factor(‖W_c‖, ρ_c)``, one ``reduce`` for
-    every norm; ``ok`` False (a skipped step on the device) makes every factor 1."""
-    acc = plan.consts.rho.dtype
-    sq = []
-    if plan.retract_whole:
-        views = [_narrow(params[u.param], u.select) for u in plan.retract_whole]
-        sq.append(torch.stack(torch._foreach_norm(views, dtype=acc)).square())
-    if plan.retract_patterns:
-        sq.append(_conv_squares(plan, params, plan.retract_patterns, acc))
-    if sq:
-        flat = torch.cat(sq)
-        factor = retraction.factor((reduce(flat) if reduce is not None else flat).sqrt(),
-                                   plan.consts.rho)
-        if not isinstance(ok, (bool, np.bool_)):
-            factor = torch.where(ok, factor, 1.0)
-        n_whole = len(plan.retract_whole)
-        ps = [_narrow(params[u.param], u.select) for u in plan.retract_whole]
-        scalars = _unbind(factor[:n_whole], ps) if ps else []
-        pats = plan.retract_patterns
-        tiled = factor[n_whole:].index_select(0, plan.consts.rho_tile_index).split(
-            [u.tiled[1] for u in pats]) if pats else []
-        cells = factor[n_whole:].split([u.K for u in pats]) if pats else []
-        for u, t, c in zip(pats, tiled, cells):
-            x = _narrow(params[u.param], u.select)
-            if _seen(x, u):
-                ps.append(_pattern_view(x, u, u.tiled))
-                scalars.append(t)
-            else:
-                x.mul_(c.view(1, 1, *u.shape[2:]).to(x.dtype))
-        if ps:
-            torch._foreach_mul_(ps, scalars)
-    for i in plan.retract_rows:  # embedding rows: whole on every shard, no reduce
-        n = torch.linalg.vector_norm(params[i], dim=1, keepdim=True, dtype=acc)
-        factor = retraction.factor(n, plan.radius[i])
-        if not isinstance(ok, (bool, np.bool_)):
-            factor = torch.where(ok, factor, 1.0)
-        params[i].mul_(factor.to(params[i].dtype))
 
 
 def _pattern_view(x: Tensor, u: Any, shape: tuple[int, int]) -> Tensor:

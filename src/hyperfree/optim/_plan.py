@@ -99,6 +99,7 @@ class Consts:
     tile_index: Tensor    # Pattern cells -> tiled coefficient rows
     rho: Tensor           # init norms of the retraction's Whole then Pattern cells
     rho_tile_index: Tensor
+    retract_coef: Tensor  # each retraction cell's coefficient in [cells | ps] (its update's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Plan:
     retract_whole: tuple[Whole, ...]
     retract_patterns: tuple[Pattern, ...]
     retract_rows: tuple[int, ...]
+    retract_polar: tuple[bool, ...]     # per retraction unit: moved along a polar direction
+    retract_row_cell: tuple[int | None, ...]  # per row tensor: its Whole unit (frobenius)
     consts: Consts
     host_consts: Consts | None          # CPU plans: numpy views of the same memory (no copy)
     ones: tuple[Tensor, ...]            # a 0-dim 1 in each parameter's dtype (host update)
@@ -128,6 +131,16 @@ class Plan:
     @property
     def n_main(self) -> int:
         return self.n_sq + self.consts.lin_w.shape[0]
+
+    @property
+    def n_fresh(self) -> int:
+        """Length of the fresh estimate's section of the flat vector."""
+        return self.n_sq + self.consts.fresh_lin_w.shape[0]
+
+    @property
+    def n_retract(self) -> int:
+        """Retraction cells (Whole units, then Pattern cells)."""
+        return self.consts.rho.shape[0]
 
 
 def _tile(M: int, P: int, width: int = 1024) -> int:
@@ -183,6 +196,31 @@ class _Builder:
                      for g in self.polar.values())
 
 
+def _retraction_sources(main: _Builder, retract: _Builder, polar: list[int]
+                        ) -> tuple[list[int], tuple[bool, ...], tuple[int | None, ...]]:
+    """Where each retraction cell's update comes from: the index of its coefficient in
+    ``[cell coefficients (n_sq) | per-tensor coefficients (polar, then sign)]``, whether the
+    unit moves along a polar tensor's direction (else along ``u``), and per row tensor the
+    Whole unit of a frobenius embedding (None: its rows are units of their own)."""
+    n_sq = len(main.whole) + sum(u.K for u in main.patterns)
+    at_polar = {i: n_sq + k for k, i in enumerate(polar)}
+    whole_at = {(u.param, u.select): k for k, u in enumerate(main.whole)}
+    pattern_at, off = {}, len(main.whole)
+    for u in main.patterns:
+        pattern_at[(u.param, u.select)] = off
+        off += u.K
+    coef, flags = [], []
+    for u in retract.whole:
+        flags.append(u.param in at_polar)
+        coef.append(at_polar[u.param] if flags[-1] else whole_at.get((u.param, u.select), 0))
+    for u in retract.patterns:
+        flags.append(u.param in at_polar)
+        start = pattern_at.get((u.param, u.select), 0)
+        coef += [at_polar[u.param]] * u.K if flags[-1] else list(range(start, start + u.K))
+    rows = tuple(None if i in main.rows else whole_at.get((i, None)) for i in retract.rows)
+    return coef, tuple(flags), rows
+
+
 def _tile_index(pats: Sequence[Pattern]) -> list[int]:
     idx, start = [], 0
     for u in pats:
@@ -221,6 +259,8 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
     def tensor(values, dtype=acc) -> Tensor:
         return torch.tensor(list(values), dtype=dtype, device=dev)
 
+    retract_coef, retract_polar, retract_row_cell = _retraction_sources(main, retract, polar)
+
     consts = Consts(
         sq_w=tensor(sigma[i] / total_L for i in sq_param),
         sq_sigma=tensor(sigma[i] for i in sq_param), sq_param=tensor(sq_param, torch.long),
@@ -231,13 +271,15 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
         tile_index=tensor(_tile_index(main.patterns), torch.long),
         rho=tensor([radius[u.param] for u in retract.whole]
                    + [radius[u.param] for u in retract.patterns for _ in range(u.K)]),
-        rho_tile_index=tensor(_tile_index(retract.patterns), torch.long))
+        rho_tile_index=tensor(_tile_index(retract.patterns), torch.long),
+        retract_coef=tensor(retract_coef, torch.long))
     ones = {d: torch.ones((), dtype=d, device=dev) for d in {p.dtype for p in params}}
     needs_acc = dev.type == "cpu" and (main.patterns or retract.patterns)
     host = Consts(*(t.numpy() for t in dataclasses.astuple(consts))) if dev.type == "cpu" \
         else None
     return Plan(total_L, sigma, radius, tuple(main.whole), tuple(main.patterns),
                 tuple(main.signs), tuple(main.rows), groups, tuple(retract.whole),
-                tuple(retract.patterns), tuple(retract.rows), consts, host,
+                tuple(retract.patterns), tuple(retract.rows), retract_polar,
+                retract_row_cell, consts, host,
                 tuple(ones[p.dtype] for p in params),
                 torch.empty(CHUNK, dtype=acc, device=dev) if needs_acc else None)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed, _flags
+from ._averaging import AveragedWeights
 from ._declare import report, summary
 from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, refuse_ported,
                       warn_lr)
@@ -30,8 +31,8 @@ from ._piece_state import PieceStates, local
 from ._plan import Plan, build_plan
 from ._resolve import KindsNote, Resolution, loaded_kinds
 from .functional import Shards, agd
-from .kinds import INIT_ORIGINS, Kind, ParamInfo, is_normalised
-from .presets import DEFAULT_PRESET, Preset, choose_preset, with_ns_steps
+from .kinds import INIT_ORIGINS, Kind, ParamInfo
+from .presets import DEFAULT_PRESET, Preset, get_preset, with_ns_steps
 from .rules import rule_of
 
 __all__ = ["AGD", "init_weights", "KindsNote"]
@@ -41,7 +42,7 @@ _PLANS = 8  # plans kept per optimiser (one per set of parameters that had gradi
 SETTINGS = {"infer": True, "ns_steps": 5, "sharded_polar": "owner"}
 
 
-class AGD(torch.optim.Optimizer):
+class AGD(AveragedWeights, torch.optim.Optimizer):
     r"""Automatic Gradient Descent for any model (:mod:`hyperfree.optim.functional` has the
     algorithm of every preset).
 
@@ -49,10 +50,8 @@ class AGD(torch.optim.Optimizer):
         params: the model (its trainable parameters; kinds read from their owning modules),
             or an iterable of tensors, ``(name, tensor)`` pairs or param-group dicts together
             with ``model=`` (or ``kinds=`` for every tensor).
-        preset: a name from :data:`hyperfree.optim.PRESETS`, a :class:`Preset`, or ``"auto"``
-            (the default): ``spectral-momentum`` for a network with a normalisation layer,
-            ``spectral-fresh`` for one without (:func:`~hyperfree.optim.choose_preset`).
-            :attr:`preset` is the preset chosen.
+        preset: a name from :data:`hyperfree.optim.PRESETS` or a :class:`Preset`; the
+            default ``spectral-average`` is one rule for every network (``"auto"`` names it).
         gain: dimensionless multiplier of the step (default 1.0, the paper's setting).
         lr: scheduler hook multiplying the step (default 1.0 = AGD as derived).
         model: the module that owns ``params`` when ``params`` is not the module itself.
@@ -102,8 +101,7 @@ class AGD(torch.optim.Optimizer):
         groups, self._infos = param_groups(params, model, kinds,
                                            resolution.infos if resolution else None)
         self._preset_arg, self._ns_steps_arg = preset, settings["ns_steps"]
-        self.preset = with_ns_steps(choose_preset(preset, normalised=is_normalised(
-            owner, [k for g in groups for k in g["kinds"]])), settings["ns_steps"])
+        self.preset = with_ns_steps(get_preset(preset), settings["ns_steps"])
         if not any(len(g["params"]) for g in groups):
             raise ValueError("AGD got no trainable parameters: pass a model with at least one "
                              "parameter that requires grad")
@@ -130,9 +128,8 @@ class AGD(torch.optim.Optimizer):
         return report(list(self._infos.values()))
 
     def _adopt(self, infos: list[ParamInfo], preset: str | Preset | None = None) -> None:
-        """New kinds before any step (read from the first forward, or loaded): the groups'
-        kinds, the preset if it was chosen from the network, the pieces' state and the plans
-        follow them."""
+        """New kinds before any step (read from the first forward, or loaded with the preset
+        ``preset``): the groups' kinds, the pieces' state and the plans follow them."""
         if self.steps:
             return
         self._infos.update({id(i.param): i for i in infos})
@@ -144,10 +141,7 @@ class AGD(torch.optim.Optimizer):
         if self.L == 0:
             raise ValueError("AGD got only parameters of mass 0 (biases and generic tensors), "
                              "so L = 0 and the step is undefined: declare a weight's kind")
-        model = self._resolution._model() if self._resolution is not None else None
-        self.preset = with_ns_steps(choose_preset(
-            preset or self._preset_arg, normalised=is_normalised(
-                model, [k for _, _, _, k in self._entries()])), self._ns_steps_arg)
+        self.preset = with_ns_steps(get_preset(preset or self._preset_arg), self._ns_steps_arg)
         self.state, self._pieces = defaultdict(dict), PieceStates(self.preset.slots)
         self._plans.clear()
         self._prepare()
@@ -164,6 +158,7 @@ class AGD(torch.optim.Optimizer):
         self._cache: list | None = None  # _entries()
         self._host: bool | None = None   # tests force a finish; None: host on eager CPU
         self._sharded: _distributed.ShardedStep | None = None
+        self._evaluating = False  # the model holds the averaged weights (eval())
         # counters and the pieces' global state: tensors next to the weights, so that a step
         # needs no host sync and torch.compile(opt.step) does not specialise on them
         self._counters: dict[str, Tensor] = {}
@@ -204,19 +199,20 @@ class AGD(torch.optim.Optimizer):
         state = super().__getstate__()  # plans, caches and collectives are rebuilt on load
         state.update(preset=self.preset, sharded_polar=self.sharded_polar,
                      _counters={k: v.clone() for k, v in self._counters.items()},
-                     _pieces=self._pieces.saved(),
+                     _pieces=self._pieces.saved(), _evaluating=self._evaluating,
                      _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         counters, pieces = state.pop("_counters", {}), state.pop("_pieces", {})
-        infos = state.pop("_infos", [])
+        infos, evaluating = state.pop("_infos", []), state.pop("_evaluating", False)
         super().__setstate__(state)
         self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
         self._init_runtime()
         self._counters = dict(counters)
         self._pieces.fields = {s: dict(d) for s, d in pieces.items()}
         self._prepare()
+        self._evaluating = evaluating
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(checked_group(param_group, self._infos, self.defaults))
@@ -297,6 +293,10 @@ class AGD(torch.optim.Optimizer):
         live = tuple(j for j, (_, _, p, _) in enumerate(entries) if p.grad is not None)
         if not live:
             return loss
+        if self._evaluating:
+            raise RuntimeError("AGD.step() while the model holds the averaged weights (after "
+                               "AGD.eval()): call AGD.train() before the forward pass whose "
+                               "gradients you step with")
         grads = [entries[j][2].grad for j in live]
         for j, g in zip(live, grads):
             if g.is_sparse:
@@ -309,6 +309,10 @@ class AGD(torch.optim.Optimizer):
         if not host and not compiling:
             self._flags.drain(block=False)
         eta, ok = self._update(live, grads, host)
+        if self.preset.average is not None and (not host or ok):
+            params = [p for _, _, p, _ in entries]  # every parameter: x follows W
+            self.preset.average.update(self._pieces.of(params, self.state)["average"],
+                                       [local(p) for p in params], ok)
         for g in self.param_groups:
             g["eta"] = eta
         if host:
@@ -339,7 +343,8 @@ class AGD(torch.optim.Optimizer):
         sd = super().state_dict()
         self._flags.drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
-                     "preset": self.preset.name, "state": self._pieces.saved()}
+                     "preset": self.preset.name, "state": self._pieces.saved(),
+                     "evaluating": self._evaluating}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -365,6 +370,7 @@ class AGD(torch.optim.Optimizer):
         self._counters["step"].fill_(int(saved["steps"]))
         self._counters["skipped"].fill_(int(saved["skipped_steps"]))
         self._pieces.load(saved)
+        self._evaluating = bool(saved.get("evaluating", False))
         self._flags.clear()
 
 

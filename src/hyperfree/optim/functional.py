@@ -20,7 +20,10 @@ cell's σ, its unit direction map D and L = Σ mass, :mod:`hyperfree.optim.rules
                 Fresh(β): H ← β H + (1−β) F  (if k > 0),  G = max(0, H/(1−β^k))
     η           η = log((1 + sqrt(1 + 4G)) / 2);  skip if G is not finite
     update      W_c ← W_c − gain · lr · (η/L) · σ_c · D_c     for every cell c
-    retraction  W_c ← W_c · factor(‖W_c‖, ρ_c)  (Sphere: ρ/‖W‖; Ball: min(1, ρ/‖W‖))
+    retraction  W_c ← W_c · factor  (Sphere: ρ/‖W‖; Ball: min(1, ρ/‖W‖);
+                Rotation: √((‖W_c‖² − ‖Δ_c‖²)/‖W_c‖²), Δ_c the cell's move)
+    average     (PolyAverage; by the optimiser, over every parameter, stepped or not)
+                k ← k + 1,  x ← x + (γ+1)/(k+γ) · (W − x)    if the step was taken
     source      (lagged estimate) m ← β m + (1−β) g,  k ← k + 1
 
 ``gain`` is the paper's dimensionless multiplier (default 1); ``lr`` (default 1) multiplies the
@@ -35,8 +38,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._kernels import Polar, move, partial_sums, retract, step_size
+import numpy as np
+
+from ._kernels import Polar, move, partial_sums, step_size
 from ._plan import Plan
+from ._retract import retract
 
 __all__ = ["agd", "Shards"]
 
@@ -84,10 +90,24 @@ def agd(params: list[Tensor], grads: list[Tensor], state: dict[str, Any], *, pla
     if not host or co.ok:
         move(plan, params, d.us, directions, row_norms, co, host)
         if preset.retraction is not None:
-            retract(plan, params, preset.retraction, reduce, co.ok)
+            _retract(plan, params, preset.retraction, reduce, co, d.us, directions,
+                     row_norms, host)
     if estimate.lagged:
         source.absorb(state["source"], grads, finite)
     dtype, device = params[0].dtype, params[0].device
     if host:
         return torch.tensor(float(co.eta), dtype=dtype, device=device), bool(co.ok)
     return (co.eta if co.eta.dtype == dtype else co.eta.to(dtype)), co.ok
+
+
+def _retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, co: Any,
+             us: list[Tensor], directions: dict[int, Tensor], row_norms: list[Tensor],
+             host: bool) -> None:
+    """The retraction unit, with what a retraction that needs the step's size reads."""
+    if not retraction.needs_step:
+        retract(plan, params, retraction, reduce, co.ok)
+        return
+    coefficients = np.concatenate([co.cells, co.ps]) if host else torch.cat([co.cells, co.ps])
+    retract(plan, params, retraction, reduce, co.ok,
+            sources=[directions.get(i, u) for i, u in enumerate(us)],
+            coefficients=coefficients, row_norms=row_norms, scale=co.scale)

@@ -60,9 +60,9 @@ from torch import Tensor, nn
 from ._declare import undeclared_error
 from .rules import KIND_NAMES, Kind, as_kind
 
-__all__ = ["KIND_NAMES", "Kind", "KindSpec", "NORM_TYPES", "ParamInfo", "RULES",
+__all__ = ["KIND_NAMES", "Kind", "KindSpec", "ParamInfo", "RULES",
            "TIE_RESOLUTION", "ORIGINS", "INIT_ORIGINS", "as_kind", "register_kinds",
-           "kinds_for", "classify", "type_path", "resolve_tie", "is_normalised"]
+           "kinds_for", "classify", "type_path", "resolve_tie"]
 
 #: What a rules table entry may hold: a kind name, a :class:`Kind`, or a function of the owning
 #: module returning one (for kinds that read the module, e.g. a conv's ``groups``).
@@ -119,20 +119,6 @@ RULES: dict[type | str, dict[str, KindSpec]] = {
 }
 if hasattr(nn, "RMSNorm"):
     RULES[nn.RMSNorm] = {"weight": "gain"}
-
-#: Normalisation layers: what feeds them reaches the loss only up to its scale (the premise of
-#: ``preset="auto"``, ``docs/agd-stability.md`` §7). A model with one of these, or with any
-#: parameter of kind ``gain`` (a custom norm registered by the user), counts as normalised.
-NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
-                                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
-
-
-def is_normalised(model: nn.Module | None, kinds: Iterable[Kind]) -> bool:
-    """Whether the network has a normalisation layer: a module of :data:`NORM_TYPES` in
-    ``model``, or a ``gain`` among ``kinds`` (the kinds of the parameters AGD steps)."""
-    if model is not None and any(isinstance(m, NORM_TYPES) for m in model.modules()):
-        return True
-    return any(k.rule.normalises for k in kinds)
 
 
 #: How a tied parameter's kind is chosen when its owners disagree: {set of kinds: winner}.

@@ -18,12 +18,17 @@ A preset (:mod:`.presets`) is one row naming a piece for each slot of the step
                                       G = max(0, H / (1 − β^k))
     retraction  Sphere / Ball         every matrix cell / embedding row rescaled to    -
                                       (sphere) or into (ball) its init norm ρ
+                Rotation              every such cell's ‖W‖² changes by its first-order -
+                                      term 2⟨Δ, W⟩ only: the step's ‖Δ‖² is taken out
+                                      (× (1 − ‖Δ‖²/‖W'‖²)₊, nothing for a long step)
+    average     PolyAverage(γ)        x ← x + c (W − x), c = (γ+1)/(k+γ) per taken     x per param,
+                                      step k: the weights to evaluate (AGD.eval())     k (count)
 
 ``state_dict`` saves every piece's state the same way: a field listed in ``per_param`` is a
 list with one tensor per parameter (kept in ``optimizer.state[p][field]``), every other field
 is one tensor (kept in ``state_dict()["agd"]["state"][slot][field]``).
 
-The scalar arithmetic (:meth:`SelfEstimate.G`, :meth:`Fresh.G`, :meth:`Sphere.factor`) is
+The scalar arithmetic (:meth:`SelfEstimate.G`, :meth:`Fresh.G`) is
 written once over ``xp``, the array namespace of the step's finish: torch on a device (0-dim
 tensors, no host sync) or numpy on the host (eager CPU); see :mod:`._apply`.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,7 +45,8 @@ from .cells import LocalRows
 from .rules import Kind, KindRule
 
 __all__ = ["Piece", "Direction", "Frobenius", "Spectral", "Gradient", "Momentum",
-           "MomentumState", "SelfEstimate", "Fresh", "FreshState", "Sphere", "Ball", "FAMILIES"]
+           "MomentumState", "SelfEstimate", "Fresh", "FreshState", "Sphere", "Ball", "Rotation",
+           "PolyAverage", "AverageState", "FAMILIES"]
 
 
 class Piece:
@@ -223,17 +230,93 @@ class Fresh(Piece):
 
 
 # ---------------------------------------------------------------- retraction
+# factor(sq, rho, delta_sq): the multiplier of every retraction cell from its squared norm after
+# the move, its init norm ρ and (pieces with ``needs_step``) the squared norm of its move ‖Δ‖²
 @dataclasses.dataclass(frozen=True)
 class Sphere(Piece):
     """Every retraction cell back to its init norm ρ (``docs/agd-stability.md`` §5)."""
 
-    def factor(self, norms: Tensor, rho: Tensor) -> Tensor:
-        return torch.where(norms > 0, rho / norms, 1.0)
+    needs_step: ClassVar[bool] = False
+
+    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
+        return torch.where(sq > 0, rho / sq.sqrt(), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Ball(Piece):
     """Every retraction cell whose norm exceeds its init norm ρ back to ρ."""
 
-    def factor(self, norms: Tensor, rho: Tensor) -> Tensor:
-        return torch.where(norms > 0, (rho / norms).clamp(max=1.0), 1.0)
+    needs_step: ClassVar[bool] = False
+
+    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
+        return torch.where(sq > 0, (rho / sq.sqrt()).clamp(max=1.0), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotation(Piece):
+    """Every retraction cell's squared norm changes by the step's first-order term only
+    (``docs/agd-stability.md`` §8): after ``W' = W + Δ``, ``‖W'‖² = ‖W‖² + 2⟨Δ, W⟩ + ‖Δ‖²``,
+    and the factor takes the ``‖Δ‖²`` out, so the part of the step along ``W`` moves the norm
+    as the gradient flow would and the part across ``W`` turns the cell without growing it
+    (the random walk of the norms that noise drives otherwise). The premise is a step short
+    against the weight; with ``ρ = ‖Δ‖²/‖W'‖²`` what is taken out is ``‖Δ‖² (1 − ρ)₊``, the
+    same to second order in ``‖Δ‖/‖W‖`` and nothing where the step is as long as the weight
+    (a cell that starts at zero moves freely): ``factor = √(1 − ρ (1 − ρ)₊) ≥ √(3/4)``."""
+
+    needs_step: ClassVar[bool] = True
+
+    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
+        r = torch.where(sq > 0, delta_sq / sq, 1.0)
+        return (1.0 - r * (1.0 - r).clamp(min=0.0)).sqrt()
+
+
+# ---------------------------------------------------------------- averaged weights
+class AverageState(NamedTuple):
+    average: list[Tensor]  # x, one per parameter
+    count: Tensor          # k: the steps averaged (int64, 0-dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolyAverage(Piece):
+    """Polynomial-decay averaging of the weights (Shamir & Zhang 2013, ICML, "Stochastic
+    gradient descent for non-smooth optimization: convergence results and optimal averaging
+    schemes", §4): after every step taken,
+    ``k ← k + 1``, ``x ← x + c (W − x)`` with ``c = (γ + 1)/(k + γ)`` (the first step copies
+    ``W``). ``x`` weighs the iterate of step ``s`` about as ``s^γ``: an average over the last
+    ``≈ 1/(γ + 1)`` of the run at any time, with no horizon (``docs/agd-stability.md`` §8).
+    γ = 8 is DoG's (Ivgi, Hinder, Carmon 2023, "DoG is SGD's best friend", §4), whose step,
+    like AGD's, is set by a rule rather than a schedule.
+    The step trains ``W``; :meth:`hyperfree.optim.AGD.eval` puts ``x`` in the model."""
+
+    gamma: float = 8.0
+    per_param: ClassVar[tuple[str, ...]] = ("average",)
+    State: ClassVar[type] = AverageState
+
+    def __post_init__(self) -> None:
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.0 <= g < 1e6:
+            raise ValueError(f"PolyAverage: gamma must be a number >= 0, got {g!r}")
+
+    def init(self, params: list[Tensor]) -> AverageState:
+        """The average starts at the weights (a parameter added later joins at its value; the
+        first step taken copies ``W`` whatever ``x`` was)."""
+        return AverageState([p.detach().clone(memory_format=torch.preserve_format)
+                             for p in params], _zero(params, torch.int64))
+
+    def update(self, state: AverageState, params: list[Tensor], ok: Any) -> None:
+        """Average the weights just stepped (in place); ``ok`` False (a skipped step on the
+        device, a 0-dim bool tensor) changes nothing."""
+        if isinstance(ok, (bool, np.bool_)):
+            state.count.add_(1)
+            c = (self.gamma + 1.0) / (int(state.count) + self.gamma)
+        else:
+            state.count.add_(ok.to(state.count.dtype))
+            k = state.count.to(torch.float64)
+            c = torch.where(ok, (self.gamma + 1.0) / (k + self.gamma), 0.0)
+        if not isinstance(c, Tensor):
+            torch._foreach_lerp_(state.average, params, c)
+            return
+        for dtype in {p.dtype for p in params}:  # a tensor weight has the tensors' dtype
+            pick = [i for i, p in enumerate(params) if p.dtype == dtype]
+            torch._foreach_lerp_([state.average[i] for i in pick], [params[i] for i in pick],
+                                 c.to(dtype))

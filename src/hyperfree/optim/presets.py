@@ -17,33 +17,35 @@ the step that is not derived from the architecture:
 * ``retraction`` — keep every matrix block / conv slice / embedding row on
   (:class:`~.pieces.Sphere`) or inside (:class:`~.pieces.Ball`) the Frobenius sphere of AGD's
   initialisation, so that the majorisation's premise ``‖W‖ ≈ s(W)`` keeps holding
-  (``docs/agd-stability.md``); ``None`` = never.
+  (``docs/agd-stability.md``), or move its norm by the step's first-order term only
+  (:class:`~.pieces.Rotation`); ``None`` = never;
+* ``average`` — the weights the model is evaluated at (:meth:`hyperfree.optim.AGD.eval`):
+  :class:`~.pieces.PolyAverage`, or ``None`` (the iterate itself).
 
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
 
-``"auto"`` (:data:`AUTO`, the default) is not a preset but a choice of one by the network's
-structure, made once when AGD is built (:func:`choose_preset`): ``spectral-momentum`` if the
-network has a normalisation layer, ``spectral-fresh`` if it has none. Why: noise in the self
-estimate keeps η from falling, so each step spends the budget in noise directions and the
-weights' norms random-walk upwards. A layer that feeds a normalisation layer reaches the loss
-only through its direction, and that growth shrinks its effective step (∝ 1/‖W‖²): such
-networks anneal by themselves and take the longer self-estimated steps well. A network without
-normalisation has no such brake, and the walk ends in loss spikes unless ``G`` is estimated
-without the noise bias (``docs/agd-stability.md`` §2, §4, §7).
+The default, ``spectral-average`` (:data:`DEFAULT_PRESET`), is one rule for every network
+(``docs/agd-stability.md`` §8): spectral directions of the momentum, G self-estimated, every
+weight's norm moved by the step's first-order term only (:class:`~.pieces.Rotation`: the noise's
+random walk of the norms is gone, so nothing makes η's plateau unstable), and the weights
+evaluated at their polynomial-decay average (:class:`~.pieces.PolyAverage`: the average anneals
+what η does not, with no horizon). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
+between ``spectral-momentum`` and ``spectral-fresh``, now names the default.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, Piece, SelfEstimate,
-                     Spectral, Sphere)
+from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, Piece, PolyAverage, Rotation,
+                     SelfEstimate, Spectral, Sphere)
 
-__all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "choose_preset",
-           "list_presets", "with_ns_steps"]
+__all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "list_presets",
+           "with_ns_steps"]
 
 _SLOTS = {"family": (Frobenius, Spectral), "source": (Gradient, Momentum),
-          "estimate": (SelfEstimate, Fresh), "retraction": (Sphere, Ball, type(None))}
+          "estimate": (SelfEstimate, Fresh), "retraction": (Sphere, Ball, Rotation, type(None)),
+          "average": (PolyAverage, type(None))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Preset:
     source: Piece = Gradient()
     estimate: Piece = SelfEstimate()
     retraction: Piece | None = None
+    average: Piece | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -93,38 +96,29 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("spectral-fresh", Spectral(), Momentum(0.95), Fresh(0.95),
            description="spectral with momentum; G estimated without noise bias from the fresh "
                        "gradient against the previous momentum's direction"),
+    Preset("spectral-average", Spectral(), Momentum(0.95), retraction=Rotation(),
+           average=PolyAverage(8.0),
+           description="spectral with momentum; norms move at first order only; evaluated at "
+                       "the polynomial-decay average of the weights (the default)"),
 )}
 
-#: The name that chooses a preset by the network's structure (:func:`choose_preset`).
-AUTO = "auto"
-#: What ``"auto"`` chooses: {network has a normalisation layer: preset name}.
-AUTO_CHOICE: dict[bool, str] = {True: "spectral-momentum", False: "spectral-fresh"}
-
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = AUTO
+DEFAULT_PRESET = "spectral-average"
+#: The earlier default's name (a switch on module types); it now names :data:`DEFAULT_PRESET`.
+AUTO = "auto"
 
 
 def get_preset(name: str | Preset) -> Preset:
-    """The registered preset ``name`` (a :class:`Preset` is returned as is)."""
+    """The registered preset ``name`` (a :class:`Preset` is returned as is; ``"auto"`` is the
+    default)."""
     if isinstance(name, Preset):
         return name
     key = str(name).strip().lower()
-    if key == AUTO:
-        raise ValueError(f"AGD preset {AUTO!r} is chosen from the network: use "
-                         f"choose_preset({AUTO!r}, normalised=...) or build AGD(model)")
     try:
-        return PRESETS[key]
+        return PRESETS[DEFAULT_PRESET if key == AUTO else key]
     except KeyError:
         raise ValueError(f"unknown AGD preset {name!r}; choose one of "
-                         f"{', '.join([AUTO, *PRESETS])}") from None
-
-
-def choose_preset(name: str | Preset, *, normalised: bool) -> Preset:
-    """``name``'s preset; for ``"auto"``, :data:`AUTO_CHOICE` of ``normalised`` (whether the
-    network has a normalisation layer, :func:`hyperfree.optim.kinds.is_normalised`)."""
-    if isinstance(name, str) and name.strip().lower() == AUTO:
-        return PRESETS[AUTO_CHOICE[bool(normalised)]]
-    return get_preset(name)
+                         f"{', '.join(PRESETS)}") from None
 
 
 def list_presets() -> list[str]:

@@ -115,7 +115,6 @@ class KindRule:
     packable = True           # may stack ``blocks`` equal blocks
     block_dim = 0             # the dim the blocks split
     grouped = False           # has groups (a conv's channel groups, a matrix's heads)
-    normalises = False        # a normalisation layer's gain: the network is normalised
     has_padding_row = False   # reads its owner's ``padding_idx`` (a row kept at zero)
 
     def check(self, name: str, shape: Shape, kind: Kind) -> None:
@@ -335,7 +334,6 @@ class GainRule(KindRule):
     spectral family (the ℓ∞ operator norm's duality map); starts at one."""
 
     name, dims = "gain", "at least 1-D"
-    normalises = True
 
     def sigma(self, shape: Shape, kind: Kind) -> float:
         return 1.0

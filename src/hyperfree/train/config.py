@@ -173,10 +173,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
               "clip_grad_norm")
     args = resolve_optim_args(cfg.optimizer, OptimArgs(**{f: getattr(cfg, f) for f in fields}))
     eta = reports_step_size(cfg.optimizer)
-    if AUTO in (cfg.epochs, cfg.steps) and not eta:
-        unit = "epochs" if cfg.epochs == AUTO else "steps"
-        raise ValueError(f"{unit}='auto' stops when AGD's step size η has faded, and "
-                         f"{cfg.optimizer} reports no η; give {unit}=N")
     if AUTO in (cfg.epochs, cfg.steps) and args.schedule not in (None, "constant"):
         raise ValueError(f"schedule {args.schedule!r} decays over a known number of steps, "
                          "which an 'auto' run does not have; give epochs=N or steps=N")

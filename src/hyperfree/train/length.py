@@ -1,26 +1,27 @@
-"""How long a run is: a fixed number of epochs or steps, or ``auto`` (stop when η has faded).
+"""How long a run is: a fixed number of epochs or steps, or ``auto`` (stop when the training
+loss has stopped falling).
 
 ``epochs=N`` trains N whole epochs, ``steps=N`` N optimiser steps. ``epochs="auto"`` and
 ``steps="auto"`` stop by themselves, by the rule below, and at the latest after
 :data:`AUTO_MAX_EPOCHS` epochs. A run given neither gets ``epochs="auto"`` if its optimiser
-reports a step size η (AGD), else :data:`DEFAULT_EPOCHS` epochs (:func:`default_length`).
+needs no schedule (AGD: it reports its own step size η), else :data:`DEFAULT_EPOCHS` epochs
+(:func:`default_length`).
 
-The auto rule (:func:`eta_faded`). AGD's step moves every layer by ``gain·η/L`` of its own
-scale, in its own norm (Bernstein et al. 2023, Algorithm 1), and η is computed from the
-gradient: it is large while the network still learns and falls towards 0 once the training
-loss is fitted (the ``spectral-fresh`` preset, the default for networks without normalisation,
-anneals η this way; Figure 4 of the paper). So the mean of η over the last epoch of steps,
-η̄, measures how far an epoch still moves the weights relative to the epoch that moved them
-most. The run stops at the first record (epoch end for ``epochs="auto"``, every
-``eval_every`` steps for ``steps="auto"``) where
+The auto rule (:func:`progress_faded`). What an epoch still buys is the fall of the training
+loss over it. Per record ``i`` (epoch ``e_i``, mean training loss ``ℓ_i`` over its segment), the
+rate ``r_i = (ℓ_j − ℓ_i)/(e_i − e_j)`` per epoch over the last epoch (``j`` the latest record
+at least one epoch before; records within the first epoch have none). The run stops at the
+first record (epoch end for ``epochs="auto"``, every ``eval_every`` steps for ``steps="auto"``)
+where
 
-    η̄  <  FADE_FRACTION · max(η̄ over the records so far),        FADE_FRACTION = 1/20,
+    r_i  <  FADE_FRACTION · max(r over the records so far),        FADE_FRACTION = 1/20,
 
-i.e. when 20 further epochs would move the weights less than the most active epoch did. On
-the default run (FCN 8×256, Fashion-MNIST) the rule stops at epoch 11 of 30 with the same test
-accuracy, 89.6% (README). The rule reads only the metrics records, so a resumed run makes the
-same decision, and a run that has stopped stays stopped. It needs the η that AGD reports: for
-an optimiser that reports none, ``auto`` is refused (give a number).
+i.e. when 20 further epochs would lower the loss less than the most productive epoch did. The
+loss, not AGD's η, is read because the default preset's η plateaus: it anneals through the
+average of its weights (``docs/agd-stability.md`` §8). The README gives the default run's stop.
+The rule reads only the metrics records, so a resumed run makes the same decision, and a run
+that has stopped stays stopped. A learning-rate schedule needs its horizon, so ``auto`` is
+refused with one.
 
 A step-counted run records every ``eval_every`` steps; when that is not given it is
 :func:`default_eval_every`: about :data:`RECORDS_PER_RUN` records over ``steps=N``, and
@@ -33,12 +34,12 @@ from typing import Any, Sequence
 
 __all__ = ["AUTO", "DEFAULT_EPOCHS", "AUTO_MAX_EPOCHS", "FADE_FRACTION", "RECORDS_PER_RUN",
            "RECORDS_PER_EPOCH", "check_length", "default_length", "default_eval_every",
-           "eta_faded", "RunLength"]
+           "progress_faded", "RunLength"]
 
 AUTO = "auto"
 # The fixed length of a run whose optimiser reports no step size (Adam, SGD, towers, peers).
 DEFAULT_EPOCHS = 30
-# An auto run stops here at the latest, even if η never fades (e.g. a momentum preset).
+# An auto run stops here at the latest, even if its loss never stops falling.
 AUTO_MAX_EPOCHS = 30
 FADE_FRACTION = 1 / 20
 RECORDS_PER_RUN = 10  # each record evaluates the whole test split: a few seconds for the GPT
@@ -65,32 +66,30 @@ def default_eval_every(steps: int | str, epoch_len: int) -> int:
     return max(1, math.ceil(int(steps) / RECORDS_PER_RUN))
 
 
-def _running_eta(records: Sequence[dict[str, Any]], key: str) -> list[float | None]:
-    """Per record, the step-weighted mean of ``<key>_mean`` over the records of the last epoch
-    up to it (its own included); ``None`` where no record in that window has a finite value."""
+def loss_rates(records: Sequence[dict[str, Any]], key: str = "train_loss"
+               ) -> list[float | None]:
+    """Per record, the fall of ``key`` per epoch over the last epoch up to it (None within the
+    first epoch, or where a value is not finite)."""
     out: list[float | None] = []
     for i, rec in enumerate(records):
-        total = weight = 0.0
-        for j in range(i, -1, -1):
-            r = records[j]
-            if j < i and r["epoch"] <= rec["epoch"] - 1:
-                break
-            steps = r["step"] - (records[j - 1]["step"] if j > 0 else 0)
-            value = r.get(f"{key}_mean")
-            if isinstance(value, (int, float)) and math.isfinite(value) and steps > 0:
-                total, weight = total + value * steps, weight + steps
-        out.append(total / weight if weight > 0 else None)
+        j = next((j for j in range(i - 1, -1, -1)
+                  if records[j]["epoch"] <= rec["epoch"] - 1), None)
+        a = records[j].get(key) if j is not None else None
+        b = rec.get(key)
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b))
+        out.append((a - b) / (rec["epoch"] - records[j]["epoch"]) if ok else None)
     return out
 
 
-def eta_faded(records: Sequence[dict[str, Any]], *, key: str = "eta",
-              fraction: float = FADE_FRACTION) -> bool:
-    """Whether the last record's running η̄ is below ``fraction`` of the largest η̄ so far."""
-    running = _running_eta(records, key)
-    if len(running) < 2 or running[-1] is None:
+def progress_faded(records: Sequence[dict[str, Any]], *, key: str = "train_loss",
+                   fraction: float = FADE_FRACTION) -> bool:
+    """Whether the last record's loss rate is below ``fraction`` of the largest rate so far."""
+    rates = loss_rates(records, key)
+    defined = [r for r in rates if r is not None]
+    if len(defined) < 2 or rates[-1] is None:
         return False
-    peak = max(v for v in running if v is not None)
-    return peak > 0 and running[-1] < fraction * peak
+    peak = max(defined)
+    return peak > 0 and rates[-1] < fraction * peak
 
 
 class RunLength:
@@ -119,15 +118,15 @@ class RunLength:
         return max(1, math.ceil(self.max_steps / max(self.epoch_len, 1)))
 
     def finished(self, global_step: int, batch: int, records: Sequence[dict[str, Any]]) -> bool:
-        """Done: all steps taken, or (auto) η has faded at a record (at an epoch end for
-        ``epochs="auto"``)."""
+        """Done: all steps taken, or (auto) the loss has stopped falling at a record (at an
+        epoch end for ``epochs="auto"``)."""
         if global_step >= self.max_steps:
             return True
         if not self.auto or not records or records[-1]["step"] != global_step:
             return False
         if self.epochs == AUTO and batch != 0:
             return False
-        return eta_faded(records)
+        return progress_faded(records)
 
     def segment_end(self, batch: int, global_step: int) -> int:
         """The batch (exclusive) of this epoch where training stops for the next record."""

@@ -72,6 +72,10 @@ from .tensorboard import tensorboard_callbacks
 from .tally import WarningTally
 from .transfer import load_initial_weights, select_classes
 
+#: training batches BatchNorm statistics are recomputed from at averaged weights (the
+#: Schedule-Free README's "about 50")
+CALIBRATION_BATCHES = 50
+
 __all__ = ["History", "TrainingInterrupted", "TrainingDiverged", "train", "FIGURE_NAME"]
 
 FIGURE_NAME = "figure.png"
@@ -106,6 +110,9 @@ class _Run:
         self.train_loader = bundle.train_loader(cfg.train_bs, seed=cfg.seed,
                                                 drop_last=dist.enabled, **common)
         self.test_loader = bundle.test_loader(cfg.test_bs, **common)
+        self._calibration_loader = lambda: bundle.train_loader(  # seed + 1: its own order
+            cfg.train_bs, seed=cfg.seed + 1, drop_last=dist.enabled, **common)
+        self._calibration: Any = None
         self.records: list[dict[str, Any]] = []
         self.epoch = self.batch = self.global_step = 0
         self.stats = EpochStats(device)
@@ -296,7 +303,17 @@ class _Run:
         ``limit_batches`` test batches; on text over every test window, in nats."""
         loss_fn = cross_entropy if self.text else self.loss_fn
         n = len(self.test_loader) if self.text else self._limit(self.test_loader)
-        return evaluate(self.stepper, self.test_loader, n, loss_fn, self.device, self.dist)
+        return evaluate(self.stepper, self.test_loader, n, loss_fn, self.device, self.dist,
+                        calibration=self.calibration_batches)
+
+    def calibration_batches(self) -> Any:
+        """The inputs BatchNorm statistics are recomputed from at averaged weights: the first
+        :data:`CALIBRATION_BATCHES` batches of a training loader of their own (seed + 1), the
+        same ones at every record."""
+        if self._calibration is None:
+            self._calibration = self._calibration_loader()
+        self._calibration.set_epoch(0)
+        return (x for x, _ in itertools.islice(iter(self._calibration), CALIBRATION_BATCHES))
 
     def end_segment(self) -> dict[str, Any]:
         """Record at the epoch's end (then advance to the next epoch) or mid-epoch.

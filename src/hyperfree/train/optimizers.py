@@ -18,8 +18,8 @@ The learning-rate optimisers (sgd, adam, adamw, muon) also take ``--schedule`` (
 cosine, linear) and ``--warmup-steps``; the training loop applies them
 (:mod:`hyperfree.train.schedules`). AGD, the peers and the towers have no learning rate to
 schedule and refuse both flags. AGD is registered once per update preset: ``agd`` is
-:data:`hyperfree.optim.DEFAULT_PRESET`, ``agd-auto`` and ``agd-<preset>`` each of
-:data:`hyperfree.optim.PRESETS`.
+:data:`hyperfree.optim.DEFAULT_PRESET` (``agd-auto``, the earlier default's name, is the same),
+and ``agd-<preset>`` each of :data:`hyperfree.optim.PRESETS`.
 
 Names that are not registered are offered, in order, to the registered *spec parsers*
 (:func:`register_spec_parser`); the towers use this to accept stacks such as
@@ -89,7 +89,7 @@ class OptimInfo:
     defaults: OptimArgs = OptimArgs()
     requires: str | None = None  # pip package (extra) that must be importable, if any
     module: str | None = None  # its import name, when it differs from the package's
-    reports_eta: bool = False  # its stepper logs AGD's step size "eta" (epochs="auto" needs it)
+    reports_eta: bool = False  # its stepper logs AGD's step size "eta" (runs default to "auto")
 
 
 _SCHEDULE_FLAGS = ("schedule", "warmup_steps")
@@ -106,8 +106,8 @@ def register_optimizer(name: str, *, description: str, defaults: OptimArgs = Opt
     The builder receives ``args`` already resolved: every flag of ``defaults`` set (the user's
     value or the default), every other flag ``None``. ``requires`` names the pip package the
     builder needs (``module`` its import name if that differs); a missing one is a one-line
-    ValueError saying what to install. ``reports_eta``: the stepper logs a step size ``"eta"``
-    that fades as training ends (AGD), so the run may be ``epochs="auto"``.
+    ValueError saying what to install. ``reports_eta``: the stepper logs its own step size
+    ``"eta"`` (AGD), needs no schedule, and a run given no length is ``epochs="auto"``.
     """
     _REGISTRY.check_name(name)
 
@@ -318,8 +318,8 @@ def _muon(model: nn.Module, args: OptimArgs) -> Stepper:
                        weight_decay=args.weight_decay, clip=args.clip_grad_norm)
 
 
-register_optimizer(f"agd-{AUTO}", description="AGD, preset chosen by the network: "
-                   "spectral-momentum with a normalisation layer, spectral-fresh without",
+register_optimizer(f"agd-{AUTO}", description=f"the same as agd (preset {DEFAULT_PRESET!r}; "
+                   "the earlier default's name)",
                    defaults=OptimArgs(gain=1.0), reports_eta=True)(_agd_entry(AUTO))
 for _preset in PRESETS.values():
     register_optimizer(f"agd-{_preset.name}", description=f"AGD, preset {_preset.name!r}: "

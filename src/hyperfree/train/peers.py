@@ -72,6 +72,8 @@ class ScheduleFreeStepper(TorchStepper):
     also works in a loop that never calls ``train()``.
     """
 
+    averaged = True  # BatchNorm statistics are recomputed at x (its README's caveat)
+
     def step(self, loss: Tensor) -> dict[str, Tensor]:
         if not self.optimizer.param_groups[0].get("train_mode", True):
             self.optimizer.train()
@@ -85,6 +87,8 @@ class DoGStepper:
     ``x̄_t`` into the model and ``train()`` swaps ``x_t`` back. The logged ``eta`` is DoG's
     step size ``r̄_t / sqrt(Σ‖g_i‖² + ε)``.
     """
+
+    averaged = True
 
     def __init__(self, module: nn.Module, dog: ModuleType) -> None:
         self.module = module

@@ -102,6 +102,10 @@ class ScheduledStepper:
     def init_weights(self) -> None:
         self.inner.init_weights()
 
+    @property
+    def averaged(self) -> bool:
+        return bool(getattr(self.inner, "averaged", False))
+
     def train(self) -> None:
         self.inner.train()
 

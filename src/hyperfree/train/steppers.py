@@ -31,7 +31,9 @@ class Stepper(Protocol):
     a host-device synchronisation. ``init_weights()`` applies the optimiser's own
     initialisation (AGD's orthogonal one) or does nothing (PyTorch's default initialisation).
     ``train()`` / ``eval()`` are called by the loop when it switches between training and
-    evaluation (optimisers such as Schedule-Free evaluate at a different point than they train).
+    evaluation (optimisers such as Schedule-Free evaluate at a different point than they train);
+    a stepper whose ``eval()`` does so says it with ``averaged = True`` (optional attribute), and
+    the loop recomputes BatchNorm statistics at the evaluated weights.
     """
 
     module: nn.Module
@@ -66,6 +68,12 @@ class TorchStepper:
     def init_weights(self) -> None:
         if self._init is not None:
             self._init()
+
+    @property
+    def averaged(self) -> bool:
+        """Whether ``eval()`` puts other weights than the trained ones in the model (AGD's
+        averaged weights): the loop then recomputes BatchNorm statistics there."""
+        return bool(getattr(self.optimizer, "averaging", False))
 
     def train(self) -> None:
         hook = getattr(self.optimizer, "train", None)
