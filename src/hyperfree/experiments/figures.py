@@ -124,6 +124,25 @@ def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: E
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
+        _etas(axes[3][col], runs, prow, groups, colour)
+
+
+def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Sequence[str],
+          colour: dict[str, str]) -> None:
+    """AGD's step size η per record (its mean over the record's steps, seed-mean), for every
+    group whose runs report one."""
+    drawn = False
+    for g in groups:
+        for r in (r for r in rows if r.group == g and r.x is None):
+            xs, ys = mean_curve(runs, r.label, "eta_mean")
+            if ys:
+                ax.plot(xs, ys, marker="o", ms=3, label=r.label, color=colour[g])
+                drawn = True
+    ax.set(title="AGD's η per record (mean over its steps)", xlabel="record")
+    _integer_ticks(ax)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize="x-small")
 
 
 def _heatmap(fig_axes: Any, rows: Sequence[Row], exp: Experiment) -> None:
@@ -195,7 +214,7 @@ def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
         fig_axes = _new(1, 3)
         _curves(fig_axes, runs, rows, exp)
     elif exp.figure == "sweep":
-        fig_axes = _new(1, 3) if len(panels) == 1 else _new(3, len(panels))
+        fig_axes = _new(1, 4) if len(panels) == 1 else _new(4, len(panels))
         _sweep(fig_axes, runs, rows, exp, panels)
     elif exp.figure == "heatmap":
         fig_axes = _new(1, 2)
