@@ -111,6 +111,18 @@ def test_every_figure_kind_draws(tmp_path: Path, figure: str) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # IHDR's width
+
+
+def test_one_panel_of_bars_adds_the_metric_and_eta_per_record(tmp_path: Path) -> None:
+    _populate(tmp_path)
+    runs = load_runs(tmp_path, "fake", "quick")
+    whole = draw_figure(_exp("bars"), runs, aggregate(runs), tmp_path / "all.png")
+    page = draw_figure(_exp("bars"), runs, aggregate(runs), tmp_path / "page.png", panel="")
+    assert _png_width(page) == 3 * _png_width(whole)  # bars, metric per record, η per record
+
+
 def test_markdown_states_claim_verdict_command_machine_and_table(tmp_path: Path) -> None:
     _populate(tmp_path, adam_acc=0.9)  # Adam trains: the claim must not be called reproduced
     md = write_report(tmp_path, tmp_path / "docs" / "results.md", experiments=[_exp("curves")])

@@ -58,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=S, help="AGD's dimensionless gain (default 1)")
     _add_schedule_arguments(p)
     p.add_argument("--epochs", type=_length, default=S, metavar="N|auto",
-                   help="number of epochs, or auto: stop once AGD's step size η has faded "
-                        f"below 1/20 of its peak (at most {AUTO_MAX_EPOCHS} epochs). Default: "
-                        f"auto for agd, {DEFAULT_EPOCHS} for the other optimisers")
+                   help="number of epochs, or auto: stop once the training loss falls, per "
+                        "epoch, by less than 1/20 of its best epoch's fall (at most "
+                        f"{AUTO_MAX_EPOCHS} epochs). Default: auto for agd, {DEFAULT_EPOCHS} for "
+                        "the other optimisers")
     p.add_argument("--steps", type=_length, default=S, metavar="N|auto",
                    help="train for N optimiser steps instead of whole epochs (language "
                         "models), or auto (as --epochs auto, checked at every record); not "

@@ -8,7 +8,9 @@ Kinds (``Experiment.figure``):
   groups without ``x`` are horizontal dashed lines), and the relative update per epoch of each
   group's best run.
 * ``heatmap`` — final test accuracy and objective over ``x`` (columns) × ``y`` (rows).
-* ``bars`` — per panel: each group's best final test accuracy, ± std over seeds.
+* ``bars`` — per panel: each group's best final test accuracy, ± std over seeds; one panel's
+  figure (an experiment page's) adds the metric per record of each group's best run and AGD's
+  step size η per record.
 
 "Test accuracy" is the panel's metric (``Experiment.metric``): a panel judged by ``test_loss``
 shows the test loss instead, and "best" means lowest there.
@@ -138,7 +140,7 @@ def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Seque
             if ys:
                 ax.plot(xs, ys, marker="o", ms=3, label=r.label, color=colour[g])
                 drawn = True
-    ax.set(title="AGD's η per record (mean over its steps)", xlabel="record")
+    ax.set(title="AGD's η per record (its steps' mean)", xlabel="record")
     _integer_ticks(ax)
     ax.grid(alpha=0.3)
     if drawn:
@@ -200,6 +202,28 @@ def _bars(fig_axes: Any, rows: Sequence[Row], panels: list[str], exp: Experiment
         ax.grid(alpha=0.3, axis="x")
 
 
+def _trajectories(axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: Experiment,
+                  panel: str) -> None:
+    """The panel's metric per record for the best run of each group, and AGD's η per record."""
+    key, higher = exp.metric(panel)
+    groups = list(dict.fromkeys(r.group for r in rows))
+    colour = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    ax, values = axes[0], []
+    for g in groups:
+        top = best(rows, g, metric=(key, higher))
+        if top is not None:
+            xs, ys = mean_curve(runs, top.label, key)
+            values += ys
+            ax.plot(xs, ys, marker="o", ms=3, label=top.label, color=colour[g])
+    if key.endswith("loss"):
+        _log_if_positive(ax, values)
+    ax.set(title=f"{_TITLES[key]} per record (best per group)", xlabel="record")
+    _integer_ticks(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="xx-small")
+    _etas(axes[1], runs, rows, groups, colour)
+
+
 def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
                 out_file: str | Path, *, panel: str | None = None) -> Path:
     """Draw ``exp``'s figure of ``rows`` (and the per-epoch ``runs``) into PNG ``out_file``;
@@ -219,6 +243,10 @@ def draw_figure(exp: Experiment, runs: Sequence[RunResult], rows: Sequence[Row],
     elif exp.figure == "heatmap":
         fig_axes = _new(1, 2)
         _heatmap(fig_axes, rows, exp)
+    elif panel is not None:  # one panel of a bars experiment (a page's figure): + trajectories
+        fig_axes = _new(1, 3)
+        _bars(fig_axes, rows, panels, exp)
+        _trajectories(fig_axes[1][0][1:], runs, rows, exp, panel)
     else:
         fig_axes = _new(1, len(panels))
         _bars(fig_axes, rows, panels, exp)

@@ -53,7 +53,7 @@ class TrainConfig:
     ``classes`` (``"0-4"``, ``"5,6,7"``) keeps only those labels of a classification dataset.
 
     Run length: ``epochs`` or ``steps`` optimiser steps, not both; either may be ``"auto"``
-    (stop when AGD's step size η has faded, :mod:`hyperfree.train.length`). Neither given:
+    (stop when the training loss has stopped falling, :mod:`hyperfree.train.length`). Neither given:
     :func:`resolve_config` picks ``epochs="auto"`` for an optimiser that reports η, else
     :data:`DEFAULT_EPOCHS`. A record (evaluation, metrics line, checkpoint) is written at every
     epoch end reached, at the last step, and every ``eval_every`` steps (a step-counted run

@@ -234,7 +234,7 @@ class _Run:
             f"{_capital(divergence_hint(self.cfg.optimizer))}", self.saved, self.epoch)
 
     def finished(self) -> bool:
-        """Whether the run is done: its epochs or steps taken, or (auto) η has faded."""
+        """Whether the run is done: its epochs or steps taken, or (auto) the loss has stopped falling."""
         return self.length.finished(self.global_step, self.batch, self.records)
 
     def record_due(self) -> bool:

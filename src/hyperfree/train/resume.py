@@ -7,7 +7,7 @@
   settings that change the trajectory (:func:`~hyperfree.train.config.check_resumable`, on the
   *resolved* configs) and an ``epochs`` below what the run has already reached: resuming never
   rewrites history. ``epochs`` equal to the epochs done is a no-op; ``"auto"`` continues until
-  η has faded (a run that has stopped by that rule stays stopped).
+  the loss has stopped falling (a run that has stopped by that rule stays stopped).
 
 Exact resume (bit-for-bit equal to an uninterrupted run) also depends on the settings in
 :func:`exactness_settings`: the device type, the number of processes and, on a CPU, torch's
