@@ -90,8 +90,7 @@ def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: 
     for j, i in enumerate(plan.retract_rows):  # embedding rows: whole on every shard
         sq_rows = torch.linalg.vector_norm(params[i], dim=1, dtype=acc).square()
         delta_sq = _row_steps(plan, j, i, move, acc) if step else None
-        factor = retraction.factor(sq_rows, torch.as_tensor(plan.radius[i], dtype=acc),
-                                   delta_sq)
+        factor = retraction.factor(sq_rows, plan.radius[i], delta_sq)  # ρ a float: no op
         if not isinstance(ok, (bool, np.bool_)):
             factor = torch.where(ok, factor, 1.0)
         params[i].mul_(factor.unsqueeze(1).to(params[i].dtype))
