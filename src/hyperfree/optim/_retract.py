@@ -19,7 +19,7 @@ Embedding rows are whole on every shard (no reduce): ``‖Δ_r‖ = |a|·σ`` fo
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,19 +28,27 @@ from torch import Tensor
 from ._kernels import _conv_squares, _narrow, _pattern_view, _seen, _unbind
 from ._plan import Plan
 
-__all__ = ["retract"]
+__all__ = ["Move", "retract"]
 
 
-def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: Any, *,
-            sources: list[Tensor] | None = None, coefficients: Any = None,
-            row_norms: list[Tensor] | None = None, scale: Any = None) -> None:
+class Move(NamedTuple):
+    """What a retraction with ``needs_step`` reads of the step just taken."""
+
+    sources: list[Tensor]  # per parameter the tensor it moved along: u, or the polar direction
+    coefficients: Any      # [cells | ps] of :class:`~._kernels.Coefficients`
+    row_norms: list[Tensor]  # the embedding rows' ‖u_r‖ (spectral rows)
+    scale: Any             # −gain·lr·η/L, one or per parameter
+
+
+def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: Any,
+            move: Move | None = None) -> None:
     """Rescale every retraction cell of ``params`` (just moved) by
-    ``retraction.factor(‖W_c‖², ρ_c, ‖Δ_c‖²)``. A retraction with ``needs_step`` needs the
-    move: ``sources`` (per parameter the tensor it moved along: ``u``, or the polar direction),
-    ``coefficients`` (``[cells | ps]`` of :class:`~._kernels.Coefficients`), the embedding
-    ``row_norms`` of ``u`` (spectral rows) and ``scale`` (−gain·lr·η/L, one or per parameter)."""
+    ``retraction.factor(‖W_c‖², ρ_c, ‖Δ_c‖²)``; a retraction with ``needs_step`` needs
+    ``move``."""
     acc = plan.consts.rho.dtype
     step = retraction.needs_step
+    if step and move is None:
+        raise ValueError(f"{type(retraction).__name__} needs the step's move; got move=None")
 
     def squares(ts: list[Tensor]) -> list[Tensor]:
         out = []
@@ -54,11 +62,11 @@ def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: 
     sq = squares(params)
     if sq:
         n = plan.n_retract
-        flat = torch.cat(sq + (squares(sources) if step else []))
+        flat = torch.cat(sq + (squares(move.sources) if step else []))
         flat = reduce(flat) if reduce is not None else flat
         delta_sq = None
         if step:
-            a = torch.as_tensor(coefficients, device=flat.device).to(acc)
+            a = torch.as_tensor(move.coefficients, device=flat.device).to(acc)
             delta_sq = a.index_select(0, plan.consts.retract_coef).square() * flat[n:]
         factor = retraction.factor(flat[:n], plan.consts.rho, delta_sq)
         if not isinstance(ok, (bool, np.bool_)):
@@ -81,23 +89,21 @@ def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: 
             torch._foreach_mul_(ps, scalars)
     for j, i in enumerate(plan.retract_rows):  # embedding rows: whole on every shard
         sq_rows = torch.linalg.vector_norm(params[i], dim=1, dtype=acc).square()
-        delta_sq = _row_steps(plan, j, i, sources, coefficients, row_norms, scale, acc) \
-            if step else None
-        factor = retraction.factor(sq_rows, torch.as_tensor(plan.radius[i], dtype=acc),
-                                   delta_sq)
+        delta_sq = _row_steps(plan, j, i, move, acc) if step else None
+        factor = retraction.factor(sq_rows, plan.radius[i], delta_sq)  # ρ a float: no op
         if not isinstance(ok, (bool, np.bool_)):
             factor = torch.where(ok, factor, 1.0)
         params[i].mul_(factor.unsqueeze(1).to(params[i].dtype))
 
 
-def _row_steps(plan: Plan, j: int, i: int, sources: list[Tensor], coefficients: Any,
-               row_norms: list[Tensor], scale: Any, acc: torch.dtype) -> Tensor:
+def _row_steps(plan: Plan, j: int, i: int, move: Move, acc: torch.dtype) -> Tensor:
     """``‖Δ_r‖²`` of every row of the embedding ``i`` (the ``j``-th row-wise retraction)."""
     cell = plan.retract_row_cell[j]
     if cell is None:  # spectral rows: each moved by |scale|·σ along u_r/‖u_r‖
-        n = row_norms[plan.rows.index(i)]
-        s = scale[i] if np.ndim(scale) else scale
+        n = move.row_norms[plan.rows.index(i)]
+        s = move.scale[i] if np.ndim(move.scale) else move.scale
         s = torch.as_tensor(s, device=n.device).to(acc)
         return torch.where(n > 0, (s * plan.sigma[i]).square(), 0.0)
-    a = torch.as_tensor(coefficients, device=sources[i].device).to(acc)[cell]
-    return a.square() * torch.linalg.vector_norm(sources[i], dim=1, dtype=acc).square()
+    source = move.sources[i]
+    a = torch.as_tensor(move.coefficients, device=source.device).to(acc)[cell]
+    return a.square() * torch.linalg.vector_norm(source, dim=1, dtype=acc).square()

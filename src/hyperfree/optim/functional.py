@@ -42,7 +42,7 @@ import numpy as np
 
 from ._kernels import Polar, move, partial_sums, step_size
 from ._plan import Plan
-from ._retract import retract
+from ._retract import Move, retract
 
 __all__ = ["agd", "Shards"]
 
@@ -90,8 +90,9 @@ def agd(params: list[Tensor], grads: list[Tensor], state: dict[str, Any], *, pla
     if not host or co.ok:
         move(plan, params, d.us, directions, row_norms, co, host)
         if preset.retraction is not None:
-            _retract(plan, params, preset.retraction, reduce, co, d.us, directions,
-                     row_norms, host)
+            retract(plan, params, preset.retraction, reduce, co.ok,
+                    _step_taken(co, d.us, directions, row_norms, host)
+                    if preset.retraction.needs_step else None)
     if estimate.lagged:
         source.absorb(state["source"], grads, finite)
     dtype, device = params[0].dtype, params[0].device
@@ -100,14 +101,9 @@ def agd(params: list[Tensor], grads: list[Tensor], state: dict[str, Any], *, pla
     return (co.eta if co.eta.dtype == dtype else co.eta.to(dtype)), co.ok
 
 
-def _retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, co: Any,
-             us: list[Tensor], directions: dict[int, Tensor], row_norms: list[Tensor],
-             host: bool) -> None:
-    """The retraction unit, with what a retraction that needs the step's size reads."""
-    if not retraction.needs_step:
-        retract(plan, params, retraction, reduce, co.ok)
-        return
+def _step_taken(co: Any, us: list[Tensor], directions: dict[int, Tensor],
+                row_norms: list[Tensor], host: bool) -> Move:
+    """The step just taken, as a retraction with ``needs_step`` reads it."""
     coefficients = np.concatenate([co.cells, co.ps]) if host else torch.cat([co.cells, co.ps])
-    retract(plan, params, retraction, reduce, co.ok,
-            sources=[directions.get(i, u) for i, u in enumerate(us)],
-            coefficients=coefficients, row_norms=row_norms, scale=co.scale)
+    return Move([directions.get(i, u) for i, u in enumerate(us)], coefficients, row_norms,
+                co.scale)

@@ -238,8 +238,8 @@ class Sphere(Piece):
 
     needs_step: ClassVar[bool] = False
 
-    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
-        return torch.where(sq > 0, rho / sq.sqrt(), 1.0)
+    def factor(self, sq: Tensor, rho: Tensor | float, delta_sq: Tensor | None = None) -> Tensor:
+        return torch.where(sq > 0, rho * sq.rsqrt(), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,8 +248,8 @@ class Ball(Piece):
 
     needs_step: ClassVar[bool] = False
 
-    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
-        return torch.where(sq > 0, (rho / sq.sqrt()).clamp(max=1.0), 1.0)
+    def factor(self, sq: Tensor, rho: Tensor | float, delta_sq: Tensor | None = None) -> Tensor:
+        return torch.where(sq > 0, (rho * sq.rsqrt()).clamp(max=1.0), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +265,7 @@ class Rotation(Piece):
 
     needs_step: ClassVar[bool] = True
 
-    def factor(self, sq: Tensor, rho: Tensor, delta_sq: Tensor | None = None) -> Tensor:
+    def factor(self, sq: Tensor, rho: Tensor | float, delta_sq: Tensor | None = None) -> Tensor:
         r = torch.where(sq > 0, delta_sq / sq, 1.0)
         return (1.0 - r * (1.0 - r).clamp(min=0.0)).sqrt()
 
