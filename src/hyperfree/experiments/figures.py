@@ -9,8 +9,8 @@ Kinds (``Experiment.figure``):
   group's best run.
 * ``heatmap`` — final test accuracy and objective over ``x`` (columns) × ``y`` (rows).
 * ``bars`` — per panel: each group's best final test accuracy, ± std over seeds; one panel's
-  figure (an experiment page's) adds the metric per record of each group's best run and AGD's
-  step size η per record.
+  figure (an experiment page's) adds the metric per record of each group's best run and the
+  step size η per record of every run that reports one (AGD; DoG reports its own).
 
 "Test accuracy" is the panel's metric (``Experiment.metric``): a panel judged by ``test_loss``
 shows the test loss instead, and "best" means lowest there.
@@ -131,7 +131,7 @@ def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: E
 
 def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Sequence[str],
           colour: dict[str, str]) -> None:
-    """AGD's step size η per record (its mean over the record's steps, seed-mean), for every
+    """The step size η per record (its mean over the record's steps, seed-mean), for every
     group whose runs report one."""
     drawn = False
     for g in groups:
@@ -140,7 +140,7 @@ def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Seque
             if ys:
                 ax.plot(xs, ys, marker="o", ms=3, label=r.label, color=colour[g])
                 drawn = True
-    ax.set(title="AGD's η per record (its steps' mean)", xlabel="record")
+    ax.set(title="step size η per record (its steps' mean)", xlabel="record")
     _integer_ticks(ax)
     ax.grid(alpha=0.3)
     if drawn:
