@@ -204,7 +204,7 @@ def _bars(fig_axes: Any, rows: Sequence[Row], panels: list[str], exp: Experiment
 
 def _trajectories(axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: Experiment,
                   panel: str) -> None:
-    """The panel's metric per record for the best run of each group, and AGD's η per record."""
+    """The panel's metric per record for the best run of each group, and η per record."""
     key, higher = exp.metric(panel)
     groups = list(dict.fromkeys(r.group for r in rows))
     colour = {g: f"C{i % 10}" for i, g in enumerate(groups)}
