@@ -133,13 +133,15 @@ def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Seque
           colour: dict[str, str]) -> None:
     """The step size η per record (its mean over the record's steps, seed-mean), for every
     group whose runs report one."""
-    drawn = False
+    values: list[float] = []
     for g in groups:
         for r in (r for r in rows if r.group == g and r.x is None):
             xs, ys = mean_curve(runs, r.label, "eta_mean")
             if ys:
                 ax.plot(xs, ys, marker="o", ms=3, label=r.label, color=colour[g])
-                drawn = True
+                values += ys
+    _log_if_positive(ax, values)  # DoG's η and AGD's differ by orders of magnitude
+    drawn = bool(values)
     ax.set(title="step size η per record (its steps' mean)", xlabel="record")
     _integer_ticks(ax)
     ax.grid(alpha=0.3)
