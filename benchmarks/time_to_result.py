@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _race_workloads as W  # noqa: E402
+from orthogonalize import time_methods  # noqa: E402  (the interleaved timing loop)
 
 import hyperfree  # noqa: E402
 from hyperfree.experiments.race import SGD_GRID  # noqa: E402
@@ -133,19 +134,8 @@ def time_orthogonalisation(w: W.Workload, rounds: int) -> tuple[str, float, floa
     stacks = W.capture_polar_inputs(w, 3, {3}).get(3, [])
     if not stacks:
         return "none", 0.0, 0.0
-    fns = {"agd": lambda: [orthogonalize(G, steps=5) for G in stacks],
-           "muon": lambda: [muon_ns(G) for G in stacks]}
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    for fn in fns.values():
-        fn()
-    order = list(fns.items())
-    rng = random.Random(1)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for name, fn in order:
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = time_methods(stacks, {"agd": lambda G: orthogonalize(G, steps=5), "muon": muon_ns},
+                         rounds)
     shapes = ", ".join(f"{G.shape[0]}x{G.shape[1]}x{G.shape[2]}" for G in stacks)
     return shapes, statistics.median(times["agd"]), statistics.median(times["muon"])
 
