@@ -116,17 +116,27 @@ def _sweep(fig_axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp: E
             ax.grid(alpha=0.3)
         axes[0][col].legend(fontsize="small")
         ax = axes[2][col]
-        for g in groups:
-            top = best(prow, g, metric=metric)
-            if top is not None:
-                ax.plot(*mean_curve(runs, top.label, "rel_update"), marker="o", ms=3,
-                        label=top.label, color=colour[g])
+        _best_curves(ax, runs, prow, groups, colour, metric, "rel_update")
         ax.set(title="‖ΔW‖/‖W‖ per epoch (best of each group)", xlabel="epoch")
         _integer_ticks(ax)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
         _etas(axes[3][col], runs, prow, groups, colour)
+
+
+def _best_curves(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Sequence[str],
+                 colour: dict[str, str], metric: tuple[str, bool], key: str) -> list[float]:
+    """Plot ``key`` per record (seed mean) of the best run (by ``metric``) of each group of
+    ``groups``; return the values drawn."""
+    values: list[float] = []
+    for g in groups:
+        top = best(rows, g, metric=metric)
+        if top is not None:
+            xs, ys = mean_curve(runs, top.label, key)
+            values += ys
+            ax.plot(xs, ys, marker="o", ms=3, label=top.label, color=colour[g])
+    return values
 
 
 def _etas(ax: Any, runs: Sequence[RunResult], rows: Sequence[Row], groups: Sequence[str],
@@ -210,13 +220,8 @@ def _trajectories(axes: Any, runs: Sequence[RunResult], rows: Sequence[Row], exp
     key, higher = exp.metric(panel)
     groups = list(dict.fromkeys(r.group for r in rows))
     colour = {g: f"C{i % 10}" for i, g in enumerate(groups)}
-    ax, values = axes[0], []
-    for g in groups:
-        top = best(rows, g, metric=(key, higher))
-        if top is not None:
-            xs, ys = mean_curve(runs, top.label, key)
-            values += ys
-            ax.plot(xs, ys, marker="o", ms=3, label=top.label, color=colour[g])
+    ax = axes[0]
+    values = _best_curves(ax, runs, rows, groups, colour, (key, higher), key)
     if key.endswith("loss"):
         _log_if_positive(ax, values)
     ax.set(title=f"{_TITLES[key]} per record (best per group)", xlabel="record")
