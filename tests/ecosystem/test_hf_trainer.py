@@ -118,8 +118,11 @@ def test_trainer_runs_agd_and_exposes_eta(tmp_path: Path) -> None:
     assert len(set(eta_log.etas)) > 1
     group = trainer.optimizer.optimizer.param_groups[0]  # accelerate's wrapper, then AGD
     kinds = dict(zip(group["param_names"], group["kinds"]))
-    assert Kind(*kinds["transformer.h.0.attn.c_attn.weight"]) == Kind("linear_in_out", blocks=3)
-    assert Kind(*kinds["transformer.h.0.mlp.c_fc.weight"]) == Kind("linear_in_out")
+    # read from the forward: packed Q/K/V, and both inside a residual branch (one fork each)
+    assert Kind(*kinds["transformer.h.0.attn.c_attn.weight"]) == Kind("linear_in_out", blocks=3,
+                                                                       forks=1)
+    assert Kind(*kinds["transformer.h.0.mlp.c_fc.weight"]) == Kind("linear_in_out", forks=1)
+    assert Kind(*kinds["transformer.wte.weight"]).forks == 0
 
 
 def test_resume_from_checkpoint_equals_never_stopping(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Al
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -82,7 +83,13 @@ def _matrix_cells(p: Tensor, kind: Kind) -> tuple[list[Tensor], float, int]:
 
 
 def _cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int, str]:
-    """(cells, σ, mass, direction) of one parameter, with cells as views of ``p``."""
+    """(cells, σ, mass, direction) of one parameter, with cells as views of ``p``; σ of a
+    tensor on one side of ``forks`` forked sums is √2 larger per fork (in G and the step)."""
+    cells, sigma, mass, how = _own_cells(p, kind, family)
+    return cells, sigma * math.sqrt(2.0) ** kind.forks, mass, how
+
+
+def _own_cells(p: Tensor, kind: Kind, family: str) -> tuple[list[Tensor], float, int, str]:
     name, B = kind.name, kind.blocks
     if name in ("linear", "linear_in_out", "conv", "conv_transpose"):
         cells, sigma, mass = _matrix_cells(p, kind)
@@ -127,12 +134,15 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    buffers: list[Tensor | None] | None = None, step: int = 1,
                    retract: str | None = None, ns_steps: int = 5,
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
-                   fresh_beta: float | None = None) -> Tensor:
+                   fresh_beta: float | None = None, forks: bool = False) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
     estimate of G: ``step`` is then the number of finite gradients BEFORE this one, and
-    ``fresh_beta`` (default: ``momentum``) the β of its average."""
+    ``fresh_beta`` (default: ``momentum``) the β of its average. ``forks``: the kinds' forks
+    scale σ (else they are ignored)."""
+    if not forks:
+        kinds = [dataclasses.replace(k, forks=0) for k in kinds]
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
     buffers = buffers if buffers is not None else [None] * len(params)
     finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)

@@ -23,6 +23,7 @@ Run: ``pytest tests/optim/test_agd_fsdp.py`` (about 10 s).
 """
 from __future__ import annotations
 
+import functools
 import socket
 from pathlib import Path
 
@@ -33,6 +34,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import hyperfree
+from hyperfree.optim import Kind
+from hyperfree.optim.infer import read_kinds
 
 from .reference import ReferenceAGD
 
@@ -93,10 +96,21 @@ def _loss(model: nn.Module, t: int, rows: slice) -> torch.Tensor:
         value.square().mean()
 
 
+@functools.cache
+def _kinds() -> dict[str, Kind]:
+    """Every parameter's kind read from one forward, forks included (the residual branches),
+    declared to the single process and the ranks alike, so that this test checks the sharded
+    step alone (the reading of a sharded model's first forward: tests/train/test_train_fsdp)."""
+    ids = torch.randint(0, V, (4, T), generator=torch.Generator().manual_seed(7))
+    kinds = {name: kind for name, (kind, _) in read_kinds(_model(), ids).items()}
+    assert sum(k.forks == 1 for k in kinds.values()) == 24  # 2 blocks x 12 tensors
+    return kinds
+
+
 def _train(model: nn.Module, preset: str, kw: dict, rows: slice) -> tuple[hyperfree.AGD, list]:
     kw = dict(kw)
-    opt = (ReferenceAGD if kw.pop("reference", False) else hyperfree.AGD)(model, preset=preset,
-                                                                            **kw)
+    opt = (ReferenceAGD if kw.pop("reference", False) else hyperfree.AGD)(
+        model, preset=preset, kinds=_kinds(), **kw)
     etas = []
     for t in range(STEPS):
         opt.zero_grad()

@@ -47,9 +47,11 @@ def suggest(local: str, shape: Sequence[int], owner: str) -> tuple[Kind, str]:
 
 
 def kind_code(kind: Kind) -> str:
-    """``"gain"`` or ``Kind("linear", blocks=3)``: the kind as code."""
+    """``"gain"`` or ``Kind("linear", blocks=3, forks=1)``: the kind as code."""
     extra = [f"blocks={kind.blocks}"] if kind.blocks > 1 else []
     extra += [f"groups={kind.groups}"] if kind.groups > 1 else []
+    extra += [f"share={kind.share}"] if kind.share > 1 else []
+    extra += [f"forks={kind.forks}"] if kind.forks else []
     return f'Kind("{kind.name}", {", ".join(extra)})' if extra else f'"{kind.name}"'
 
 
@@ -155,8 +157,8 @@ def report(infos: Sequence[Any]) -> str:
         rows.append((i.name, str(tuple(i.param.shape)), str(i.kind), i.origin, i.reason))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     out = ["  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4] for r in rows]
-    pinned = [(i, i.kind, i.reason) for i in infos
-              if i.origin not in ("table", "declared", "pending") and i.kind is not None]
+    pinned = [(i, i.kind, i.reason) for i in infos if i.kind is not None and (
+        i.origin not in ("table", "declared", "pending") or (i.origin == "table" and i.kind.forks))]
     if pinned:
         out += ["", "To pin the kinds that were read or defaulted (and skip reading the "
                 "forward), paste:", _indent(declarations(pinned, infos))]

@@ -12,6 +12,7 @@ AGD's own step (1 is AGD as derived).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -193,7 +194,7 @@ def checked_group(param_group: dict[str, Any], infos: dict[int, ParamInfo],
     # synchronises with the host; only the EAGER step on CPU finishes on the host, which is
     # not a capture. The step reads the device and torch.compiler.is_compiling(), never this key.
     return {**param_group, "params": params, "param_names": names,
-            "kinds": [(k.name, k.blocks, k.groups, k.share) for k in kinds], "eta": eta,
+            "kinds": [dataclasses.astuple(k) for k in kinds], "eta": eta,
             "capturable": True}
 
 

@@ -107,7 +107,7 @@ class Plan:
     """The units and constants of one list of parameters (see the module docstring)."""
 
     L: float
-    sigma: tuple[float, ...]            # per parameter
+    sigma: tuple[float, ...]            # per parameter: σ · fork_scale (the step's scale)
     radius: tuple[float | None, ...]    # per parameter: init norm of a retraction cell
     whole: tuple[Whole, ...]
     patterns: tuple[Pattern, ...]
@@ -232,10 +232,12 @@ def _tile_index(pats: Sequence[Pattern]) -> list[int]:
 
 def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
                shapes: Sequence[Sequence[int]] | None = None,
-               rows: Sequence[LocalRows] | None = None, L: float | None = None) -> Plan:
+               rows: Sequence[LocalRows] | None = None, L: float | None = None,
+               forks: bool = False) -> Plan:
     """The plan of ``params`` (local tensors; ``shapes`` the global shapes and ``rows`` the
     local rows of sharded ones) for ``family`` (a family piece). ``L`` is Σ mass over the whole
-    model (parameters without a gradient count too); default: over ``params``."""
+    model (parameters without a gradient count too); default: over ``params``. ``forks``: σ
+    times each kind's :attr:`~.rules.Kind.fork_scale`."""
     shapes = [tuple(s) for s in (shapes or [p.shape for p in params])]
     rows = list(rows or [LocalRows(0, s[0], s[0]) if s else LocalRows(0, 1, 1) for s in shapes])
     dev, acc = params[0].device, acc_dtype(params[0].dtype)
@@ -244,7 +246,8 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
         rule = rule_of(kind)
         main.add(i, t, family.cells(rule, shape, kind, r))
         retract.add(i, t, rule.retraction_cells(shape, kind, r))
-    sigma = tuple(rule_of(k).sigma(s, k) for s, k in zip(shapes, kinds))
+    sigma = tuple(rule_of(k).sigma(s, k) * (k.fork_scale if forks else 1.0)
+                  for s, k in zip(shapes, kinds))
     radius = tuple(rule_of(k).radius(s, k) for s, k in zip(shapes, kinds))
     total_L = float(L if L is not None else
                     sum(rule_of(k).mass(s, k) for s, k in zip(shapes, kinds)))

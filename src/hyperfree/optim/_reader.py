@@ -33,6 +33,8 @@ from .rules import Kind
 
 __all__ = ["Use", "Reading", "Reader"]
 
+_NONE: frozenset[int] = frozenset()
+
 
 
 class Reader(OpRules, TorchDispatchMode):
@@ -52,7 +54,15 @@ class Reader(OpRules, TorchDispatchMode):
         self._slices: list[tuple[_Act, int, int, int]] = []
         self._cuts: dict[int, set[tuple[int, int]]] = {}  # param -> {(dim, boundary)}
         self._sums: list[frozenset[int]] = []  # matrices added into one pre-activation
+        # every tensor's lineage (the parameters it was computed from) and, per sum of two
+        # activations that fork from a common input, the parameters new to each operand
+        self._lineage: dict[int, tuple[Any, frozenset[int]]] = {}
+        self._joins: list[frozenset[int]] = []
         self.error: str | None = None
+
+    def alias(self, t: Tensor, i: int) -> None:
+        """Read ``t`` as parameter ``i`` (the whole tensor an FSDP2 unit gathers for it)."""
+        self._index.setdefault(id(t), i)
 
     # ------------------------------------------------------------ records of tensors
     def _get(self, t: Any) -> _Src | _Act | None:
@@ -76,10 +86,36 @@ class Reader(OpRules, TorchDispatchMode):
         out = func(*args, **kwargs)
         if self.error is None:
             try:
+                self._trace(func, list(args) + list(kwargs.values()), out)
                 self._observe(func, list(args) + list(kwargs.values()), out)
             except Exception as e:  # a reading must never break the user's forward
                 self.error = f"{func}: {type(e).__name__}: {e}"
         return out
+
+    def _lineage_of(self, t: Any) -> frozenset[int]:
+        i = self._index.get(id(t))
+        if i is not None:
+            return frozenset((i,))
+        entry = self._lineage.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else _NONE
+
+    def _trace(self, func, args: list, out) -> None:
+        """The lineage of ``out``; a sum ``a + b`` of two activations computed from a common
+        parameter (a fork–join: a residual branch and its skip, a shortcut beside a branch)
+        records the parameters each operand adds to the other's."""
+        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else (x,))
+                if isinstance(a, Tensor)]
+        lineages = [self._lineage_of(a) for a in flat]
+        union = _NONE.union(*lineages)
+        if not union:
+            return
+        if func.overloadpacket.__name__ in ("add", "add_") and len(lineages) == 2:
+            a, b = lineages
+            if a & b and a != b:
+                self._joins += [side for side in (a - b, b - a) if side]
+        for o in out if isinstance(out, (list, tuple)) else (out,):
+            if isinstance(o, Tensor):
+                self._lineage[id(o)] = (weakref.ref(o), union)
 
     def _observe(self, func, args: list, out) -> None:
         flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else (x,))]
@@ -232,7 +268,8 @@ class Reader(OpRules, TorchDispatchMode):
         share = {i: max((len(s) for s in self._sums if i in s), default=1)
                  for i in range(len(self._params))}
         return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i),
-                        share[i]) for i in range(len(self._params))]
+                        share[i], sum(i in side for side in self._joins))
+                for i in range(len(self._params))]
 
     def _packing(self, i: int, events: set) -> tuple[int, int] | None:
         """(blocks, groups) of parameter ``i``'s output dim from its pure split events and the

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ._declare import undeclared_error
-from .infer import Reader, Reading, decide, kind_of, packed, read_forward, shared
+from .infer import Reader, Reading, decide, forked, kind_of, packed, read_forward, shared
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
 __all__ = ["Resolution", "KindsNote", "loaded_kinds"]
@@ -71,18 +71,17 @@ class Resolution:
         self._settle: Callable[[list[ParamInfo]], None] | None = None
         self._active: Reader | None = None
         self.failed: str | None = None  # why the example could not be read
+        self.deferred = False  # the model's first forward is to be read
         unknown = [i for i in self.infos if i.kind is None]
         if not infer:
             if unknown:
                 raise undeclared_error(unknown, KIND_NAMES, self._suggestions(unknown),
                                        self.infos)
             return
+        # every kind is read, if only for its forks; sharded (FSDP2) parameters while the
+        # first forward runs, where each unit's parameters are gathered whole
         sharded = any(hasattr(i.param, "_local_tensor") for i in self.infos)
-        wanted = unknown or any(_ambiguous(i) for i in self.infos)
-        if sharded or not wanted:
-            self._default("not read: the parameters are sharded" if sharded else "")
-            return
-        if self._example is not None:
+        if self._example is not None and not sharded:
             try:
                 self.apply(*read_forward(model, self._example, self.params, self.tied))
                 return
@@ -91,6 +90,7 @@ class Resolution:
         why = "generic until the model's first forward is read" + (
             f" (its example failed: {self.failed})" if self.failed else "")
         self._default(why, pending=True)
+        self.deferred = True
 
     # ------------------------------------------------------------ state
     @property
@@ -152,6 +152,11 @@ class Resolution:
                     info = dataclasses.replace(info, kind=more[0],
                                                reason=f"{info.reason}; {more[1]}")
             if info.origin in ("table", "inferred"):
+                more = forked(info.kind, reading, shape)
+                if more is not None:
+                    info = dataclasses.replace(info, kind=more[0],
+                                               reason=f"{info.reason}; {more[1]}")
+            if info.origin in ("table", "inferred"):
                 more = packed(info.kind, reading, shape)
                 if more is not None:
                     table = info.origin == "table"
@@ -185,6 +190,9 @@ class Resolution:
         """Read the model's first forward while it runs, then call ``settle(infos)``
         (``settle`` is held weakly: a method of an optimiser that may be gone by then)."""
         self._settle = weakref.WeakMethod(settle)  # type: ignore[assignment]
+        model = self._model()
+        self._prefix = {id(m): p for p, m in model.named_modules()} if model is not None else {}
+        self._by_name = {i.name: j for j, i in enumerate(self.infos)}
         self._hooks = [_module.register_module_forward_pre_hook(self._pre),
                        _module.register_module_forward_hook(self._post, always_call=True)]
 
@@ -193,12 +201,15 @@ class Resolution:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self.deferred = False
         if self._active is not None:
             self._active.__exit__(None, None, None)
             self._active = None
 
     def _pre(self, module: nn.Module, args: Any) -> None:
-        if module is not self._model() or self._active is not None:
+        if self._active is not None:
+            return self._alias(module)
+        if module is not self._model():
             return
         if self._settle is None or self._settle() is None:
             return self.close()
@@ -206,6 +217,19 @@ class Resolution:
             return
         self._active = Reader(self.params, self.tied)
         self._active.__enter__()
+        self._alias(module)
+
+    def _alias(self, module: nn.Module) -> None:
+        """The tensors ``module`` (and its children: ``nn.MultiheadAttention`` reads its
+        ``out_proj`` directly) holds now under its parameters' names: FSDP2 swaps in each unit's
+        gathered (unsharded) parameters before its forward; otherwise they are the same."""
+        prefix = self._prefix.get(id(module))
+        if prefix is None or self._active is None:
+            return
+        for name, t in module.named_parameters(prefix=prefix, remove_duplicate=False):
+            j = self._by_name.get(name)
+            if j is not None:
+                self._active.alias(t, j)
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
         if module is not self._model() or self._active is None:
@@ -233,7 +257,9 @@ def loaded_kinds(groups: list[dict[str, Any]], state_dict: dict[str, Any],
                 continue
             packing = (info.origin == "table" and kind.name == info.kind.name
                        and info.kind.rule.packed(info.kind, 2, 1) is not None)
-            if info.origin == "pending" or packing:
+            graph = dataclasses.replace(kind, share=1, forks=0) == dataclasses.replace(
+                info.kind, share=1, forks=0)  # what only a reading tells: share and forks
+            if info.origin == "pending" or packing or graph:
                 out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
                                                origin="packed" if packing else "inferred"))
     return out

@@ -39,6 +39,7 @@ class Reading:
     packing: tuple[int, int] | None  # (blocks, groups) of a packed output, if one was seen
     input_rms: float | None          # largest RMS of an activation it multiplied as a matrix
     share: int = 1                   # matrices whose products are added into its pre-activation
+    forks: int = 0                   # sums of forked activations with it on one side only
 
 
 @dataclasses.dataclass(frozen=True)

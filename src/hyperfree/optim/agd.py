@@ -116,8 +116,8 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         self._resolution = resolution
         if self.L:
             self._prepare()
-        if pending:  # the one line comes once the first forward is read
-            resolution.watch(self._adopt)
+        if resolution is not None and resolution.deferred:  # read the first forward
+            resolution.watch(self._adopt)  # (the one line comes then)
         elif resolution is not None and (note := summary(list(self._infos.values()))):
             warnings.warn(note, KindsNote, stacklevel=2)
 
@@ -127,25 +127,24 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         what was read or defaulted as declarations."""
         return report(list(self._infos.values()))
 
-    def _adopt(self, infos: list[ParamInfo], preset: str | Preset | None = None) -> None:
-        """New kinds before any step (read from the first forward, or loaded with the preset
-        ``preset``): the groups' kinds, the pieces' state and the plans follow them."""
+    def _adopt(self, infos: list[ParamInfo], loaded: bool = False) -> None:
+        """New kinds before any step (read from the first forward, or ``loaded`` from a
+        state_dict): the groups' kinds, the pieces' state and the plans follow them."""
         if self.steps:
             return
         self._infos.update({id(i.param): i for i in infos})
         for g in self.param_groups:
-            g["kinds"] = [(k.name, k.blocks, k.groups, k.share) for k in (
+            g["kinds"] = [dataclasses.astuple(k) for k in (
                 self._infos[id(p)].kind if id(p) in self._infos else Kind(*old)
                 for p, old in zip(g["params"], g["kinds"]))]
         self._cache = None
         if self.L == 0:
             raise ValueError("AGD got only parameters of mass 0 (biases and generic tensors), "
                              "so L = 0 and the step is undefined: declare a weight's kind")
-        self.preset = with_ns_steps(get_preset(preset or self._preset_arg), self._ns_steps_arg)
         self.state, self._pieces = defaultdict(dict), PieceStates(self.preset.slots)
         self._plans.clear()
         self._prepare()
-        note = summary(list(self._infos.values())) if preset is None else None
+        note = summary(list(self._infos.values())) if not loaded else None
         if note:
             warnings.warn(note, KindsNote, stacklevel=2)
 
@@ -188,7 +187,7 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         rows = [sh.rows[j] for j in live] if sh is not None else None
         plan = build_plan([local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
                           self.preset.family, shapes=[tuple(p.shape) for _, _, p, _ in chosen],
-                          rows=rows, L=self.L)
+                          rows=rows, L=self.L, forks=self.preset.forks)
         polar = sh.polar_for(plan, rows) if sh is not None and plan.polar else None
         self._plans[live] = (plan, polar)
         if len(self._plans) > _PLANS:
@@ -351,13 +350,13 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         state_dict = dict(state_dict)
         saved = dict(state_dict.pop("agd", {"steps": 0, "skipped_steps": 0}))
         name = saved.get("preset", self.preset.name)
-        resolution = getattr(self, "_resolution", None)
-        if resolution is not None and resolution.pending:  # the saved kinds were read already
-            resolution.close()
-            self._adopt(loaded_kinds(self.param_groups, state_dict, self._infos), preset=name)
         if name != self.preset.name:
             raise ValueError(f"this AGD state was saved with preset {name!r}, not "
                              f"{self.preset.name!r}; build AGD(..., preset={name!r}) to resume")
+        resolution = getattr(self, "_resolution", None)
+        if resolution is not None and resolution.deferred:  # the saved kinds were read already
+            resolution.close()
+            self._adopt(loaded_kinds(self.param_groups, state_dict, self._infos), loaded=True)
         for g_new, g_old in zip(self.param_groups, state_dict.get("param_groups", [])):
             old = [Kind(*k) for k in g_old.get("kinds", g_new["kinds"])]  # 3-tuples: share 1
             if old != [Kind(*k) for k in g_new["kinds"]]:

@@ -31,12 +31,18 @@ when the split is of the whole output dim (GPT-2's ``c_attn``, ``nn.MultiheadAtt
 gates), per-head ``groups`` when it is of an inner factor (GPT-NeoX's ``query_key_value`` viewed
 ``(heads, 3·head_dim)`` and chunked). Rotary embeddings slice halves of ``q`` but also use ``q``
 whole: not packing.
+
+Forks. Every tensor's lineage (the parameters it was computed from) is followed too. A sum
+``a + b`` of two activations with a parameter in common but not the same lineage is a fork–join
+(a residual branch and its skip, a shortcut beside a branch); each parameter in the lineage of
+one operand only, used once by the forward, gains one ``fork`` (:func:`forked`;
+``docs/agd-stability.md`` §10). A bias or a position table added to an activation shares no
+parameter with it: no fork.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,7 +53,7 @@ from ._reader import Reader, Reading, Use
 from .kinds import resolve_tie
 from .rules import Kind
 
-__all__ = ["Use", "Reading", "Reader", "decide", "packed", "kind_of", "read_forward",
+__all__ = ["Use", "Reading", "Reader", "decide", "packed", "forked", "kind_of", "read_forward",
            "read_kinds", "call_with"]
 
 
@@ -87,6 +93,17 @@ def packed(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
     return new, f"its output is split into {how} (a packed projection)"
 
 
+
+def forked(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, str] | None:
+    """``kind`` with the forks the reading counted (None if none, or if the tensor is used more
+    than once — a recurrent or tied weight, whose paths are not one — or already shares its
+    layer with the matrices it is summed with: the share rule counts that sum)."""
+    uses = sum(not u.piece for u in reading.uses) + any(u.piece for u in reading.uses)
+    if reading.forks == kind.forks or uses > 1 or kind.share > 1:
+        return None
+    return (dataclasses.replace(kind, forks=reading.forks),
+            f"on one side of {reading.forks} sum(s) of forked activations (a residual branch "
+            f"or a shortcut): its step scale is x{2 ** (reading.forks / 2):.3g}")
 
 
 def call_with(model: nn.Module, example: Any) -> Any:
@@ -155,7 +172,7 @@ def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
     kind, why = decide(reading, shape)
     if kind is None:
         return None, why
-    for step in (shared, packed):
+    for step in (shared, packed, forked):
         more = step(kind, reading, shape)
         if more is not None:
             kind, why = more[0], f"{why}; {more[1]}"

@@ -59,6 +59,8 @@ class Preset:
     retraction: Piece | None = None
     average: Piece | None = None
     description: str = ""
+    #: scale σ by √2 per fork (:attr:`~.rules.Kind.fork_scale`, ``docs/agd-stability.md`` §10)
+    forks: bool = False
 
     def __post_init__(self) -> None:
         for slot, allowed in _SLOTS.items():
@@ -97,9 +99,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            description="spectral with momentum; G estimated without noise bias from the fresh "
                        "gradient against the previous momentum's direction"),
     Preset("spectral-average", Spectral(), Momentum(0.95), retraction=Rotation(),
-           average=PolyAverage(8.0),
+           average=PolyAverage(8.0), forks=True,
            description="spectral with momentum; norms move at first order only; evaluated at "
-                       "the polynomial-decay average of the weights (the default)"),
+                       "the polynomial-decay average of the weights; residual branches' steps "
+                       "scaled by their forks (the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).

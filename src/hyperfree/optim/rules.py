@@ -60,23 +60,29 @@ class Kind:
     ``share`` > 1: the tensor is one of ``share`` tensors whose outputs are summed into the same
     pre-activation (a recurrent layer's ``W_ih x + W_hh h``): together they are ONE layer of
     the product deep relative trust bounds, so each carries ``1/share`` of the mass
-    (``docs/agd-rules.md`` §3).
+    (``docs/agd-rules.md`` §3). ``forks`` > 0: the tensor's path to the output is one of the
+    two operands of that many sums of activations that fork from a common input (a residual
+    branch and its skip, a shortcut beside a branch; read from the forward): a sum passes on
+    ≈ 1/√2 of an operand's relative change, so the majorisation's curvature term of the
+    tensor is 2^forks smaller and its step scale σ is √2^forks larger (:attr:`fork_scale`;
+    ``docs/agd-stability.md`` §10). Neither changes the mass or the initialisation.
     """
 
     name: str
     blocks: int = 1
     groups: int = 1
     share: int = 1
+    forks: int = 0
 
     def __post_init__(self) -> None:
         rule = KIND_RULES.get(self.name)
         if rule is None:
             raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
                              f"{', '.join(KIND_RULES)}")
-        for field in ("blocks", "groups", "share"):
+        for field, least in (("blocks", 1), ("groups", 1), ("share", 1), ("forks", 0)):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Kind {field} must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Kind {field} must be an integer >= {least}, got {value!r}")
         if self.groups > 1 and not rule.grouped:
             raise ValueError(f"only conv and matrix kinds have groups, got {self.name!r} with "
                              f"groups={self.groups}")
@@ -85,7 +91,13 @@ class Kind:
         extra = [f"x{self.blocks}"] if self.blocks > 1 else []
         extra += [f"groups={self.groups}"] if self.groups > 1 else []
         extra += [f"share={self.share}"] if self.share > 1 else []
+        extra += [f"forks={self.forks}"] if self.forks else []
         return self.name + (f"({', '.join(extra)})" if extra else "")
+
+    @property
+    def fork_scale(self) -> float:
+        """√2^forks: the factor of σ in the step and in G (not in the initialisation)."""
+        return 2.0 ** (self.forks / 2)
 
     @property
     def rule(self) -> KindRule:
