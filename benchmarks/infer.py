@@ -1,7 +1,8 @@
 """Inference-of-kinds benchmark: how long AGD takes to read a 12-layer model's forward.
 
-``AGD(model)`` reads one forward (:mod:`hyperfree.optim.infer`) when the rules table does not
-cover every parameter or cannot tell a matrix's packing. This script times that reading on
+``AGD(model)`` reads one forward (:mod:`hyperfree.optim.infer`): for the parameters the rules
+table does not cover, the packing it cannot tell, and every tensor's forks (its lineage through
+the forward's residual sums). This script times that reading on
 12-layer models at GPT-2-small width (d = 768, 12 heads, a 16-token example):
 
 * ``handmade``: a pre-norm GPT written by hand — its own RMSNorm class, a raw ``(d, 3d)``

@@ -3,12 +3,13 @@
 :class:`Resolution` is what ``AGD(model)`` builds first (``docs/agd-rules.md`` §4):
 
 1. :func:`~.kinds.classify` with the rules table and ``kinds=`` (the fast path);
-2. if a parameter is still unknown, or a matrix's packing cannot be told from its type, one
-   forward is read (:mod:`.infer`): an ``example`` input the user passes, or the model's own
-   ``dummy_inputs`` (Hugging Face models have them), read now with the RNG and the buffers
-   restored afterwards; without either (or if the model does not take it), the model's FIRST
-   forward is read while it runs (the kinds are settled before the first ``step``; until then
-   an unknown parameter is ``generic``);
+2. one forward is read (:mod:`.infer`) for what no table can say — the kind of an unknown
+   parameter, the packing of an ambiguous matrix, the forks of every tensor: an ``example``
+   input the user passes, or the model's own ``dummy_inputs`` (Hugging Face models have them),
+   read now with the RNG and the buffers restored afterwards; without either (or if the model
+   does not take it), or with sharded (FSDP2) parameters, the model's FIRST forward is read
+   while it runs (the kinds are settled before the first ``step``; until then an unknown
+   parameter is ``generic`` and no tensor has forks);
 3. what the reading does not decide is ``generic``.
 
 With ``infer=False`` step 2 never runs: unknown parameters are one ``ValueError`` listing them

@@ -4,7 +4,8 @@ Bernstein, Mingard, Huang, Azizan, Yue, *Automatic Gradient Descent: Deep Learni
 Hyperparameters*, arXiv:2304.05187 (2023), Algorithm 1, extended to every parameter kind
 (``docs/agd-rules.md``) and to the presets of :mod:`hyperfree.optim.presets`. In the code's
 symbols (a preset names one piece per slot, :mod:`hyperfree.optim.pieces`; the plan holds each
-cell's σ, its unit direction map D and L = Σ mass, :mod:`hyperfree.optim.rules`):
+cell's σ, its unit direction map D and L = Σ mass, :mod:`hyperfree.optim.rules`; a preset with
+``forks`` has σ_c = σ(kind) · √2^forks, ``docs/agd-stability.md`` §10):
 
 .. code-block:: text
 

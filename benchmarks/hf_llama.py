@@ -1,0 +1,122 @@
+"""A model the race lacks, trained as a user would: Hugging Face ``LlamaForCausalLM`` (2 layers x
+128, 4 heads), char-level tinyshakespeare (context 64, batch 12), ``hyperfree.AGD(model)`` with
+no declaration, against AdamW (5% warmup, cosine decay, weight decay 0.1, clipping at 1).
+
+Variants: ``agd`` (the default preset, its forks read from the first forward), ``agd-noforks``
+(the same preset without forks, ``docs/agd-stability.md`` §10) and ``adamw-LR``. The test
+loss (nats, the whole test split; AGD evaluated at its averaged weights, ``opt.eval()``) as
+mean ± std over the seeds, one run per line as it finishes.
+
+    python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3]
+        [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1]
+
+Needs ``transformers`` (``pip install transformers``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import hyperfree
+from hyperfree.data import load_dataset
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
+
+BATCH, CONTEXT = 12, 64
+
+
+def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int):
+    """(optimiser, scheduler or None, clip) for ``variant``."""
+    if variant.startswith("adamw-"):
+        opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.1)
+        warm = max(1, int(0.05 * steps + 0.5))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
+                                                  0.5 * (1 + math.cos(math.pi * (s - warm) /
+                                                                      max(1, steps - warm))))
+        return opt, sched, 1.0
+    if variant not in ("agd", "agd-noforks"):
+        raise ValueError(f"variant {variant!r} is not agd, agd-noforks or adamw-LR")
+    preset = PRESETS[DEFAULT_PRESET]
+    if variant == "agd-noforks":
+        preset = dataclasses.replace(preset, name="noforks", forks=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = hyperfree.AGD(model, preset=preset)
+        opt.init_weights(torch.Generator().manual_seed(seed))
+    return opt, None, 0.0
+
+
+def run(data, variant: str, steps: int, seed: int) -> float:
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=data.info.num_classes, hidden_size=128,
+                                   intermediate_size=344, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4,
+                                   max_position_embeddings=CONTEXT)
+    model = transformers.LlamaForCausalLM(cfg)
+    opt, sched, clip = _optimiser(model, variant, steps, seed)
+    loader = data.train_loader(BATCH, seed=seed)
+    step, epoch = 0, 0
+    model.train()
+    while step < steps:
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            loss = F.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            if step >= steps:
+                break
+        epoch += 1
+    if isinstance(opt, hyperfree.AGD):
+        opt.eval()
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in data.test_loader(256):
+            logits = model(input_ids=x).logits
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+            n += y.numel()
+    return total / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--variants", default="agd,agd-noforks,adamw-0.001,adamw-0.003")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
+    print(f"# HF Llama 2x128, {args.steps} steps, batch {BATCH}, context {CONTEXT}, "
+          f"torch {torch.__version__}, {args.threads} thread(s); test loss in nats")
+    results: dict[str, list[float]] = {}
+    for variant in args.variants.split(","):
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            loss = run(data, variant, args.steps, seed)
+            results.setdefault(variant, []).append(loss)
+            print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    print("variant          mean ± std over seeds")
+    for variant, losses in results.items():
+        std = statistics.stdev(losses) if len(losses) > 1 else 0.0
+        print(f"{variant:14s}   {statistics.mean(losses):.3f} ± {std:.3f}")
+
+
+if __name__ == "__main__":
+    main()
