@@ -50,16 +50,6 @@ def _dummy(model: nn.Module) -> Any:
     return {k: v.to(dev) for k, v in dummy.items()}
 
 
-def _ambiguous(info: ParamInfo) -> bool:
-    """A table matrix whose type cannot tell its packing: stored ``(d_in, d_out)`` (HF
-    ``Conv1D``, which GPT-2 uses packed and unpacked) or ``(3d, d)`` (a packed Q/K/V)."""
-    k = info.kind
-    if k is None or info.origin != "table" or k.rule.packed(k, 2, 1) is None:
-        return False
-    shape = info.param.shape
-    return info.param.dim() == 2 and (k.rule.block_dim == 1 or shape[0] == 3 * shape[1])
-
-
 class Resolution:
     """Every parameter's kind and where it came from (module docstring)."""
 
