@@ -121,8 +121,9 @@ FAMILIES = {
 
 #: what the forward must show for parameters the table lacks or cannot tell (name suffix)
 #: (forks: the tensor's path to the output is one side of that many forked sums — a residual
-#: branch; GPT-NeoX's parallel attention is summed twice, x + attn + mlp; T5's encoder reaches
-#: the decoder's output through its cross-attention branches too)
+#: branch; GPT-NeoX's parallel attention is summed twice, x + attn + mlp; T5 adds the relative
+#: position bias of its first layer to every later layer's scores, and each such sum counts as
+#: a fork for what the stream carries: an over-count docs/agd-rules.md §4 names)
 READ = {
     "llama": {"layers.0.input_layernorm.weight": "gain(forks=1)", "model.norm.weight": "gain"},
     "t5": {"encoder.block.0.layer.0.layer_norm.weight": "gain(forks=4)",
