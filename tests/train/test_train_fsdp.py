@@ -72,7 +72,13 @@ def _same(a: dict, b: dict, what: str) -> None:
         # nearly rank-deficient, and their polar factors turn those last bits into 1e-4 by the
         # fourth step (as 1 vs 2 threads in one process do), which the next steps spread: the
         # bounds are those of float32 noise so amplified, far below a wrong shard's error.
+        # The FCN's first matrix (16 x 784 from batches of 16) is as nearly rank-deficient: with
+        # the default's momentum 0.8 its η differs in the 4th digit at the third step and its
+        # weights by 5e-4 to 9e-4 at the fourth (0 under momentum 0.95, where the two sums
+        # happened to round alike), against 5e-2 to 2e-1 had a rank stepped with its half batch.
         atol = 5e-4 if name.endswith("attn.in_proj_weight") else 1e-4
+        if what.startswith("fcn"):
+            atol = 2e-3
         torch.testing.assert_close(got, w, rtol=1e-4, atol=atol,
                                    msg=lambda m, n=name: f"{what} {n}: {m}")
 

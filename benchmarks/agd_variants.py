@@ -1,0 +1,220 @@
+"""Variants of the default AGD on the race's workloads: the probes of docs/agd-stability.md §11.
+
+    python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
+        [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
+        [--data-dir tinyshakespeare=PATH]
+        [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
+
+WORKLOAD is a panel of the race's ``quick`` profile (fcn16, fcn32, conv, conv-long, gpt,
+gpt-long, lstm, finetune), run with exactly the race's settings
+(:func:`hyperfree.experiments.race.race_specs`). The optimiser is the default preset
+(``spectral-average``) with one or more pieces changed:
+
+* ``--momentum B``: the source's momentum β (0: the gradient itself, the ``spectral`` source);
+  ``--momentum-over-run``: instead, ``m ← m + c (g − m)`` with the average's own weights
+  ``c = (γ + 1)/(k + γ)`` (the gradients of the last ``1/(γ + 1)`` of the run);
+* ``--interpolate B``: schedule-free interpolation (Defazio et al. 2024, "The Road Less
+  Scheduled"): the gradient is taken at ``y = z + B (x − z)``, AGD steps ``z``, and ``x`` is the
+  preset's polynomial-decay average of ``z`` (0: off, the default's ``y = z``);
+* ``--gamma G``: the average's γ (0: the uniform average, Schedule-Free's own);
+* ``--gain K``: the step's multiplier;
+* ``--eval iterate``: evaluate at the trained weights instead of the average.
+
+``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
+takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
+it first (as the race does, about 2 minutes on one CPU thread). Each run prints one JSON line
+(appended to ``--out``) with the final test loss/accuracy and η's quantiles; at the end, the
+mean ± std over the seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import hyperfree
+from hyperfree.experiments.race import _SMALL_CONV, race_specs
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
+from hyperfree.optim.pieces import Direction, Gradient, Momentum, PolyAverage
+from hyperfree.train import TrainConfig, train
+from hyperfree.train.optimizers import AGDStepper, register_optimizer
+
+PANELS = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMomentum(Momentum):
+    """``m ← m + c (g − m)``, ``c = (γ + 1)/(k + γ)`` for the k-th gradient (the first copies it):
+    the gradients of the last ``1/(γ + 1)`` of the run, weighted as :class:`PolyAverage` weighs
+    the iterates; no bias correction (eager CPU steps only)."""
+
+    gamma: float = 8.0
+
+    def absorb(self, state: Any, grads: list[torch.Tensor], finite: Any) -> None:
+        if not isinstance(finite, bool):
+            raise ValueError("--momentum-over-run runs eager CPU steps only")
+        if finite:
+            state.count.add_(1)
+            c = (self.gamma + 1.0) / (int(state.count) + self.gamma)
+            torch._foreach_lerp_(state.momentum_buffer, grads, c)
+
+    def current(self, state: Any, grads: list[torch.Tensor]) -> Direction:
+        return Direction(state.momentum_buffer, None, state.count)
+
+
+class Variant(AGDStepper):
+    """AGD's stepper with schedule-free interpolation (``beta`` > 0) and a choice of the point
+    evaluated. Between steps the model holds ``y``; the optimiser's trained weights are ``z``
+    (kept here), its average ``x``."""
+
+    def __init__(self, model: torch.nn.Module, opt: hyperfree.AGD, beta: float, at: str):
+        super().__init__(model, opt, init=opt.init_weights)
+        self.beta, self.at, self.z, self.etas = beta, at, None, []
+        self._params = [p for g in opt.param_groups for p in g["params"]]
+        self._held: list[torch.Tensor] | None = None
+        if beta:
+            step = opt.step
+
+            @torch.no_grad()
+            def interpolated(closure: Any = None) -> Any:
+                if self.z is None:
+                    self.z = [p.detach().clone() for p in self._params]
+                for p, z in zip(self._params, self.z):
+                    p.copy_(z)  # the gradient was taken at y; the step moves z
+                out = step(closure)
+                for p, z in zip(self._params, self.z):
+                    z.copy_(p)
+                    x = opt.state[p].get("average")
+                    if x is not None:
+                        p.lerp_(x, beta)  # y = z + β (x − z)
+                return out
+            opt.step = interpolated  # type: ignore[method-assign]
+
+    @property
+    def averaged(self) -> bool:
+        return self.at == "average" and super().averaged
+
+    def eval(self) -> None:
+        if self.at == "average":
+            super().eval()
+
+    def train(self) -> None:
+        if self.at == "average":
+            super().train()
+
+    def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().step(loss)
+        self.etas.append(float(out["eta"]))
+        return out
+
+
+def _specs() -> dict[str, dict[str, Any]]:
+    """{label: overrides} of the race's quick profile."""
+    return {s.label: dict(s.overrides) for s in race_specs(2, _SMALL_CONV, 500, 1000)}
+
+
+def _pretrained(specs: dict, seed: int, runs: str | None, data_dir: dict, scratch: Path
+                ) -> str:
+    if runs is not None:
+        path = Path(runs) / f"finetune-pretrain-seed{seed}"
+        if not path.exists():
+            raise SystemExit(f"--pretrain-from: {path} does not exist; give the directory of a "
+                             "race's runs that holds finetune-pretrain-seedN, or leave it out")
+        return str(path)
+    out = scratch / f"finetune-pretrain-seed{seed}"
+    cfg = TrainConfig(**specs["finetune-pretrain"], seed=seed, device="cpu", progress=False,
+                      plots=False, data_dir=data_dir.get("fashion-mnist"), out_dir=str(out))
+    train(cfg)
+    return str(out)
+
+
+def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    specs = _specs()
+    overrides = dict(specs[f"{panel}-agd-{DEFAULT_PRESET}"])
+    overrides.pop("optimizer")
+    if panel == "finetune":
+        overrides["init_from"] = _pretrained(specs, seed, args.pretrain_from, args.data, scratch)
+    preset = PRESETS[DEFAULT_PRESET]
+    source = Momentum(args.momentum) if args.momentum else Gradient()
+    if args.momentum_over_run:
+        source = RunMomentum(gamma=args.gamma)
+    preset = dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
+                                 average=PolyAverage(args.gamma))
+    box: dict[str, Variant] = {}
+    name = f"agd-variant-{panel}-{seed}"
+
+    def build(model: torch.nn.Module, _: Any) -> Variant:
+        opt = hyperfree.AGD(model, preset=preset, gain=args.gain)
+        box["stepper"] = Variant(model, opt, args.interpolate, args.eval)
+        return box["stepper"]
+    register_optimizer(name, description="benchmarks/agd_variants.py")(build)
+    cfg = TrainConfig(**overrides, optimizer=name, seed=seed, device="cpu", progress=False,
+                      plots=False, eval_every=None, data_dir=args.data.get(overrides["dataset"]))
+    start = time.perf_counter()
+    last = train(cfg).records[-1]
+    etas = box["stepper"].etas
+    return {"workload": panel, "seed": seed,
+            "momentum": "over-run" if args.momentum_over_run else args.momentum,
+            "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
+            "eval": args.eval, "test_loss": last.get("test_loss"),
+            "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
+            "seconds": round(time.perf_counter() - start, 1),
+            "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
+                              for q in (0.05, 0.25, 0.5, 0.75, 1.0)]}
+
+
+def _data_dirs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--data-dir {item!r}: expected NAME=PATH, e.g. "
+                             "tinyshakespeare=../shared/data/tinyshakespeare.txt")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("workload", choices=PANELS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--momentum", type=float, default=0.95)
+    ap.add_argument("--momentum-over-run", action="store_true")
+    ap.add_argument("--interpolate", type=float, default=0.0)
+    ap.add_argument("--gamma", type=float, default=8.0)
+    ap.add_argument("--gain", type=float, default=1.0)
+    ap.add_argument("--eval", choices=("average", "iterate"), default="average")
+    ap.add_argument("--data-dir", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
+    ap.add_argument("--out", default=None, help="append each run's JSON line to this file")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:
+        raise SystemExit("--momentum and --interpolate must be in [0, 1), got "
+                         f"{args.momentum} and {args.interpolate}")
+    args.data = _data_dirs(args.data_dir)
+    torch.set_num_threads(args.threads)
+    key = "test_loss" if args.workload in ("gpt", "gpt-long", "lstm") else "test_acc"
+    values = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed in args.seeds:
+            res = run(args.workload, seed, args, Path(scratch))
+            print(json.dumps(res), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(res) + "\n")
+            values.append(res[key])
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    print(f"{args.workload}: {key} {statistics.mean(values):.4f} ± {spread:.4f} over seeds "
+          f"{args.seeds}")
+
+
+if __name__ == "__main__":
+    main()
