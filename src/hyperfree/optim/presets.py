@@ -27,14 +27,14 @@ name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv
 
 The default, ``spectral-average`` (:data:`DEFAULT_PRESET`), is one rule for every network
 (``docs/agd-stability.md`` §9–§11): spectral directions of the momentum (β = 0.8: with the
-average removing the iterates' noise, a shorter memory than the 0.95 of the presets without one,
-§11), G self-estimated, every
-weight's norm moved by the step's first-order term only (:class:`~.pieces.Rotation`: the noise's
-random walk of the norms is gone, so nothing makes η's plateau unstable), and the weights
-evaluated at their polynomial-decay average (:class:`~.pieces.PolyAverage`: the average anneals
-what η does not, with no horizon), and ``forks``: a tensor on one side of a sum of forked
-activations (a residual branch, a shortcut) has σ √2 larger per such sum, in G and in its step
-(:attr:`~.rules.Kind.fork_scale`; ``docs/agd-stability.md`` §10). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
+average removing the iterates' noise, a shorter memory than the 0.95 of the presets without
+one, §11), G self-estimated, every weight's norm moved by the step's first-order term only
+(:class:`~.pieces.Rotation`: the noise's random walk of the norms is gone, so nothing makes
+η's plateau unstable), and the weights evaluated at their polynomial-decay average
+(:class:`~.pieces.PolyAverage`: the average anneals what η does not, with no horizon), and
+``forks``: a tensor on one side of a sum of forked activations (a residual branch, a shortcut)
+has σ √2 larger per such sum, in G and in its step (:attr:`~.rules.Kind.fork_scale`;
+``docs/agd-stability.md`` §10). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
 between ``spectral-momentum`` and ``spectral-fresh``, now names the default.
 """
 from __future__ import annotations
