@@ -40,7 +40,9 @@ from typing import Any
 import torch
 
 import hyperfree
+from hyperfree.cli.experiment import parse_data_dirs
 from hyperfree.experiments.race import _SMALL_CONV, race_specs
+from hyperfree.experiments.runner import _data_dir
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 from hyperfree.optim.pieces import Direction, Gradient, Momentum, PolyAverage
 from hyperfree.train import TrainConfig, train
@@ -129,8 +131,9 @@ def _pretrained(specs: dict, seed: int, runs: str | None, data_dir: dict, scratc
                              "race's runs that holds finetune-pretrain-seedN, or leave it out")
         return str(path)
     out = scratch / f"finetune-pretrain-seed{seed}"
-    cfg = TrainConfig(**specs["finetune-pretrain"], seed=seed, device="cpu", progress=False,
-                      plots=False, data_dir=data_dir.get("fashion-mnist"), out_dir=str(out))
+    pre = specs["finetune-pretrain"]
+    cfg = TrainConfig(**pre, seed=seed, device="cpu", progress=False, plots=False,
+                      data_dir=_data_dir(pre["dataset"], None, data_dir), out_dir=str(out))
     train(cfg)
     return str(out)
 
@@ -156,7 +159,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
         return box["stepper"]
     register_optimizer(name, description="benchmarks/agd_variants.py")(build)
     cfg = TrainConfig(**overrides, optimizer=name, seed=seed, device="cpu", progress=False,
-                      plots=False, eval_every=None, data_dir=args.data.get(overrides["dataset"]))
+                      plots=False, eval_every=None,
+                      data_dir=_data_dir(overrides["dataset"], None, args.data))
     start = time.perf_counter()
     last = train(cfg).records[-1]
     etas = box["stepper"].etas
@@ -170,17 +174,6 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                               for q in (0.05, 0.25, 0.5, 0.75, 1.0)]}
 
 
-def _data_dirs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--data-dir {item!r}: expected NAME=PATH, e.g. "
-                             "tinyshakespeare=../shared/data/tinyshakespeare.txt")
-        out[name] = path
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workload", choices=PANELS)
@@ -191,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gamma", type=float, default=8.0)
     ap.add_argument("--gain", type=float, default=1.0)
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
-    ap.add_argument("--data-dir", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH")
     ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")
     ap.add_argument("--threads", type=int, default=1)
@@ -199,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:
         raise SystemExit("--momentum and --interpolate must be in [0, 1), got "
                          f"{args.momentum} and {args.interpolate}")
-    args.data = _data_dirs(args.data_dir)
+    try:
+        args.data = parse_data_dirs(args.data_dir)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     torch.set_num_threads(args.threads)
     key = "test_loss" if args.workload in ("gpt", "gpt-long", "lstm") else "test_acc"
     values = []
