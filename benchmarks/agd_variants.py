@@ -2,13 +2,15 @@
 
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
+        [--schedule constant|cosine|linear]
         [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
 WORKLOAD is a panel of the race's ``quick`` profile (fcn16, fcn32, conv, conv-long, gpt,
 gpt-long, lstm, finetune), run with exactly the race's settings
 (:func:`hyperfree.experiments.race.race_specs`). The optimiser is the default preset
-(``spectral-average``) with one or more pieces changed:
+(``spectral-average``) with one or more pieces changed; with no option it IS the default (β and
+γ are read from the preset):
 
 * ``--momentum B``: the source's momentum β (0: the gradient itself, the ``spectral`` source);
   ``--momentum-over-run``: instead, ``m ← m + c (g − m)`` with the average's own weights
@@ -18,7 +20,9 @@ gpt-long, lstm, finetune), run with exactly the race's settings
   preset's polynomial-decay average of ``z`` (0: off, the default's ``y = z``);
 * ``--gamma G``: the average's γ (0: the uniform average, Schedule-Free's own);
 * ``--gain K``: the step's multiplier;
-* ``--eval iterate``: evaluate at the trained weights instead of the average.
+* ``--eval iterate``: evaluate at the trained weights instead of the average;
+* ``--schedule cosine|linear``: what a known horizon adds: the step's multiplier (AGD's group
+  ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does.
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -43,10 +47,11 @@ import hyperfree
 from hyperfree.cli.experiment import parse_data_dirs
 from hyperfree.experiments.race import _SMALL_CONV, race_specs
 from hyperfree.experiments.runner import _data_dir
-from hyperfree.optim import DEFAULT_PRESET, PRESETS
+from hyperfree.optim import DEFAULT_PRESET, PRESETS, Preset
 from hyperfree.optim.pieces import Direction, Gradient, Momentum, PolyAverage
 from hyperfree.train import TrainConfig, train
-from hyperfree.train.optimizers import AGDStepper, register_optimizer
+from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
+from hyperfree.train.schedules import SCHEDULES
 
 PANELS = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
 
@@ -138,18 +143,23 @@ def _pretrained(specs: dict, seed: int, runs: str | None, data_dir: dict, scratc
     return str(out)
 
 
+def variant_preset(args: argparse.Namespace) -> Preset:
+    """The default preset with the pieces ``args`` name changed (none: the default itself)."""
+    preset = PRESETS[DEFAULT_PRESET]
+    source = Momentum(args.momentum) if args.momentum else Gradient()
+    if args.momentum_over_run:
+        source = RunMomentum(gamma=args.gamma)
+    return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
+                               average=PolyAverage(args.gamma))
+
+
 def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     specs = _specs()
     overrides = dict(specs[f"{panel}-agd-{DEFAULT_PRESET}"])
     overrides.pop("optimizer")
     if panel == "finetune":
         overrides["init_from"] = _pretrained(specs, seed, args.pretrain_from, args.data, scratch)
-    preset = PRESETS[DEFAULT_PRESET]
-    source = Momentum(args.momentum) if args.momentum else Gradient()
-    if args.momentum_over_run:
-        source = RunMomentum(gamma=args.gamma)
-    preset = dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
-                                 average=PolyAverage(args.gamma))
+    preset = variant_preset(args)
     box: dict[str, Variant] = {}
     name = f"agd-variant-{panel}-{seed}"
 
@@ -157,9 +167,12 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
         opt = hyperfree.AGD(model, preset=preset, gain=args.gain)
         box["stepper"] = Variant(model, opt, args.interpolate, args.eval)
         return box["stepper"]
-    register_optimizer(name, description="benchmarks/agd_variants.py")(build)
+    scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
+    register_optimizer(name, description="benchmarks/agd_variants.py",
+                       defaults=OptimArgs(schedule="constant") if scheduled else OptimArgs())(
+        build)
     cfg = TrainConfig(**overrides, optimizer=name, seed=seed, device="cpu", progress=False,
-                      plots=False, eval_every=None,
+                      plots=False, eval_every=None, schedule=args.schedule if scheduled else None,
                       data_dir=_data_dir(overrides["dataset"], None, args.data))
     start = time.perf_counter()
     last = train(cfg).records[-1]
@@ -167,23 +180,29 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     return {"workload": panel, "seed": seed,
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
-            "eval": args.eval, "test_loss": last.get("test_loss"),
+            "eval": args.eval, "schedule": args.schedule, "test_loss": last.get("test_loss"),
             "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
             "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
                               for q in (0.05, 0.25, 0.5, 0.75, 1.0)]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workload", choices=PANELS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--momentum", type=float, default=0.95)
+    default = PRESETS[DEFAULT_PRESET]
+    ap.add_argument("--momentum", type=float, default=getattr(default.source, "beta", 0.0),
+                    help="the source's β (default: the default preset's, %(default)s)")
     ap.add_argument("--momentum-over-run", action="store_true")
     ap.add_argument("--interpolate", type=float, default=0.0)
-    ap.add_argument("--gamma", type=float, default=8.0)
+    ap.add_argument("--gamma", type=float, default=getattr(default.average, "gamma", 8.0),
+                    help="the average's γ (default: the default preset's, %(default)s)")
     ap.add_argument("--gain", type=float, default=1.0)
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
+    ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                    help="a known horizon: the step's multiplier decays over the run "
+                         "(hyperfree.train.schedules)")
     ap.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH")
     ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")
@@ -196,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
         args.data = parse_data_dirs(args.data_dir)
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     key = "test_loss" if args.workload in ("gpt", "gpt-long", "lstm") else "test_acc"
     values = []

@@ -1,0 +1,56 @@
+"""benchmarks/agd_variants.py: with no option it runs exactly the default preset, and each
+option changes only the piece it names (the probes of docs/agd-stability.md §11 compare
+against the default, so a stale default in the script would compare against something else)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
+from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "agd_variants.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("agd_variants", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def _fields(preset):
+    return {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)
+            if f.name not in ("name",)}
+
+
+def test_no_option_is_the_default_preset(script):
+    got = script.variant_preset(script.parse_args(["conv"]))
+    assert _fields(got) == _fields(PRESETS[DEFAULT_PRESET])
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["--momentum", "0"], "source", Gradient()),
+    (["--momentum", "0.5"], "source", Momentum(0.5)),
+    (["--gamma", "4"], "average", PolyAverage(4.0)),
+])
+def test_an_option_changes_only_its_piece(script, argv, field, value):
+    got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
+    want = _fields(PRESETS[DEFAULT_PRESET])
+    assert got.pop(field) == value
+    want.pop(field)
+    assert got == want
+
+
+def test_bad_momentum_is_refused(script):
+    with pytest.raises(SystemExit, match="--momentum"):
+        script.parse_args(["gpt", "--momentum", "1.0"])
