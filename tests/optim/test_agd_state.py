@@ -116,3 +116,43 @@ def test_deepcopy_of_the_optimiser_alone_steps_its_own_parameters(preset):
         clone.step()
         assert torch.equal(clone.eta, opt.eta)
     assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_state_saved_under_a_redefined_preset_warns_and_resumes_under_the_current_one():
+    """A library upgrade that changes a preset (the default's β 0.95 -> 0.8): the state loads,
+    with one warning naming the piece that changed, and the run continues under the current
+    definition, as a fresh optimiser of that definition loaded with the same state would."""
+    import dataclasses
+    from hyperfree.optim.pieces import Momentum
+
+    old = dataclasses.replace(PRESETS["spectral-average"], source=Momentum(0.95))
+    model = _model()
+    opt = hyperfree.AGD(model, preset=old)
+    _run(model, opt, K, 0)
+    saved = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    assert saved[1]["agd"]["definition"]["source"] == "Momentum(beta=0.95)"
+    runs = []
+    for expect_warning in (True, False):
+        fresh = _model()
+        fresh.load_state_dict(saved[0])
+        opt2 = hyperfree.AGD(fresh, preset="spectral-average")
+        state = copy.deepcopy(saved[1])
+        if not expect_warning:  # the same state, its definition rewritten to the current one
+            state["agd"]["definition"] = opt2.preset.definition
+            opt2.load_state_dict(state)
+        else:
+            with pytest.warns(UserWarning, match=r"source Momentum\(beta=0\.95\) -> "
+                                                 r"Momentum\(beta=0\.8\)"):
+                opt2.load_state_dict(state)
+        runs.append(_run(fresh, opt2, K, K))
+    assert runs[0] == runs[1]
+
+
+def test_state_saved_before_definitions_were_recorded_loads_silently(recwarn):
+    model = _model()
+    opt = hyperfree.AGD(model)
+    _run(model, opt, 1, 0)
+    state = opt.state_dict()
+    del state["agd"]["definition"]
+    hyperfree.AGD(_model()).load_state_dict(state)
+    assert not [w for w in recwarn if "defined otherwise" in str(w.message)]

@@ -32,7 +32,7 @@ from ._plan import Plan, build_plan
 from ._resolve import KindsNote, Resolution, loaded_kinds
 from .functional import Shards, agd
 from .kinds import INIT_ORIGINS, Kind, ParamInfo
-from .presets import DEFAULT_PRESET, Preset, get_preset, with_ns_steps
+from .presets import DEFAULT_PRESET, Preset, get_preset, redefinition, with_ns_steps
 from .rules import rule_of
 
 __all__ = ["AGD", "init_weights", "KindsNote"]
@@ -342,7 +342,8 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         sd = super().state_dict()
         self._flags.drain(block=True)
         sd["agd"] = {"steps": self.steps, "skipped_steps": self.skipped_steps,
-                     "preset": self.preset.name, "state": self._pieces.saved(),
+                     "preset": self.preset.name, "definition": self.preset.definition,
+                     "state": self._pieces.saved(),
                      "evaluating": self._evaluating}
         return sd
 
@@ -353,6 +354,13 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         if name != self.preset.name:
             raise ValueError(f"this AGD state was saved with preset {name!r}, not "
                              f"{self.preset.name!r}; build AGD(..., preset={name!r}) to resume")
+        changed = redefinition(saved.get("definition"), self.preset)
+        if changed:  # a library upgrade changed the preset since the state was saved
+            warnings.warn(f"this AGD state was saved when preset {name!r} was defined otherwise "
+                          f"({changed}); it resumes under the current definition, so the run "
+                          "will not equal one never stopped; to resume it exactly, pass "
+                          f"AGD(..., preset=Preset({name!r}, ...)) with the saved pieces",
+                          stacklevel=2)
         resolution = getattr(self, "_resolution", None)
         if resolution is not None and resolution.deferred:  # the saved kinds were read already
             resolution.close()

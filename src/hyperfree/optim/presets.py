@@ -40,12 +40,13 @@ between ``spectral-momentum`` and ``spectral-fresh``, now names the default.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, Piece, PolyAverage, Rotation,
                      SelfEstimate, Spectral, Sphere)
 
 __all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "list_presets",
-           "with_ns_steps"]
+           "redefinition", "with_ns_steps"]
 
 _SLOTS = {"family": (Frobenius, Spectral), "source": (Gradient, Momentum),
           "estimate": (SelfEstimate, Fresh), "retraction": (Sphere, Ball, Rotation, type(None)),
@@ -84,9 +85,29 @@ class Preset:
         return {slot: getattr(self, slot) for slot in _SLOTS}
 
     @property
+    def definition(self) -> dict[str, str]:
+        """The rule as text, one entry per field but the name and description: what a resumed
+        run must match to equal one never stopped (saved in AGD's ``state_dict``)."""
+        return {f.name: repr(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in ("name", "description")}
+
+    @property
     def momentum(self) -> float:
         """β of the momentum source (0: the gradient itself)."""
         return self.source.beta
+
+
+def redefinition(saved: Mapping[str, str] | None, preset: Preset) -> str:
+    """What differs between a :attr:`Preset.definition` saved with a state and ``preset``'s
+    (``"source Momentum(beta=0.95) -> Momentum(beta=0.8)"``; empty when they agree, or when the
+    state predates saved definitions and ``saved`` is None)."""
+    if saved is None:
+        return ""
+    now = preset.definition
+    changed = [f"{k} {saved.get(k, 'absent')} -> {v}" for k, v in now.items()
+               if saved.get(k) != v]
+    changed += [f"{k} {v} -> absent" for k, v in saved.items() if k not in now]
+    return "; ".join(changed)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
