@@ -63,6 +63,10 @@ class Row:
     n: int
     metrics: Mapping[str, tuple[float, float]]  # name -> (mean, std) of the final epoch
     seconds: float  # mean wall time of one seed
+    #: name -> ((step, mean over seeds), ...) at every evaluation all seeds recorded, in step
+    #: order (empty when a seed diverged); what time-to-result reads
+    curves: Mapping[str, tuple[tuple[int, float], ...]] = dataclasses.field(
+        default_factory=dict)
 
     def mean(self, name: str) -> float:
         """Mean over seeds of final-epoch metric ``name`` (NaN if never recorded)."""

@@ -3,7 +3,8 @@
 A run directory counts when it has ``experiment.json`` (written by the runner when the run
 finished) and at least one epoch in ``metrics.jsonl``, or when it diverged. Rows aggregate the
 seeds of a label: mean and (sample, n-1) standard deviation of every final-epoch number; a
-diverged seed counts as NaN, which the report prints as "diverged".
+diverged seed counts as NaN, which the report prints as "diverged". They also carry the test
+numbers' curves over the run (mean over seeds at each evaluation), which time-to-result reads.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ __all__ = ["RunResult", "profile_dir", "load_runs", "aggregate", "available_prof
 
 # final-epoch numbers a Row carries (when recorded)
 _METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "rel_update")
+# evaluation numbers a Row also carries as a curve over the run (time-to-result)
+_CURVES = ("test_loss", "test_acc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,16 @@ def _final(run: RunResult, key: str) -> float | None:
     return value if math.isfinite(value) else float("nan")
 
 
+def _curve(runs: Sequence[RunResult], key: str) -> tuple[tuple[int, float], ...]:
+    """((step, mean over the runs), ...) at the steps where every run recorded ``key``."""
+    if any(r.info.get("diverged") for r in runs):
+        return ()
+    per_run = [{int(rec["step"]): float(rec[key]) for rec in r.records
+                if rec.get(key) is not None and rec.get("step") is not None} for r in runs]
+    steps = sorted(set.intersection(*(set(d) for d in per_run))) if per_run else []
+    return tuple((s, sum(d[s] for d in per_run) / len(per_run)) for s in steps)
+
+
 def aggregate(runs: Sequence[RunResult]) -> list[Row]:
     """One :class:`Row` per label (seeds pooled), in first-seen order."""
     by_label: dict[str, list[RunResult]] = {}
@@ -101,6 +114,7 @@ def aggregate(runs: Sequence[RunResult]) -> list[Row]:
             if vals:
                 metrics[key] = mean_std(vals)
         seconds = mean_std([float(r.info.get("wall_seconds", 0.0)) for r in group])[0]
+        curves = {key: c for key in _CURVES if (c := _curve(group, key))}
         rows.append(Row(label, str(first["group"]), str(first.get("panel", "")), first.get("x"),
-                        first.get("y"), len(group), metrics, seconds))
+                        first.get("y"), len(group), metrics, seconds, curves))
     return rows

@@ -53,6 +53,7 @@ from hyperfree.train.transfer import parse_classes
 from ._spec import DEFAULT_METRIC, Experiment, Row, RunSpec, Verdict, register_experiment
 from ._verdicts import TRAINS, best
 from .suite import profiles
+from .time_to_result import Reach, describe_time_to_result, format_reach, time_to_result
 
 __all__ = ["ADAMW_GRID", "FINETUNE_GRID", "SGD_GRID", "PEERS", "LR_FREE_PEERS", "FIG1_DEFAULTS",
            "WARMUP_FRACTION", "PRESET_GROUPS", "DEFAULT_GROUP", "METRICS", "EXPECTED",
@@ -340,8 +341,10 @@ def _no_divergence(rows: Sequence[Row], default: str, panels: Sequence[str],
         "no diverged seed among the runs found"
 
 
-def _holds_long(margins: Mapping[str, float | None]) -> tuple[bool | None, str]:
-    """The margin at each long horizon is not smaller than at its short one."""
+def _holds_long(margins: Mapping[str, float | None],
+                reach: Mapping[str, Reach | None]) -> tuple[bool | None, str]:
+    """The margin at each long horizon is not smaller than at its short one (the time to
+    AdamW's result, ``reach``, is quoted beside it, not judged)."""
     met, parts = [], []
     for short, long in LONG_HORIZON:
         m_short, m_long = margins.get(short), margins.get(long)
@@ -351,6 +354,11 @@ def _holds_long(margins: Mapping[str, float | None]) -> tuple[bool | None, str]:
             continue
         met.append(m_long >= m_short)
         parts.append(f"{long} {_pct(m_long)} vs {short} {_pct(m_short)}")
+    times = [f"{short} {format_reach(reach[short])} → {long} {format_reach(reach[long])}"
+             for short, long in LONG_HORIZON if short in reach and long in reach]
+    if times:
+        parts.append("time to the best AdamW's result (fraction of the run): " +
+                     ", ".join(times))
     return _verdict_of(met), ", ".join(parts)
 
 
@@ -407,6 +415,7 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
         return Verdict("n/a", "not measured: no workload has both an AGD preset and AdamW. " +
                        _missing(rows, expected))
     chosen, tied = _choose(rows, margins, adamw, panels, metrics)
+    reach = time_to_result(rows, default, adamw, panels, metrics)
     worst, where, complete = _worst(margins[chosen], panels)
     lines = [f"{g} " + ", ".join(f"{p} {_pct(m)}" for p, m in margins[g].items()) +
              f" (worst {_pct(_worst(margins[g], panels)[0])})" for g in presets if g in margins]
@@ -421,7 +430,7 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
                ("≥ every learning-rate-free peer", *_beats_peers(rows, default, panels,
                                                                   metrics)),
                ("the margin at the long horizon ≥ at the short",
-                *_holds_long(margins.get(default, {}))),
+                *_holds_long(margins.get(default, {}), reach)),
                ("no divergence on any workload or seed", *_no_divergence(rows, default, panels,
                                                                           metrics)),
                ("fcn32 trains (≥ 50%) where the PyTorch defaults do not",
@@ -434,7 +443,11 @@ def race_verdict(rows: Sequence[Row], *, presets: Sequence[str] = PRESET_GROUPS,
     status = "yes" if all(o is True for o in oks) else (
         "no" if not any(o is True for o in oks) else "partly")
     details = (*_margin_table(margins, adamw, presets, panels, default, chosen, metrics), "",
-               *(f"- {name}: **{said[ok]}** — {why}" for name, ok, why in targets))
+               *(f"- {name}: **{said[ok]}** — {why}" for name, ok, why in targets),
+               f"- time to the best AdamW's result (not a target; `hyperfree.experiments."
+               f"time_to_result`): the fraction of its run at which {default}'s test curve, mean "
+               f"over seeds, first reaches the best AdamW's final number — "
+               f"{describe_time_to_result(reach)}")
     return Verdict(status, text, details)
 
 
