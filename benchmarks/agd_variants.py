@@ -19,7 +19,9 @@ gpt-long, lstm, finetune), run with exactly the race's settings
   Scheduled"): the gradient is taken at ``y = z + B (x − z)``, AGD steps ``z``, and ``x`` is the
   preset's polynomial-decay average of ``z`` (0: off, the default's ``y = z``);
 * ``--gamma G``: the average's γ (0: the uniform average, Schedule-Free's own);
-* ``--gain K``: the step's multiplier;
+* ``--gain K``: the step's multiplier; ``--invariant-gain K`` (image workloads): the multiplier
+  of the tensors measured scale-invariant (every output row's gradient orthogonal to it, the
+  issue's ``⟨∇W, W⟩ ≈ 0``: the convs BatchNorm follows), the others keeping ``--gain``;
 * ``--eval iterate``: evaluate at the trained weights instead of the average;
 * ``--schedule cosine|linear``: what a known horizon adds: the step's multiplier (AGD's group
   ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does.
@@ -122,6 +124,28 @@ class Variant(AGDStepper):
         return out
 
 
+def invariant_parameters(model: torch.nn.Module, example: torch.Tensor, tol: float = 1e-4
+                         ) -> list[torch.nn.Parameter]:
+    """The matrices and conv kernels whose every output row is measured scale-invariant: after
+    one backward of ``model(example)``, ``|⟨g_r, W_r⟩| ≤ tol ‖g_r‖ ‖W_r‖`` for every row ``r``
+    (a row followed by BatchNorm in training mode meets it to rounding: ``f(cW_r) = f(W_r)``)."""
+    was = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(example).float().square().mean().backward()
+    found = []
+    for p in model.parameters():
+        if p.grad is None or p.ndim < 2:
+            continue
+        g, w = p.grad.flatten(1).double(), p.detach().flatten(1).double()
+        cos = (g * w).sum(1).abs() / (g.norm(dim=1) * w.norm(dim=1)).clamp_min(1e-300)
+        if bool((cos <= tol).all()):
+            found.append(p)
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return found
+
+
 def _specs() -> dict[str, dict[str, Any]]:
     """{label: overrides} of the race's quick profile."""
     return {s.label: dict(s.overrides) for s in race_specs(2, _SMALL_CONV, 500, 1000)}
@@ -164,7 +188,15 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     name = f"agd-variant-{panel}-{seed}"
 
     def build(model: torch.nn.Module, _: Any) -> Variant:
-        opt = hyperfree.AGD(model, preset=preset, gain=args.gain)
+        params: Any = model
+        if args.invariant_gain is not None:  # images of the race's conv workloads only
+            inv = {id(p) for p in invariant_parameters(model, torch.randn(16, 1, 28, 28))}
+            print(f"--invariant-gain {args.invariant_gain}: {len(inv)} scale-invariant "
+                  "tensors", flush=True)
+            params = [{"params": [p for p in model.parameters() if id(p) in inv],
+                       "gain": args.invariant_gain},
+                      {"params": [p for p in model.parameters() if id(p) not in inv]}]
+        opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
         box["stepper"] = Variant(model, opt, args.interpolate, args.eval)
         return box["stepper"]
     scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
@@ -180,7 +212,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     return {"workload": panel, "seed": seed,
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
-            "eval": args.eval, "schedule": args.schedule, "test_loss": last.get("test_loss"),
+            "invariant_gain": args.invariant_gain, "eval": args.eval, "schedule": args.schedule, "test_loss": last.get("test_loss"),
             "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
             "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
@@ -199,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gamma", type=float, default=getattr(default.average, "gamma", 8.0),
                     help="the average's γ (default: the default preset's, %(default)s)")
     ap.add_argument("--gain", type=float, default=1.0)
+    ap.add_argument("--invariant-gain", type=float, default=None, metavar="K",
+                    help="image workloads: the step's multiplier on the tensors measured "
+                         "scale-invariant (invariant_parameters), the others at --gain")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "

@@ -54,3 +54,23 @@ def test_an_option_changes_only_its_piece(script, argv, field, value):
 def test_bad_momentum_is_refused(script):
     with pytest.raises(SystemExit, match="--momentum"):
         script.parse_args(["gpt", "--momentum", "1.0"])
+
+
+def test_invariant_parameters_are_the_convs_batchnorm_follows(script):
+    """Measured, not declared: in the race's pre-activation ResNet only each block's conv1
+    (conv1 -> bn2) is scale-invariant row by row; an MLP has none."""
+    import torch
+
+    from hyperfree.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet_small", in_channels=1, num_classes=10, image_size=28, depth=1,
+                       width=8)
+    names = {id(p): n for n, p in net.named_parameters()}
+    found = script.invariant_parameters(net, torch.randn(8, 1, 28, 28))
+    assert sorted(names[id(p)] for p in found) == [
+        f"stages.{i}.0.conv1.weight" for i in range(3)]
+    assert all(p.grad is None for p in net.parameters())  # leaves no gradient behind
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10))
+    assert script.invariant_parameters(mlp, torch.randn(8, 1, 28, 28)) == []
