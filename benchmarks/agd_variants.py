@@ -124,11 +124,12 @@ class Variant(AGDStepper):
         return out
 
 
-def invariant_parameters(model: torch.nn.Module, example: torch.Tensor, tol: float = 1e-4
+def invariant_parameters(model: torch.nn.Module, example: torch.Tensor, tol: float = 1e-3
                          ) -> list[torch.nn.Parameter]:
     """The matrices and conv kernels whose every output row is measured scale-invariant: after
     one backward of ``model(example)``, ``|⟨g_r, W_r⟩| ≤ tol ‖g_r‖ ‖W_r‖`` for every row ``r``
-    (a row followed by BatchNorm in training mode meets it to rounding: ``f(cW_r) = f(W_r)``)."""
+    (a row followed by BatchNorm in training mode meets it up to rounding and BatchNorm's eps,
+    ``f(cW_r) = f(W_r)``: 1e-5 to 2e-4 on the race's and VGG's convs; other rows 0.03–0.4)."""
     was = model.training
     model.train()
     model.zero_grad(set_to_none=True)

@@ -71,6 +71,10 @@ def test_invariant_parameters_are_the_convs_batchnorm_follows(script):
     assert sorted(names[id(p)] for p in found) == [
         f"stages.{i}.0.conv1.weight" for i in range(3)]
     assert all(p.grad is None for p in net.parameters())  # leaves no gradient behind
+    vgg = create_model("vgg11", in_channels=1, num_classes=10, image_size=28, width=16)
+    found = {id(p) for p in script.invariant_parameters(vgg, torch.randn(16, 1, 28, 28))}
+    assert [n for n, p in vgg.named_parameters() if p.ndim > 1 and id(p) not in found] == [
+        "classifier.weight"]  # every conv is followed by BatchNorm, the head is not
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
                               torch.nn.Linear(32, 10))
     assert script.invariant_parameters(mlp, torch.randn(8, 1, 28, 28)) == []
