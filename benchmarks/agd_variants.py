@@ -47,7 +47,8 @@ import torch
 
 import hyperfree
 from hyperfree.cli.experiment import parse_data_dirs
-from hyperfree.experiments.race import _SMALL_CONV, race_specs
+from hyperfree.experiments._spec import DEFAULT_METRIC
+from hyperfree.experiments.race import _SMALL_CONV, METRICS, race_specs
 from hyperfree.experiments.runner import _data_dir
 from hyperfree.optim import DEFAULT_PRESET, PRESETS, Preset
 from hyperfree.optim.pieces import Direction, Gradient, Momentum, PolyAverage
@@ -87,7 +88,6 @@ class Variant(AGDStepper):
         super().__init__(model, opt, init=opt.init_weights)
         self.beta, self.at, self.z, self.etas = beta, at, None, []
         self._params = [p for g in opt.param_groups for p in g["params"]]
-        self._held: list[torch.Tensor] | None = None
         if beta:
             step = opt.step
 
@@ -213,7 +213,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     return {"workload": panel, "seed": seed,
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
-            "invariant_gain": args.invariant_gain, "eval": args.eval, "schedule": args.schedule, "test_loss": last.get("test_loss"),
+            "invariant_gain": args.invariant_gain, "eval": args.eval,
+            "schedule": args.schedule, "test_loss": last.get("test_loss"),
             "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
             "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
@@ -257,7 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    key = "test_loss" if args.workload in ("gpt", "gpt-long", "lstm") else "test_acc"
+    key = METRICS.get(args.workload, DEFAULT_METRIC)[0]  # what the race judges it by
     values = []
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from hyperfree.models import create_model
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage
 
@@ -59,10 +61,6 @@ def test_bad_momentum_is_refused(script):
 def test_invariant_parameters_are_the_convs_batchnorm_follows(script):
     """Measured, not declared: in the race's pre-activation ResNet only each block's conv1
     (conv1 -> bn2) is scale-invariant row by row; an MLP has none."""
-    import torch
-
-    from hyperfree.models import create_model
-
     torch.manual_seed(0)
     net = create_model("resnet_small", in_channels=1, num_classes=10, image_size=28, depth=1,
                        width=8)

@@ -15,6 +15,7 @@ Run: ``pytest tests/optim/test_agd_state.py``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 
 import pytest
@@ -22,6 +23,7 @@ import torch
 
 import hyperfree
 from hyperfree.optim import PRESETS
+from hyperfree.optim.pieces import Momentum
 
 from .reference import make_agd
 
@@ -122,9 +124,6 @@ def test_state_saved_under_a_redefined_preset_warns_and_resumes_under_the_curren
     """A library upgrade that changes a preset (the default's β 0.95 -> 0.8): the state loads,
     with one warning naming the piece that changed, and the run continues under the current
     definition, as a fresh optimiser of that definition loaded with the same state would."""
-    import dataclasses
-    from hyperfree.optim.pieces import Momentum
-
     old = dataclasses.replace(PRESETS["spectral-average"], source=Momentum(0.95))
     model = _model()
     opt = hyperfree.AGD(model, preset=old)

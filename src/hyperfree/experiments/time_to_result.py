@@ -22,6 +22,7 @@ import math
 from typing import Mapping, Sequence
 
 from ._spec import DEFAULT_METRIC, Row
+from ._verdicts import best
 
 __all__ = ["Reach", "steps_to_reach", "time_to_result", "format_reach",
            "describe_time_to_result"]
@@ -55,15 +56,16 @@ def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, higher: bo
 def time_to_result(rows: Sequence[Row], group: str, reference: Mapping[str, Row],
                    panels: Sequence[str], metrics: Mapping[str, tuple[str, bool]]
                    ) -> dict[str, Reach | None]:
-    """{panel: when ``group``'s curve reaches ``reference[panel]``'s final mean} for every
-    panel with both (a panel missing either is left out)."""
+    """{panel: when the curve of ``group``'s best row there reaches ``reference[panel]``'s
+    final mean} for every panel with both (a panel missing either is left out)."""
     out: dict[str, Reach | None] = {}
     for panel in panels:
-        key, higher = metrics.get(panel, DEFAULT_METRIC)
-        ours = [r for r in rows if r.group == group and r.panel == panel]
-        if not ours or panel not in reference:
+        metric = metrics.get(panel, DEFAULT_METRIC)
+        ours = best(rows, group, panel, metric)
+        if ours is None or panel not in reference:
             continue
-        curve = ours[0].curves.get(key, ())
+        key, higher = metric
+        curve = ours.curves.get(key, ())
         if curve:
             out[panel] = steps_to_reach(curve, reference[panel].mean(key), higher)
     return out
