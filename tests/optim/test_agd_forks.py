@@ -106,6 +106,47 @@ class RecurrentResidual(nn.Module):
         return h @ self.emb.weight.T
 
 
+class RawResidual(nn.Module):
+    """The stream straight from a Linear, summed with a branch that ends in a Linear (and, with
+    ``shortcut``, a projection of it): two raw products added, but forked from a common input."""
+
+    def __init__(self, shortcut: bool = False) -> None:
+        super().__init__()
+        self.stem, self.a, self.b, self.head = (nn.Linear(4, 8), nn.Linear(8, 8),
+                                                nn.Linear(8, 8), nn.Linear(8, 3))
+        self.shortcut = nn.Linear(8, 8, bias=False) if shortcut else None
+
+    def forward(self, x):
+        h = self.stem(x)
+        skip = h if self.shortcut is None else self.shortcut(h)
+        return self.head(torch.tanh(skip + self.b(torch.tanh(self.a(h)))))
+
+
+class Cell(nn.Module):
+    """A recurrent cell unrolled by hand: ``W_ih x_t + W_hh h`` is one pre-activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ih, self.hh, self.head = nn.Linear(4, 8), nn.Linear(8, 8, bias=False), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[1], 8)
+        for t in range(x.shape[0]):
+            h = torch.tanh(self.ih(x[t]) + self.hh(h))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_two_raw_products_forked_from_one_input_are_a_join_not_one_layer(shortcut):
+    got = {n: k for n, (k, _) in read_kinds(RawResidual(shortcut), X).items()}
+    assert {n: (k.share, k.forks) for n, k in got.items() if n.endswith("weight")} == {
+        "stem.weight": (1, 0), "a.weight": (1, 1), "b.weight": (1, 1), "head.weight": (1, 0),
+        **({"shortcut.weight": (1, 1)} if shortcut else {})}
+    cell = {n: k for n, (k, _) in read_kinds(Cell(), torch.randn(3, 5, 4)).items()}
+    assert (cell["ih.weight"].share, cell["hh.weight"].share, cell["head.weight"].share) \
+        == (2, 2, 1)
+
+
 def test_weights_used_more_than_once_do_not_fork():
     assert set(_forks(RecurrentResidual(), torch.randint(0, 10, (2, 5))).values()) == {0}
 

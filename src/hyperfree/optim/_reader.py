@@ -86,8 +86,9 @@ class Reader(OpRules, TorchDispatchMode):
         out = func(*args, **kwargs)
         if self.error is None:
             try:
-                self._trace(func, list(args) + list(kwargs.values()), out)
+                # the operands' lineages before this op's (an in-place add_ returns its operand)
                 self._observe(func, list(args) + list(kwargs.values()), out)
+                self._trace(func, list(args) + list(kwargs.values()), out)
             except Exception as e:  # a reading must never break the user's forward
                 self.error = f"{func}: {type(e).__name__}: {e}"
         return out

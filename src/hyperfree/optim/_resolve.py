@@ -63,6 +63,7 @@ class Resolution:
         self._active: Reader | None = None
         self.failed: str | None = None  # why the example could not be read
         self.deferred = False  # the model's first forward is to be read
+        self._unread = False  # a forward ran that could not be read (compiled)
         unknown = [i for i in self.infos if i.kind is None]
         if not infer:
             if unknown:
@@ -200,15 +201,55 @@ class Resolution:
     def _pre(self, module: nn.Module, args: Any) -> None:
         if self._active is not None:
             return self._alias(module)
-        if module is not self._model():
+        model = self._model()
+        if model is None or self._settle is None or self._settle() is None:
+            return self.close()  # the model or the optimiser is gone: stop watching
+        if module is not model:
+            if getattr(module, "_orig_mod", None) is model:
+                self._read_compiled(model, args)  # torch.compile(model) after AGD(model)
             return
-        if self._settle is None or self._settle() is None:
-            return self.close()
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():  # model.compile(): dynamo is tracing this hook
+            self._unread = True
             return
         self._active = Reader(self.params, self.tied)
         self._active.__enter__()
         self._alias(module)
+
+    def _read_compiled(self, model: nn.Module, args: Any) -> None:
+        """The wrapper ``torch.compile(model)`` is being called (eagerly: its hooks run before
+        dynamo): read one side-effect-free eager forward of ``model`` on the same positional
+        arguments (dynamo would trace the reader), then settle. Keyword arguments do not reach
+        a global hook; without positional ones nothing is read (the first step says so)."""
+        settle = self._settle() if self._settle is not None else None
+        if settle is None:
+            return self.close()  # (checked by _pre; a type checker does not know it)
+        if not args or torch.compiler.is_compiling():
+            self._unread = True
+            return
+        self.close()  # before the eager forward: its own hooks must not start a second reading
+        try:
+            self.apply(*read_forward(model, tuple(args), self.params, self.tied))
+        except Exception as e:  # the forward will raise it again, in the user's call
+            self.failed = f"{type(e).__name__}: {e}"
+            return
+        settle(self.infos)
+
+    def missed(self, infos: dict[int, ParamInfo]) -> str | None:
+        """At the first step, with the first forward still to be read: stop watching and make
+        the pending kinds of ``infos`` (AGD's, by parameter id) generic for good. Returns what
+        to warn when a forward ran that could not be read (None when none ran: gradients set
+        by hand)."""
+        self.close()
+        why = "generic: the model's forward was not read before the first step"
+        infos.update({k: dataclasses.replace(i, origin="generic", reason=why)
+                      for k, i in infos.items() if i.origin == "pending"})
+        if not self._unread:
+            return None
+        return ("AGD could not read the model's forward before its first step (it ran "
+                "compiled: model.compile(), or torch.compile(model) called with keyword "
+                "arguments only): parameters of no table kind stay generic and residual forks "
+                "are not counted; pass an input, AGD(model, example=batch), to read it at "
+                "construction")
 
     def _alias(self, module: nn.Module) -> None:
         """The tensors ``module`` (and its children: ``nn.MultiheadAttention`` reads its

@@ -265,20 +265,27 @@ class OpRules:
     def _summed(self, operands: list) -> None:
         """Matrix products (or the same block of packed ones) added straight into one
         pre-activation (``W_ih x + W_hh h``): one layer acting on the concatenated inputs,
-        whose mass they share."""
-        found = []
-        for _, r in operands:
+        whose mass they share. Not when the operands' lineages meet (``h + W1 f(h)`` with
+        ``h = W0 x``, or a shortcut ``Ws h`` beside it): they fork from a common input, so the
+        sum is a fork's join, which the lineage counts (a recurrent cell's first step has
+        disjoint lineages, and the share is the largest over its steps)."""
+        found, lineages = [], []
+        for t, r in operands:
             if not isinstance(r, _Act):
                 continue
             if r.direct:
                 mine = {p for tag in r.tags if tag for p in tag if self._params[p].dim() >= 2}
                 if len(mine) == 1:
                     found.append((frozenset(mine), None))
+                    lineages.append(self._lineage_of(t))
             elif r.block is not None:
                 found.append(r.block)
+                lineages.append(self._lineage_of(t))
         if len(found) > 1 and len({k for _, k in found}) == 1:
             params = [p for mine, _ in found for p in mine]
-            if len(set(params)) == len(params):
+            forked = any(lineages[i] & lineages[j] for i in range(len(found))
+                         for j in range(i))
+            if len(set(params)) == len(params) and not forked:
                 self._sums.append(frozenset(params))
 
     def _pointwise(self, name: str, args: list, out: Any) -> None:

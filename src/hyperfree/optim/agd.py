@@ -301,8 +301,12 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
             if g.is_sparse:
                 raise ValueError(f"AGD does not support sparse gradients (parameter "
                                  f"{entries[j][1]!r}); build the embedding with sparse=False")
-        self._counters["step"].add_(1)
         compiling = torch.compiler.is_compiling()
+        resolution = getattr(self, "_resolution", None)
+        if resolution is not None and resolution.deferred and not compiling and (
+                note := resolution.missed(self._infos)):
+            warnings.warn(note, stacklevel=4)  # step()'s caller
+        self._counters["step"].add_(1)
         host = not compiling and grads[0].device.type == "cpu" if self._host is None \
             else self._host
         if not host and not compiling:
