@@ -2,7 +2,7 @@
 
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
-        [--schedule constant|cosine|linear]
+        [--schedule constant|cosine|linear] [--steps N]
         [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
@@ -24,7 +24,9 @@ gpt-long, lstm, finetune), run with exactly the race's settings
   issue's ``⟨∇W, W⟩ ≈ 0``: the convs BatchNorm follows), the others keeping ``--gain``;
 * ``--eval iterate``: evaluate at the trained weights instead of the average;
 * ``--schedule cosine|linear``: what a known horizon adds: the step's multiplier (AGD's group
-  ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does.
+  ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does;
+* ``--steps N`` (gpt, gpt-long, lstm): the run's length instead of the race's (the full
+  profile's gpt-long is 8,000 steps).
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -182,6 +184,11 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     specs = _specs()
     overrides = dict(specs[f"{panel}-agd-{DEFAULT_PRESET}"])
     overrides.pop("optimizer")
+    if args.steps is not None:
+        if "steps" not in overrides:
+            raise ValueError(f"--steps {args.steps}: {panel} runs for epochs; give --steps to "
+                             "gpt, gpt-long or lstm")
+        overrides["steps"] = args.steps
     if panel == "finetune":
         overrides["init_from"] = _pretrained(specs, seed, args.pretrain_from, args.data, scratch)
     preset = variant_preset(args)
@@ -214,7 +221,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
             "invariant_gain": args.invariant_gain, "eval": args.eval,
-            "schedule": args.schedule, "test_loss": last.get("test_loss"),
+            "schedule": args.schedule, "steps": overrides.get("steps"), "test_loss": last.get("test_loss"),
             "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
             "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
@@ -240,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
                          "(hyperfree.train.schedules)")
+    ap.add_argument("--steps", type=int, default=None, metavar="N",
+                    help="the run's length in steps instead of the race's (text workloads)")
     ap.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH")
     ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")

@@ -76,3 +76,8 @@ def test_invariant_parameters_are_the_convs_batchnorm_follows(script):
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
                               torch.nn.Linear(32, 10))
     assert script.invariant_parameters(mlp, torch.randn(8, 1, 28, 28)) == []
+
+
+def test_steps_is_refused_on_an_epoch_workload(script, tmp_path):
+    with pytest.raises(ValueError, match=r"--steps 100: conv runs for epochs"):
+        script.run("conv", 0, script.parse_args(["conv", "--steps", "100"]), tmp_path)
