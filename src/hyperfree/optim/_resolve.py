@@ -230,7 +230,7 @@ class Resolution:
         try:
             self.apply(*read_forward(model, tuple(args), self.params, self.tied))
         except Exception as e:  # the forward will raise it again, in the user's call
-            self.failed = f"{type(e).__name__}: {e}"
+            self.failed, self._unread = f"{type(e).__name__}: {e}", True
             return
         settle(self.infos)
 
