@@ -1,6 +1,7 @@
 """Optimisers: AGD, its parameter kinds, rules, pieces and presets (the step itself is
 :func:`hyperfree.optim.functional.agd`)."""
-from .agd import AGD, KindsNote, init_weights
+from .agd import AGD, KindsNote
+from .init_model import init_weights
 from .batchnorm import recalibrate_batchnorm
 from .init import orthogonal_init_
 from .kinds import KIND_NAMES, Kind, classify, register_kinds

@@ -30,6 +30,7 @@ from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, re
 from ._piece_state import PieceStates, local
 from ._plan import Plan, build_plan
 from ._resolve import KindsNote, Resolution, loaded_kinds
+from .init_model import init_weights, warn_uncalibrated  # init_weights: also here, as before
 from .functional import Shards, agd
 from .kinds import INIT_ORIGINS, Kind, ParamInfo
 from .presets import DEFAULT_PRESET, Preset, get_preset, redefinition, with_ns_steps
@@ -278,7 +279,7 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
                 _distributed.init_rows_(p, self._sharded.rows[j], kind, generator, pad)
         resolution = getattr(self, "_resolution", None)
         if self._sharded is None and resolution is not None:
-            _warn_uncalibrated(resolution.calibrate(list(self._infos.values())))
+            warn_uncalibrated(resolution.calibrate(list(self._infos.values())))
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -383,33 +384,3 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         self._pieces.load(saved)
         self._evaluating = bool(saved.get("evaluating", False))
         self._flags.clear()
-
-
-@torch.no_grad()
-def init_weights(model: nn.Module, *, kinds: Mapping[Any, str | Kind] | None = None,
-                 generator: torch.Generator | None = None, example: Any = None) -> nn.Module:
-    """Initialise every trainable parameter of ``model`` by its kind's rule, in place.
-
-    The same initialisation as ``AGD(model, example=example).init_weights()``, without an
-    optimiser: call it where the model is built (e.g. a LightningModule's ``__init__``), so
-    that a framework that restores weights after building the optimiser overwrites it, never
-    the reverse. Kinds read from the forward and ``generic`` tensors keep the model's values.
-    """
-    resolution = Resolution(model, kinds, example=example)
-    for info in resolution.infos:
-        if info.origin not in INIT_ORIGINS:
-            continue
-        rule = rule_of(info.kind)
-        rule.check(info.name, info.param.shape, info.kind)
-        rule.init_(info.param, info.kind, generator, info.padding_idx)
-    _warn_uncalibrated(resolution.calibrate(resolution.infos))
-    return model
-
-
-def _warn_uncalibrated(names: list[str]) -> None:
-    if names:
-        warnings.warn(f"init_weights: {', '.join(names)} is an embedding tied to the output "
-                      "head; at the embedding rule's scale (rows of RMS 1) the logits start "
-                      "about sqrt(d) too large. Pass an input, AGD(model, example=batch), so that "
-                      "init_weights reads the head's input and starts the logits at unit scale "
-                      "(docs/agd-rules.md §3)", stacklevel=4)
