@@ -221,8 +221,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
             "invariant_gain": args.invariant_gain, "eval": args.eval,
-            "schedule": args.schedule, "steps": overrides.get("steps"), "test_loss": last.get("test_loss"),
-            "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
+            "schedule": args.schedule, "steps": overrides.get("steps"),
+            "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
+            "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
             "eta_quantiles": [round(etas[int(q * (len(etas) - 1))], 4)
                               for q in (0.05, 0.25, 0.5, 0.75, 1.0)]}

@@ -69,9 +69,14 @@ def _unsaid():
     assert not [w for w in said if "could not read" in str(w.message)]
 
 
-def _pair():
-    gc.collect()  # watchers of other tests' models, gone now, leave at the next forward
+def _flush_watchers() -> None:
+    """Watchers of models gone by now (other tests') unhook at the next forward of anything."""
+    gc.collect()
     nn.Identity()(torch.zeros(1))
+
+
+def _pair():
+    _flush_watchers()
     torch.manual_seed(0)
     model = Net().double()
     return model, copy.deepcopy(model)
@@ -150,8 +155,7 @@ def test_gradients_set_by_hand_before_any_forward_step_silently_and_report_why()
 
 def test_a_watcher_whose_model_or_optimiser_is_gone_unhooks_itself():
     from torch.nn.modules import module as _module
-    gc.collect()
-    nn.Identity()(torch.zeros(1))
+    _flush_watchers()
     before = len(_module._global_forward_pre_hooks)
     model = Net()
     opt = hyperfree.AGD(model)  # no example: it watches for the first forward
@@ -161,6 +165,5 @@ def test_a_watcher_whose_model_or_optimiser_is_gone_unhooks_itself():
     assert len(_module._global_forward_pre_hooks) == before
     hyperfree.AGD(model)
     del model
-    gc.collect()
-    nn.Identity()(torch.zeros(1))
+    _flush_watchers()
     assert len(_module._global_forward_pre_hooks) == before

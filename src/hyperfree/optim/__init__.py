@@ -1,9 +1,9 @@
 """Optimisers: AGD, its parameter kinds, rules, pieces and presets (the step itself is
 :func:`hyperfree.optim.functional.agd`)."""
 from .agd import AGD, KindsNote
-from .init_model import init_weights
 from .batchnorm import recalibrate_batchnorm
 from .init import orthogonal_init_
+from .init_model import init_weights
 from .kinds import KIND_NAMES, Kind, classify, register_kinds
 from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, PolyAverage, Rotation,
                      SelfEstimate, Spectral, Sphere)

@@ -202,11 +202,12 @@ class Resolution:
         if self._active is not None:
             return self._alias(module)
         model = self._model()
-        if model is None or self._settle is None or self._settle() is None:
+        settle = self._settle() if self._settle is not None else None
+        if model is None or settle is None:
             return self.close()  # the model or the optimiser is gone: stop watching
         if module is not model:
             if getattr(module, "_orig_mod", None) is model:
-                self._read_compiled(model, args)  # torch.compile(model) after AGD(model)
+                self._read_compiled(model, args, settle)  # the wrapper torch.compile(model)
             return
         if torch.compiler.is_compiling():  # model.compile(): dynamo is tracing this hook
             self._unread = True
@@ -215,14 +216,12 @@ class Resolution:
         self._active.__enter__()
         self._alias(module)
 
-    def _read_compiled(self, model: nn.Module, args: Any) -> None:
+    def _read_compiled(self, model: nn.Module, args: Any,
+                       settle: Callable[[list[ParamInfo]], None]) -> None:
         """The wrapper ``torch.compile(model)`` is being called (eagerly: its hooks run before
         dynamo): read one side-effect-free eager forward of ``model`` on the same positional
         arguments (dynamo would trace the reader), then settle. Keyword arguments do not reach
         a global hook; without positional ones nothing is read (the first step says so)."""
-        settle = self._settle() if self._settle is not None else None
-        if settle is None:
-            return self.close()  # (checked by _pre; a type checker does not know it)
         if not args or torch.compiler.is_compiling():
             self._unread = True
             return

@@ -30,8 +30,8 @@ from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, re
 from ._piece_state import PieceStates, local
 from ._plan import Plan, build_plan
 from ._resolve import KindsNote, Resolution, loaded_kinds
-from .init_model import init_weights, warn_uncalibrated  # init_weights: also here, as before
 from .functional import Shards, agd
+from .init_model import init_weights, warn_uncalibrated  # init_weights: also here, as before
 from .kinds import INIT_ORIGINS, Kind, ParamInfo
 from .presets import DEFAULT_PRESET, Preset, get_preset, redefinition, with_ns_steps
 from .rules import rule_of
