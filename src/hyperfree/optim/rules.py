@@ -37,83 +37,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._kind import Kind, as_kind
 from .cells import ConvCells, L2Cell, LocalRows, MatrixView, PolarCells, RowCells, SignCell
 
 __all__ = ["Kind", "KindRule", "KIND_RULES", "KIND_NAMES", "rule_of", "as_kind",
            "is_plain_matrix"]
 
 Shape = Sequence[int]
-
-
-# ---------------------------------------------------------------- the kind of a parameter
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """What a parameter is.
-
-    ``name`` is one of :data:`KIND_NAMES`. ``blocks`` > 1 means the tensor stacks that many
-    equal blocks, each a separate matrix (or vector) with its own normalisation — the packed
-    Q/K/V of attention (3) or the gates of an LSTM (4); each block counts in ``L``. ``groups``
-    is a convolution's channel groups (each group is a separate block-diagonal matrix), or, for
-    a matrix kind, the attention heads of a per-head packed projection: its output rows are
-    ``groups`` equal groups of ``blocks`` blocks each (GPT-NeoX's ``query_key_value``: per head
-    Q, K, V), every (group, block) a matrix cell of its own. Groups split cells, never mass.
-    ``share`` > 1: the tensor is one of ``share`` tensors whose outputs are summed into the same
-    pre-activation (a recurrent layer's ``W_ih x + W_hh h``): together they are ONE layer of
-    the product deep relative trust bounds, so each carries ``1/share`` of the mass
-    (``docs/agd-rules.md`` §3). ``forks`` > 0: the tensor's path to the output is one of the
-    two operands of that many sums of activations that fork from a common input (a residual
-    branch and its skip, a shortcut beside a branch; read from the forward): a sum passes on
-    ≈ 1/√2 of an operand's relative change, so the majorisation's curvature term of the
-    tensor is 2^forks smaller and its step scale σ is √2^forks larger (:attr:`fork_scale`;
-    ``docs/agd-stability.md`` §10). Neither changes the mass or the initialisation.
-    """
-
-    name: str
-    blocks: int = 1
-    groups: int = 1
-    share: int = 1
-    forks: int = 0
-
-    def __post_init__(self) -> None:
-        rule = KIND_RULES.get(self.name)
-        if rule is None:
-            raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
-                             f"{', '.join(KIND_RULES)}")
-        for field, least in (("blocks", 1), ("groups", 1), ("share", 1), ("forks", 0)):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"Kind {field} must be an integer >= {least}, got {value!r}")
-        if self.groups > 1 and not rule.grouped:
-            raise ValueError(f"only conv and matrix kinds have groups, got {self.name!r} with "
-                             f"groups={self.groups}")
-
-    def __str__(self) -> str:
-        extra = [f"x{self.blocks}"] if self.blocks > 1 else []
-        extra += [f"groups={self.groups}"] if self.groups > 1 else []
-        extra += [f"share={self.share}"] if self.share > 1 else []
-        extra += [f"forks={self.forks}"] if self.forks else []
-        return self.name + (f"({', '.join(extra)})" if extra else "")
-
-    @property
-    def fork_scale(self) -> float:
-        """√2^forks: the factor of σ in the step and in G (not in the initialisation)."""
-        return 2.0 ** (self.forks / 2)
-
-    @property
-    def rule(self) -> KindRule:
-        """This kind's rule (:data:`hyperfree.optim.rules.KIND_RULES`)."""
-        return KIND_RULES[self.name]
-
-
-def as_kind(spec: str | Kind) -> Kind:
-    """``"gain"`` -> ``Kind("gain")``; a :class:`Kind` is returned as is."""
-    if isinstance(spec, Kind):
-        return spec
-    if isinstance(spec, str):
-        return Kind(spec)
-    raise ValueError(f"a parameter kind must be a kind name ({', '.join(KIND_RULES)}) or a "
-                     f"hyperfree.optim.Kind, got {spec!r}")
-
 
 
 # ---------------------------------------------------------------- the rules
