@@ -138,13 +138,13 @@ def _rows(**change: float) -> list[Row]:
                           **dict.fromkeys(PEERS, 1.70)}}
     adamw = {"fcn16": (0.80, 0.88), "fcn32": (0.70, 0.84), "conv": (0.85, 0.91),
              "conv-long": (0.85, 0.91), "gpt": (1.90, 1.55),
-             "gpt-long": (1.90, 1.50)}  # lr 1e-2, lr 1e-3 (the best)
+             "gpt-long": (1.90, 1.50)}  # lr 1e-2 (and 1e-4), lr 1e-3 (the best)
     rows = []
     for panel, groups in table.items():
         for group, value in groups.items():
             rows.append(_row(group, panel, change.get(f"{panel}_{group}", value)))
         worse, top = adamw[panel]
-        rows += [_row("adamw", panel, worse, x=1e-2),
+        rows += [_row("adamw", panel, worse, x=1e-2), _row("adamw", panel, worse, x=1e-4),
                  _row("adamw", panel, change.get(f"{panel}_adamw", top), x=1e-3)]
     return rows
 
@@ -195,6 +195,23 @@ def test_verdict_when_the_default_meets_every_target() -> None:
            "| +3.2% (gpt) |" in v.details
     assert "| best AdamW of the grid | 88.0% (lr 0.001) | 84.0% (lr 0.001) | 91.0% (lr 0.001) " \
            "| 91.0% (lr 0.001) | 1.55 (lr 0.001) | 1.5 (lr 0.001) | |" in v.details
+
+
+def test_a_win_against_an_adamw_best_the_runs_do_not_bracket_is_not_measured() -> None:
+    """AdamW's best at the edge of the learning rates run may not be its best: a win there is
+    not claimed (the target reads "not measured", naming the open side); a loss stays a loss."""
+    rows = [r for r in _rows() if not (r.panel == "conv-long" and r.x == 1e-4)]
+    v = _verdict(rows)
+    assert "≥ the best AdamW on every workload: not measured (" in v.text
+    assert "conv-long +22.2% (AdamW lr 0.001: 91.0%; not bracketed: lr 0.001 has no run " \
+           "below it)" in v.text
+    assert "fcn16 +16.7% (AdamW lr 0.001: 88.0%)," in v.text  # bracketed: no note
+    lonely = [r for r in rows if not (r.panel == "conv-long" and r.x == 1e-2)]
+    assert "lr 0.001 has no run below or above it" in _verdict(lonely).text
+    losing = _verdict([r for r in _rows(**{"conv-long_agd-a": 0.90}) if not (
+        r.panel == "conv-long" and r.x == 1e-4)])
+    assert _target(losing.text, "≥ the best AdamW on every workload") == "NOT"
+    assert R.bracket(rows, next(r for r in rows if r.panel == "gpt" and r.x == 1e-3)) is None
 
 
 def test_the_race_chooses_the_best_worst_case_not_the_best_mean() -> None:

@@ -7,7 +7,7 @@
 >>> write_report("runs", "docs/results.md")  # doctest: +SKIP
 
 Modules: _spec (RunSpec, Experiment, registry), suite (the seven experiments of issue 5),
-race (issue 9's race of the AGD presets, and its verdict), _verdicts (did the claim
+race (issue 9's race of the AGD presets), _race_verdict (its verdict), _verdicts (did the claim
 reproduce?), runner (plan, resume, progress), collect (read runs back), figures, page (an
 experiment's own page: per-panel tables and figures), report (docs/results.md).
 """
