@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -86,9 +88,11 @@ class Variant(AGDStepper):
     evaluated. Between steps the model holds ``y``; the optimiser's trained weights are ``z``
     (kept here), its average ``x``."""
 
-    def __init__(self, model: torch.nn.Module, opt: hyperfree.AGD, beta: float, at: str):
+    def __init__(self, model: torch.nn.Module, opt: hyperfree.AGD, beta: float, at: str,
+                 relative: bool = False):
         super().__init__(model, opt, init=opt.init_weights)
         self.beta, self.at, self.z, self.etas = beta, at, None, []
+        self.relative, self.rho = relative, None
         self._params = [p for g in opt.param_groups for p in g["params"]]
         if beta:
             step = opt.step
@@ -120,7 +124,20 @@ class Variant(AGDStepper):
         if self.at == "average":
             super().train()
 
+    @torch.no_grad()
+    def _relative_gains(self) -> None:
+        """Each parameter's step × ‖W‖/ρ, ρ its norm at the first step (AGD's initialisation):
+        the majorisation's relative step η/L of the weight's measured size, not its target."""
+        groups = self.optimizer.param_groups
+        if self.rho is None:
+            self.rho = [float(g["params"][0].norm()) for g in groups]
+            self.gain0 = [g["gain"] for g in groups]
+        for g, rho, g0 in zip(groups, self.rho, self.gain0):
+            g["gain"] = g0 * (float(g["params"][0].norm()) / rho if rho > 0 else 1.0)
+
     def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.relative:
+            self._relative_gains()
         out = super().step(loss)
         self.etas.append(float(out["eta"]))
         return out
@@ -147,6 +164,35 @@ def invariant_parameters(model: torch.nn.Module, example: torch.Tensor, tol: flo
     model.zero_grad(set_to_none=True)
     model.train(was)
     return found
+
+
+def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
+                      ) -> list[dict[str, Any]]:
+    """Parameter groups giving each parameter the gain of the first ``(pattern, gain)`` whose
+    fnmatch pattern matches its qualified name (the others: the optimiser's ``gain``); a
+    pattern that matches nothing is a ``ValueError`` (a typo would otherwise probe nothing)."""
+    named = list(model.named_parameters())
+    for pattern, _ in rules:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n, _ in named):
+            raise ValueError(f"--param-gain {pattern}: matches no parameter of the model "
+                             f"(names: {', '.join(n for n, _ in named[:6])}, ...)")
+    groups: dict[float | None, list[torch.nn.Parameter]] = {}
+    for n, p in named:
+        gain = next((g for pat, g in rules if fnmatch.fnmatchcase(n, pat)), None)
+        groups.setdefault(gain, []).append(p)
+    return [{"params": ps, **({} if g is None else {"gain": g})} for g, ps in groups.items()]
+
+
+def _pattern_gain(text: str) -> tuple[str, float]:
+    pattern, sep, gain = text.rpartition("=")
+    try:
+        value = float(gain)
+    except ValueError:
+        value = math.nan
+    if not sep or not pattern or not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give PATTERN=GAIN with a positive gain, "
+                                         "e.g. 'fc.*=2'")
+    return pattern, value
 
 
 def _specs() -> dict[str, dict[str, Any]]:
@@ -204,8 +250,12 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             params = [{"params": [p for p in model.parameters() if id(p) in inv],
                        "gain": args.invariant_gain},
                       {"params": [p for p in model.parameters() if id(p) not in inv]}]
+        if args.param_gain:
+            params = param_gain_groups(model, args.param_gain)
+        if args.relative:
+            params = [{"params": [p]} for p in model.parameters()]
         opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
-        box["stepper"] = Variant(model, opt, args.interpolate, args.eval)
+        box["stepper"] = Variant(model, opt, args.interpolate, args.eval, args.relative)
         return box["stepper"]
     scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
     register_optimizer(name, description="benchmarks/agd_variants.py",
@@ -220,7 +270,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
     return {"workload": panel, "seed": seed,
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
-            "invariant_gain": args.invariant_gain, "eval": args.eval,
+            "invariant_gain": args.invariant_gain,
+            "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
+            "relative": args.relative or None, "eval": args.eval,
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
             "train_loss": last.get("train_loss"),
@@ -244,6 +296,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--invariant-gain", type=float, default=None, metavar="K",
                     help="image workloads: the step's multiplier on the tensors measured "
                          "scale-invariant (invariant_parameters), the others at --gain")
+    ap.add_argument("--param-gain", type=_pattern_gain, action="append", default=[],
+                    metavar="PATTERN=K", help="the step's multiplier on the parameters whose "
+                    "qualified name matches the fnmatch PATTERN (repeatable; the first match "
+                    "wins; the others at --gain), e.g. 'fc.*=2'")
+    ap.add_argument("--relative", action="store_true",
+                    help="every parameter's step × its norm over its norm at AGD's "
+                         "initialisation (the step relative to the measured weight)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
@@ -255,6 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    splits = [name for name, on in (("--invariant-gain", args.invariant_gain is not None),
+                                    ("--param-gain", bool(args.param_gain)),
+                                    ("--relative", args.relative)) if on]
+    if len(splits) > 1:
+        ap.error(f"{' and '.join(splits)} each set the parameters' gains; give one of them")
     if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:
         raise SystemExit("--momentum and --interpolate must be in [0, 1), got "
                          f"{args.momentum} and {args.interpolate}")

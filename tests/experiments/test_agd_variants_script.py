@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hyperfree
 from hyperfree.models import create_model
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage
@@ -81,3 +82,60 @@ def test_invariant_parameters_are_the_convs_batchnorm_follows(script):
 def test_steps_is_refused_on_an_epoch_workload(script, tmp_path):
     with pytest.raises(ValueError, match=r"--steps 100: conv runs for epochs"):
         script.run("conv", 0, script.parse_args(["conv", "--steps", "100"]), tmp_path)
+
+
+def test_param_gain_groups_give_the_first_matching_pattern_its_gain(script):
+    """--param-gain splits the parameters by name: the first matching pattern's gain, the rest
+    in a group without one (the optimiser's); AGD then moves the gained group further."""
+    args = script.parse_args(["conv", "--param-gain", "fc.*=2", "--param-gain", "stem*=0.5",
+                              "--param-gain", "*=3"])
+    assert args.param_gain == [("fc.*", 2.0), ("stem*", 0.5), ("*", 3.0)]
+    torch.manual_seed(0)
+    net = create_model("resnet_small", in_channels=1, num_classes=10, image_size=28, depth=1,
+                       width=8)
+    names = {id(p): n for n, p in net.named_parameters()}
+    groups = script.param_gain_groups(net, [("fc.*", 2.0), ("stem*", 0.5)])
+    by_gain = {g.get("gain"): sorted(names[id(p)] for p in g["params"]) for g in groups}
+    assert by_gain[2.0] == ["fc.weight"] and by_gain[0.5] == ["stem.weight"]
+    assert len(by_gain[None]) == len(names) - 2
+    with pytest.raises(ValueError, match=r"--param-gain head\.\*: matches no parameter"):
+        script.param_gain_groups(net, [("head.*", 2.0)])
+    for bad in ("fc.*", "fc.*=0", "=2", "fc.*=x"):
+        with pytest.raises(SystemExit):
+            script.parse_args(["conv", "--param-gain", bad])
+    # the gained group really moves further: one step from the same point, gain 2 vs none
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    moves = []
+    for gain in (1.0, 2.0):
+        torch.manual_seed(1)
+        m = create_model("resnet_small", in_channels=1, num_classes=10, image_size=28,
+                         depth=1, width=8)
+        opt = hyperfree.AGD(script.param_gain_groups(m, [("fc.*", gain)]), model=m)
+        before = m.fc.weight.detach().clone()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        moves.append(float((m.fc.weight.detach() - before).norm()))
+    assert moves[1] == pytest.approx(2 * moves[0], rel=1e-2)  # up to the retraction's ‖Δ‖²
+
+
+def test_relative_scales_each_step_by_the_weights_measured_size(script):
+    """--relative: before each step every parameter's gain is ‖W‖/ρ (ρ: its norm at the first
+    step); a weight grown to twice its size gets twice the step, a zero-init one gain 1."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    opt = hyperfree.AGD([{"params": [p]} for p in net.parameters()], model=net)
+    stepper = script.Variant(net, opt, 0.0, "average", relative=True)
+    stepper.init_weights()
+    rho = float(net[0].weight.detach().norm())
+    x, y = torch.randn(32, 8), torch.randn(32, 4)
+    stepper.step(torch.nn.functional.mse_loss(net(x), y))
+    assert [g["gain"] for g in opt.param_groups] == [1.0] * 4  # at ρ itself
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+    grown = float(net[0].weight.detach().norm())
+    stepper.step(torch.nn.functional.mse_loss(net(x), y))
+    gains = [g["gain"] for g in opt.param_groups]
+    assert gains[0] == pytest.approx(grown / rho, rel=1e-6) and gains[0] > 1.5
+    assert gains[1] == 1.0  # the bias started at zero: no size to be relative to
+    with pytest.raises(SystemExit):  # before any data is read or any optimiser registered
+        script.parse_args(["conv", "--relative", "--param-gain", "fc.*=2"])
