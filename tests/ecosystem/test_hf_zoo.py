@@ -130,7 +130,7 @@ READ = {
            "decoder.block.0.layer.0.layer_norm.weight": "gain(forks=2)",
            "encoder.final_layer_norm.weight": "gain(forks=2)"},
     "gpt2": {"h.0.attn.c_attn.weight": "linear_in_out(x3, forks=1)",
-             "h.0.attn.c_attn.bias": "bias(x3)", "h.0.mlp.c_fc.weight": "linear_in_out(forks=1)"},
+             "h.0.attn.c_attn.bias": "bias(x3, forks=1)", "h.0.mlp.c_fc.weight": "linear_in_out(forks=1)"},
     "gpt_neox": {"layers.0.attention.query_key_value.weight": "linear(x3, groups=4, forks=2)"},
     "bert": {"cls.predictions.bias": "bias"},
     "vit": {"embeddings.cls_token": "bias", "embeddings.position_embeddings": "generic"},

@@ -69,6 +69,31 @@ def test_a_shortcut_and_the_branch_beside_it_both_fork():
     assert got["stem.weight"] == 0
 
 
+class PackedBranch(nn.Module):
+    """A residual branch whose first layer is a packed projection, read as 3 blocks from the
+    split of its output: GPT-2's ``c_attn`` (weight and bias) in miniature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.qkv, self.out = nn.Linear(4, 8), nn.Linear(8, 24), nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.stem(x)
+        q, k, v = self.qkv(h).split(8, dim=-1)
+        return h + self.out(torch.tanh(q) * torch.sigmoid(k) + v)
+
+
+def test_a_packed_bias_keeps_the_fork_of_its_branch():
+    """AGD packs a table bias as its output is split, after counting its forks: the packing
+    rebuilt the bias's kind from its name and lost the fork its weight keeps."""
+    opt = hyperfree.AGD(PackedBranch(), example=X)
+    group = opt.param_groups[0]
+    kinds = {n: Kind(*k) for n, k in zip(group["param_names"], group["kinds"])}
+    assert kinds["qkv.weight"] == Kind("linear", blocks=3, forks=1)
+    assert kinds["qkv.bias"] == Kind("bias", blocks=3, forks=1)
+    assert kinds["out.bias"] == Kind("bias", forks=1) and kinds["stem.bias"] == Kind("bias")
+
+
 class NotForks(nn.Module):
     """Sums that are not forks: a bias added by hand, a position table, an attention mask."""
 

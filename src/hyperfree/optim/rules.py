@@ -302,7 +302,7 @@ class BiasRule(KindRule):
         return 0
 
     def packed(self, kind: Kind, blocks: int, groups: int) -> Kind | None:
-        return Kind(self.name, blocks=blocks * groups) if kind.blocks == 1 else None
+        return dataclasses.replace(kind, blocks=blocks * groups) if kind.blocks == 1 else None
 
     @torch.no_grad()
     def init_(self, p: Tensor, kind: Kind, generator: torch.Generator | None,
