@@ -37,6 +37,7 @@ mean ± std over the seeds.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import fnmatch
 import json
@@ -45,7 +46,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -89,10 +90,15 @@ class Variant(AGDStepper):
     (kept here), its average ``x``."""
 
     def __init__(self, model: torch.nn.Module, opt: hyperfree.AGD, beta: float, at: str,
-                 relative: bool = False):
+                 relative: bool | Sequence[Sequence[int]] | Callable[[], Any] = False):
         super().__init__(model, opt, init=opt.init_weights)
         self.beta, self.at, self.z, self.etas = beta, at, None, []
-        self.relative, self.rho = relative, None
+        # the sets of parameter groups whose steps follow their joint norm (True: each alone;
+        # a callable: the sets it returns at the first step, read at AGD's initialisation)
+        self.relative: Any = ([[i] for i in range(len(opt.param_groups))] if relative is True
+                              else relative if callable(relative) or not relative
+                              else [list(s) for s in relative])
+        self.rho = None
         self._params = [p for g in opt.param_groups for p in g["params"]]
         if beta:
             step = opt.step
@@ -126,14 +132,22 @@ class Variant(AGDStepper):
 
     @torch.no_grad()
     def _relative_gains(self) -> None:
-        """Each parameter's step × ‖W‖/ρ, ρ its norm at the first step (AGD's initialisation):
-        the majorisation's relative step η/L of the weight's measured size, not its target."""
+        """Each set's steps × ‖W_S‖/ρ_S, ρ_S its joint norm at the first step (AGD's
+        initialisation): the majorisation's relative step η/L of the weights' measured size,
+        not their target (a set: one parameter, or parameters scale-invariant jointly)."""
         groups = self.optimizer.param_groups
+
+        def norm(members: Sequence[int]) -> float:
+            return math.sqrt(sum(float(groups[i]["params"][0].norm()) ** 2 for i in members))
         if self.rho is None:
-            self.rho = [float(g["params"][0].norm()) for g in groups]
+            if callable(self.relative):
+                self.relative = [list(s) for s in self.relative()]
+            self.rho = [norm(m) for m in self.relative]
             self.gain0 = [g["gain"] for g in groups]
-        for g, rho, g0 in zip(groups, self.rho, self.gain0):
-            g["gain"] = g0 * (float(g["params"][0].norm()) / rho if rho > 0 else 1.0)
+        for members, rho in zip(self.relative, self.rho):
+            ratio = norm(members) / rho if rho > 0 else 1.0
+            for i in members:
+                groups[i]["gain"] = self.gain0[i] * ratio
 
     def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.relative:
@@ -164,6 +178,53 @@ def invariant_parameters(model: torch.nn.Module, example: torch.Tensor, tol: flo
     model.zero_grad(set_to_none=True)
     model.train(was)
     return found
+
+
+@torch.no_grad()
+def _radial(model: torch.nn.Module, params: list[torch.nn.Parameter], example: torch.Tensor,
+            seed: int) -> list[float]:
+    with torch.enable_grad():
+        out = model(example)
+        out = out if isinstance(out, torch.Tensor) else out[0]
+        gen = torch.Generator().manual_seed(seed)
+        (out.float() * torch.randn(out.shape, generator=gen)).sum().backward()
+    r = [float((p.grad.double() * p.double()).sum()) if p.grad is not None else 0.0
+         for p in params]
+    model.zero_grad(set_to_none=True)
+    return r
+
+
+def invariant_sets(model: torch.nn.Module, example: Callable[[int], torch.Tensor],
+                   tol: float = 1e-4) -> list[list[int]]:
+    """The sets of parameters (indices into ``model.parameters()``) the network's output is
+    measured jointly scale-invariant in: ``f(c W_S) = f(W_S)`` gives ``Σ_{t∈S} ⟨∇_t, W_t⟩ = 0``
+    for every input and every loss. The radial derivatives ``r_t = ⟨∇_t, W_t⟩`` of T + 8
+    random losses of random inputs (``example(k)``) form a matrix M whose null space the
+    invariant sets' indicators span; parameters the null space's projector joins are one set
+    (a tensor followed by BatchNorm alone; a residual stream's writers together). Zero tensors
+    (their r is 0 by being 0) are left out. The reading runs on a copy: the model's weights,
+    statistics and gradients stay as they were."""
+    probe = copy.deepcopy(model).train()  # the model itself is not touched (a forward of it
+    params = list(probe.parameters())      # may be waiting for its backward)
+    live = [i for i, p in enumerate(params) if float(p.detach().norm()) > 0]
+    rows = [_radial(probe, params, example(k), k) for k in range(len(live) + 8)]
+    m = torch.tensor([[r[i] for i in live] for r in rows], dtype=torch.float64)
+    m = m / m.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    _, sv, vh = torch.linalg.svd(m, full_matrices=True)
+    rank = int((sv > tol * sv[0]).sum())
+    null = vh[rank:].T  # (T, T - rank)
+    proj = null @ null.T
+    seen, sets = set(), []
+    for a in range(len(live)):
+        if a in seen or proj[a, a] < 0.5 / len(live):
+            continue
+        members = [b for b in range(len(live)) if proj[a, b].abs() > 0.25 * proj[a, a]]
+        indicator = torch.zeros(len(live), dtype=torch.float64)
+        indicator[members] = 1.0
+        if float((m @ indicator).norm()) <= 10 * tol * len(members) ** 0.5 * len(rows) ** 0.5:
+            sets.append([live[b] for b in members])
+        seen.update(members)
+    return sets
 
 
 def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
@@ -226,6 +287,16 @@ def variant_preset(args: argparse.Namespace) -> Preset:
                                average=PolyAverage(args.gamma))
 
 
+def _examples(model: torch.nn.Module, panel: str) -> Callable[[int], torch.Tensor]:
+    """Random inputs of ``panel``'s model: token ids of its vocabulary, or 28 × 28 images."""
+    vocab = next((m.num_embeddings for m in model.modules()
+                  if isinstance(m, torch.nn.Embedding)), None)
+    if panel in ("gpt", "gpt-long", "lstm") and vocab is not None:
+        return lambda k: torch.randint(0, vocab, (4, 64),
+                                       generator=torch.Generator().manual_seed(k))
+    return lambda k: torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(k))
+
+
 def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     specs = _specs()
     overrides = dict(specs[f"{panel}-agd-{DEFAULT_PRESET}"])
@@ -252,10 +323,21 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                       {"params": [p for p in model.parameters() if id(p) not in inv]}]
         if args.param_gain:
             params = param_gain_groups(model, args.param_gain)
-        if args.relative:
+        relative: Any = args.relative
+        if args.relative_invariant:  # read at the first step: after AGD's initialisation
+
+            def read_sets() -> list[list[int]]:
+                sets = invariant_sets(model, _examples(model, panel))
+                names = [n for n, _ in model.named_parameters()]
+                print(f"--relative-invariant: {len(sets)} scale-invariant sets: " + "; ".join(
+                    "+".join(names[i].removesuffix(".weight") for i in s) for s in sets),
+                    flush=True)
+                return sets
+            relative = read_sets
+        if relative:
             params = [{"params": [p]} for p in model.parameters()]
         opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
-        box["stepper"] = Variant(model, opt, args.interpolate, args.eval, args.relative)
+        box["stepper"] = Variant(model, opt, args.interpolate, args.eval, relative)
         return box["stepper"]
     scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
     register_optimizer(name, description="benchmarks/agd_variants.py",
@@ -272,7 +354,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "interpolate": args.interpolate, "gamma": args.gamma, "gain": args.gain,
             "invariant_gain": args.invariant_gain,
             "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
-            "relative": args.relative or None, "eval": args.eval,
+            "relative": ("invariant" if args.relative_invariant else args.relative) or None,
+            "eval": args.eval,
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
             "train_loss": last.get("train_loss"),
@@ -303,6 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--relative", action="store_true",
                     help="every parameter's step × its norm over its norm at AGD's "
                          "initialisation (the step relative to the measured weight)")
+    ap.add_argument("--relative-invariant", action="store_true",
+                    help="--relative on the parameter sets measured jointly scale-invariant "
+                         "(invariant_sets), each set by its joint norm; the others as they are")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
@@ -316,7 +402,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     splits = [name for name, on in (("--invariant-gain", args.invariant_gain is not None),
                                     ("--param-gain", bool(args.param_gain)),
-                                    ("--relative", args.relative)) if on]
+                                    ("--relative", args.relative),
+                                    ("--relative-invariant", args.relative_invariant)) if on]
     if len(splits) > 1:
         ap.error(f"{' and '.join(splits)} each set the parameters' gains; give one of them")
     if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:

@@ -4,6 +4,7 @@ against the default, so a stale default in the script would compare against some
 from __future__ import annotations
 
 import dataclasses
+import math
 import importlib.util
 import sys
 from pathlib import Path
@@ -139,3 +140,55 @@ def test_relative_scales_each_step_by_the_weights_measured_size(script):
     assert gains[1] == 1.0  # the bias started at zero: no size to be relative to
     with pytest.raises(SystemExit):  # before any data is read or any optimiser registered
         script.parse_args(["conv", "--relative", "--param-gain", "fc.*=2"])
+
+
+def test_invariant_sets_are_read_from_the_radial_derivatives(script):
+    """Measured, not declared: in the pre-activation ResNet each block's conv1 alone (BatchNorm
+    follows it) and each stage's stream writers together (the stem or a projection shortcut,
+    and the block's conv2: the next BatchNorm divides their sum's scale out); in the pre-norm
+    GPT the residual stream's writers together; none in an MLP. The reading leaves BatchNorm's
+    statistics and the gradients as they were."""
+    torch.manual_seed(0)
+    net = create_model("resnet_small", in_channels=1, num_classes=10, image_size=28, depth=1,
+                       width=8)
+    names = [n.removesuffix(".weight") for n, _ in net.named_parameters()]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    sets = script.invariant_sets(net, script._examples(net, "conv"))
+    assert sorted(sorted(names[i] for i in s) for s in sets) == [
+        ["stages.0.0.conv1"], ["stages.0.0.conv2", "stem"], ["stages.1.0.conv1"],
+        ["stages.1.0.conv2", "stages.1.0.shortcut"], ["stages.2.0.conv1"],
+        ["stages.2.0.conv2", "stages.2.0.shortcut"]]
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    gpt = create_model("gpt", in_channels=1, num_classes=65, image_size=0, depth=2, width=32,
+                       heads=2, seq_len=64, tie_weights=False)
+    hyperfree.AGD(gpt).init_weights()
+    names = [n.removesuffix(".weight") for n, _ in gpt.named_parameters()]
+    sets = script.invariant_sets(gpt, script._examples(gpt, "gpt"))
+    assert [sorted(names[i] for i in s) for s in sets] == [sorted(
+        ["tok_emb", "pos_emb", "blocks.0.attn.out_proj", "blocks.0.mlp.2",
+         "blocks.1.attn.out_proj", "blocks.1.mlp.2"])]
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10))
+    assert script.invariant_sets(mlp, script._examples(mlp, "conv")) == []
+
+
+def test_a_relative_set_follows_its_joint_norm(script):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    opt = hyperfree.AGD([{"params": [p]} for p in net.parameters()], model=net)
+    stepper = script.Variant(net, opt, 0.0, "average", relative=[[0, 2]])
+    stepper.init_weights()
+    x, y = torch.randn(32, 8), torch.randn(32, 4)
+
+    def joint() -> float:
+        return math.hypot(*(float(p.detach().norm()) for p in (net[0].weight, net[2].weight)))
+    rho = joint()
+    stepper.step(torch.nn.functional.mse_loss(net(x), y))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    grown = joint()
+    stepper.step(torch.nn.functional.mse_loss(net(x), y))
+    gains = [g["gain"] for g in opt.param_groups]
+    assert gains[0] == gains[2] == pytest.approx(grown / rho, rel=1e-6) and gains[0] > 1.5
+    assert gains[1] == gains[3] == 1.0  # not in a set: as they were
