@@ -52,6 +52,7 @@ import torch
 
 import hyperfree
 from hyperfree.cli.experiment import parse_data_dirs
+from hyperfree.data import get_dataset_info
 from hyperfree.experiments._spec import DEFAULT_METRIC
 from hyperfree.experiments.race import _SMALL_CONV, METRICS, race_specs
 from hyperfree.experiments.runner import _data_dir
@@ -97,11 +98,9 @@ class Variant(AGDStepper):
         super().__init__(model, opt, init=opt.init_weights)
         self.beta, self.at, self.z, self.etas = beta, at, None, []
         # the sets of parameter groups whose steps follow their joint norm (True: each alone;
-        # a callable: the sets it returns at the first step, read at AGD's initialisation)
-        self.relative: Any = ([[i] for i in range(len(opt.param_groups))] if relative is True
-                              else relative if callable(relative) or not relative
-                              else [list(s) for s in relative])
-        self.rho = None
+        # a callable: the sets it returns at the first step, read at AGD's initialisation),
+        # resolved into ``self.sets`` with their norms ``self.rho`` at the first step
+        self.relative, self.sets, self.rho, self.gain0 = relative, [], [], []
         self._params = [p for g in opt.param_groups for p in g["params"]]
         if beta:
             step = opt.step
@@ -142,12 +141,13 @@ class Variant(AGDStepper):
 
         def norm(members: Sequence[int]) -> float:
             return math.sqrt(sum(float(groups[i]["params"][0].norm()) ** 2 for i in members))
-        if self.rho is None:
-            if callable(self.relative):
-                self.relative = [list(s) for s in self.relative()]
-            self.rho = [norm(m) for m in self.relative]
+        if not self.gain0:  # the first step
+            self.sets = ([[i] for i in range(len(groups))] if self.relative is True else
+                         [list(m) for m in (self.relative() if callable(self.relative)
+                                            else self.relative)])
+            self.rho = [norm(m) for m in self.sets]
             self.gain0 = [g["gain"] for g in groups]
-        for members, rho in zip(self.relative, self.rho):
+        for members, rho in zip(self.sets, self.rho):
             ratio = norm(members) / rho if rho > 0 else 1.0
             for i in members:
                 groups[i]["gain"] = self.gain0[i] * ratio
@@ -220,14 +220,17 @@ def variant_preset(args: argparse.Namespace) -> Preset:
                                average=PolyAverage(args.gamma))
 
 
-def _examples(model: torch.nn.Module, panel: str) -> Callable[[int], torch.Tensor]:
-    """Random inputs of ``panel``'s model: token ids of its vocabulary, or 28 × 28 images."""
-    vocab = next((m.num_embeddings for m in model.modules()
-                  if isinstance(m, torch.nn.Embedding)), None)
-    if panel in ("gpt", "gpt-long", "lstm") and vocab is not None:
+def _examples(model: torch.nn.Module, dataset: str) -> Callable[[int], torch.Tensor]:
+    """Random inputs ``k ↦ x_k`` of ``model`` trained on ``dataset``: token ids of the model's
+    vocabulary (its first embedding's) for text, images of the dataset's shape otherwise."""
+    info = get_dataset_info(dataset)
+    if info.kind == "text":
+        vocab = next(m.num_embeddings for m in model.modules()
+                     if isinstance(m, torch.nn.Embedding))
         return lambda k: torch.randint(0, vocab, (4, 64),
                                        generator=torch.Generator().manual_seed(k))
-    return lambda k: torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(k))
+    shape = (16, info.in_channels, info.image_size, info.image_size)
+    return lambda k: torch.randn(shape, generator=torch.Generator().manual_seed(k))
 
 
 def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -260,7 +263,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
         if args.relative_invariant:  # read at the first step: after AGD's initialisation
 
             def read_sets() -> list[list[int]]:
-                sets = invariant_sets(model, _examples(model, panel))
+                sets = invariant_sets(model, _examples(model, overrides["dataset"]))
                 names = [n for n, _ in model.named_parameters()]
                 print(f"--relative-invariant: {len(sets)} scale-invariant sets: " + "; ".join(
                     "+".join(names[i].removesuffix(".weight") for i in s) for s in sets),

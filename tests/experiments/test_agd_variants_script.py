@@ -153,7 +153,7 @@ def test_invariant_sets_are_read_from_the_radial_derivatives(script):
                        width=8)
     names = [n.removesuffix(".weight") for n, _ in net.named_parameters()]
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    sets = script.invariant_sets(net, script._examples(net, "conv"))
+    sets = script.invariant_sets(net, script._examples(net, "fashion-mnist"))
     assert sorted(sorted(names[i] for i in s) for s in sets) == [
         ["stages.0.0.conv1"], ["stages.0.0.conv2", "stem"], ["stages.1.0.conv1"],
         ["stages.1.0.conv2", "stages.1.0.shortcut"], ["stages.2.0.conv1"],
@@ -164,13 +164,13 @@ def test_invariant_sets_are_read_from_the_radial_derivatives(script):
                        heads=2, seq_len=64, tie_weights=False)
     hyperfree.AGD(gpt).init_weights()
     names = [n.removesuffix(".weight") for n, _ in gpt.named_parameters()]
-    sets = script.invariant_sets(gpt, script._examples(gpt, "gpt"))
+    sets = script.invariant_sets(gpt, script._examples(gpt, "tinyshakespeare"))
     assert [sorted(names[i] for i in s) for s in sets] == [sorted(
         ["tok_emb", "pos_emb", "blocks.0.attn.out_proj", "blocks.0.mlp.2",
          "blocks.1.attn.out_proj", "blocks.1.mlp.2"])]
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
                               torch.nn.Linear(32, 10))
-    assert script.invariant_sets(mlp, script._examples(mlp, "conv")) == []
+    assert script.invariant_sets(mlp, script._examples(mlp, "fashion-mnist")) == []
 
 
 def test_a_relative_set_follows_its_joint_norm(script):

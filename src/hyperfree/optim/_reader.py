@@ -86,9 +86,10 @@ class Reader(OpRules, TorchDispatchMode):
         out = func(*args, **kwargs)
         if self.error is None:
             try:
+                operands = list(args) + list(kwargs.values())
                 # the operands' lineages before this op's (an in-place add_ returns its operand)
-                self._observe(func, list(args) + list(kwargs.values()), out)
-                self._trace(func, list(args) + list(kwargs.values()), out)
+                self._observe(func, operands, out)
+                self._trace(func, operands, out)
             except Exception as e:  # a reading must never break the user's forward
                 self.error = f"{func}: {type(e).__name__}: {e}"
         return out
