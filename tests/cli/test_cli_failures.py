@@ -27,7 +27,7 @@ import torch
 
 from hyperfree import cli
 from hyperfree.cli import main
-from hyperfree.train import loop as loop_module
+from hyperfree.train import _run as run_module
 from hyperfree.train import rundir as rundir_module
 from hyperfree.train import stats as stats_module
 
@@ -115,7 +115,7 @@ def test_failed_checkpoint_write_keeps_the_last_good_one(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
-    real = loop_module.save_checkpoint
+    real = run_module.save_checkpoint
     calls: list[int] = []
 
     def disk_full(path: Path, payload: dict) -> None:
@@ -124,7 +124,7 @@ def test_failed_checkpoint_write_keeps_the_last_good_one(tmp_path: Path,
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, payload)
 
-    monkeypatch.setattr(loop_module, "save_checkpoint", disk_full)
+    monkeypatch.setattr(run_module, "save_checkpoint", disk_full)
     run = tmp_path / "run"
     assert _run(["train", "--epochs", "3", "--out", str(run), *FAST]) == 2
     err = _one_line(capsys)
@@ -133,7 +133,7 @@ def test_failed_checkpoint_write_keeps_the_last_good_one(tmp_path: Path,
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json",
                                                      "metrics.jsonl"]  # no .lock, no .tmp
-    monkeypatch.setattr(loop_module, "save_checkpoint", real)
+    monkeypatch.setattr(run_module, "save_checkpoint", real)
     assert _run(["train", "--resume", str(run), "--epochs", "3"]) == 0  # nothing was lost
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 3
 
@@ -144,7 +144,7 @@ def test_allocation_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pyt
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
                            "can't allocate memory: you tried to allocate 40000000000 bytes.")
 
-    monkeypatch.setattr(loop_module._Run, "evaluate", fail)
+    monkeypatch.setattr(run_module._Run, "evaluate", fail)
     assert _run(["train", "--epochs", "1", "--out", str(tmp_path / "run"), *FAST]) == 2
     err = _one_line(capsys)
     assert "out of memory: 40 GB asked for while training; nothing was saved; lower " \

@@ -20,7 +20,8 @@ from torch import nn
 
 from hyperfree.models import _registry as model_registry
 from hyperfree.models import register_model
-from hyperfree.train import (CHECKPOINT_NAME, CONFIG_NAME, CheckpointError, TrainingInterrupted, check_resumable, loop, read_metrics, train)
+from hyperfree.train import _run
+from hyperfree.train import (CHECKPOINT_NAME, CONFIG_NAME, CheckpointError, TrainingInterrupted, check_resumable, read_metrics, train)
 
 torch.set_num_threads(1)
 
@@ -127,7 +128,7 @@ def test_resume_restores_the_rng(tmp_path: Path, dropout_model: str,
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
     # the same resume without restoring the RNG (the mutant) draws other dropout masks
-    monkeypatch.setattr(loop, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(_run, "set_rng_state", lambda state: None)
     broken = _interrupted_then_resumed(tmp_path / "b", cfg, bundle)
     assert not all(torch.equal(a, b) for a, b in zip(straight.model.parameters(),
                                                       broken.model.parameters()))

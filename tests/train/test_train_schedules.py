@@ -61,16 +61,16 @@ class _Record(Callback):
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
 def test_run_steps_at_the_scheduled_lr(schedule: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hyperfree.train import loop
+    from hyperfree.train import _run
 
     rec = _Record()
-    wrap = loop.schedule_stepper
+    wrap = _run.schedule_stepper
 
     def spy(*args: Any) -> Any:
         rec.stepper = wrap(*args)
         return rec.stepper
 
-    monkeypatch.setattr(loop, "schedule_stepper", spy)
+    monkeypatch.setattr(_run, "schedule_stepper", spy)
     cfg = tiny_config(optimizer="adamw", lr=0.01, schedule=schedule, warmup_steps=3, epochs=2,
                       loss="xent")  # 64 samples / 16 = 4 batches: T = 8
     history = train(cfg, callbacks=[rec], data=tiny_image_bundle())
