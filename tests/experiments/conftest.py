@@ -1,11 +1,11 @@
-"""Shared fixtures of the experiment-suite tests: one data cache per process, a tiny text file."""
+"""Shared fixtures of the experiment-suite tests: one data cache per process, a tiny text file.
+(One torch thread per test: the suite-wide ``_one_thread`` of ``tests/conftest.py``, which a
+fixture of the same name here once shadowed, so that a test left the threads it set to the next.)"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-import torch
 
 from hyperfree.experiments import DataCache
 
@@ -24,12 +24,3 @@ def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
              for i in range(200)]
     path.write_text("".join(lines), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on a CPU shared with other jobs, 2 threads were 10-30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
