@@ -233,22 +233,23 @@ class Resolution:
             return
         settle(self.infos)
 
-    def missed(self, infos: dict[int, ParamInfo]) -> str | None:
-        """At the first step, with the first forward still to be read: stop watching and make
-        the pending kinds of ``infos`` (AGD's, by parameter id) generic for good. Returns what
-        to warn when a forward ran that could not be read (None when none ran: gradients set
-        by hand)."""
+    def missed(self, infos: dict[int, ParamInfo]) -> tuple[dict[int, ParamInfo], str | None]:
+        """At the first step, with the first forward still to be read: stop watching. Returns
+        the pending kinds of ``infos`` (AGD's, by parameter id) made generic for good, to
+        adopt, and what to warn when a forward ran that could not be read (None when none
+        ran: gradients set by hand)."""
         self.close()
         why = "generic: the model's forward was not read before the first step"
-        infos.update({k: dataclasses.replace(i, origin="generic", reason=why)
-                      for k, i in infos.items() if i.origin == "pending"})
+        generic = {k: dataclasses.replace(i, origin="generic", reason=why)
+                   for k, i in infos.items() if i.origin == "pending"}
         if not self._unread:
-            return None
-        return ("AGD could not read the model's forward before its first step (it ran "
-                "compiled: model.compile(), or torch.compile(model) called with keyword "
-                "arguments only): parameters of no table kind stay generic and residual forks "
-                "are not counted; pass an input, AGD(model, example=batch), to read it at "
-                "construction")
+            return generic, None
+        return generic, (
+            "AGD could not read the model's forward before its first step (it ran "
+            "compiled: model.compile(), or torch.compile(model) called with keyword "
+            "arguments only): parameters of no table kind stay generic and residual forks "
+            "are not counted; pass an input, AGD(model, example=batch), to read it at "
+            "construction")
 
     def _alias(self, module: nn.Module) -> None:
         """The tensors ``module`` (and its children: ``nn.MultiheadAttention`` reads its

@@ -304,9 +304,11 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
                                  f"{entries[j][1]!r}); build the embedding with sparse=False")
         compiling = torch.compiler.is_compiling()
         resolution = getattr(self, "_resolution", None)
-        if resolution is not None and resolution.deferred and not compiling and (
-                note := resolution.missed(self._infos)):
-            warnings.warn(note, stacklevel=4)  # step()'s caller
+        if resolution is not None and resolution.deferred and not compiling:
+            generic, note = resolution.missed(self._infos)
+            self._infos.update(generic)
+            if note:
+                warnings.warn(note, stacklevel=4)  # step()'s caller
         self._counters["step"].add_(1)
         host = not compiling and grads[0].device.type == "cpu" if self._host is None \
             else self._host
