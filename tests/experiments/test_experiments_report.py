@@ -24,7 +24,8 @@ from hyperfree.train import TrainConfig
 
 
 def _write_run(root: Path, exp: str, label: str, seed: int, accs: list[float], group: str,
-               x: float | None = None, y: float | None = None, panel: str = "") -> None:
+               x: float | None = None, y: float | None = None, panel: str = "",
+               wall: float = 2.0) -> None:
     run_dir = root / "experiments" / exp / "quick" / f"{label}-seed{seed}"
     run_dir.mkdir(parents=True)
     cfg = TrainConfig(epochs=len(accs), seed=seed).to_dict()
@@ -36,7 +37,7 @@ def _write_run(root: Path, exp: str, label: str, seed: int, accs: list[float], g
              for i, a in enumerate(accs)]
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     info = {"label": label, "group": group, "panel": panel, "x": x, "y": y, "seed": seed,
-            "wall_seconds": 2.0, "cpu": "TestCPU", "cpu_count": 2}
+            "wall_seconds": wall, "cpu": "TestCPU", "cpu_count": 2}
     (run_dir / "experiment.json").write_text(json.dumps(info))
 
 
@@ -136,6 +137,15 @@ def test_markdown_states_claim_verdict_command_machine_and_table(tmp_path: Path)
     assert "![fake](figures/fake.png)" in text
     assert (tmp_path / "docs" / "figures" / "fake.png").is_file()
     assert "- agd: 0.1, 0.05" in text  # rel_update per epoch, seed mean
+
+
+def test_wall_time_names_the_format_it_is_written_in(tmp_path: Path) -> None:
+    _populate(tmp_path)  # 4 runs of 2 s
+    short = write_report(tmp_path, tmp_path / "a" / "results.md", experiments=[_exp("curves")])
+    assert "**Wall time.** 00:08 (mm:ss, sum over runs" in short.read_text()
+    _write_run(tmp_path, "fake", "sgd-lr0.1", 1, [0.1, 0.1], "sgd", x=0.1, y=4, wall=7192.0)
+    long = write_report(tmp_path, tmp_path / "b" / "results.md", experiments=[_exp("curves")])
+    assert "**Wall time.** 2:00:00 (h:mm:ss, sum over runs" in long.read_text()
 
 
 def test_experiment_without_runs_says_how_to_run_it(tmp_path: Path) -> None:

@@ -113,13 +113,15 @@ def _header(exp: Experiment, profile: str, runs: Sequence[RunResult], rows: Sequ
     seeds = max((r.n for r in rows), default=0)
     wall = sum(float(r.info.get("wall_seconds", 0.0)) for r in runs)
     planned = len(exp.specs(profile)) * seeds if profile in exp.runs else len(runs)
+    took = format_eta(wall)
     return [f"**Claim.** {exp.claim}", "",
             f"**Reproduced: {verdict.status}.** {verdict.text}", "",
             f"**Command.** `{command_line(exp.name, profile, seeds, runs)}` (profile `{profile}`, "
             f"{seeds} seed(s), {len(runs)} of {planned} runs finished)", "",
             f"**Setting.** {exp.notes}", "",
             f"**Machine.** {machine_line(runs)}", "",
-            f"**Wall time.** {format_eta(wall)} (mm:ss, sum over runs; data loading excluded)", ""]
+            f"**Wall time.** {took} ({'h:mm:ss' if took.count(':') == 2 else 'mm:ss'}, sum over "
+            "runs; data loading excluded)", ""]
 
 
 def render_experiment(exp: Experiment, profile: str, runs: Sequence[RunResult],
