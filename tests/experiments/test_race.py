@@ -49,7 +49,7 @@ def test_every_preset_and_contestant_runs_on_every_workload(profile: str) -> Non
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "adamw") == \
             sorted(grid)
         assert sorted(s.x for s in specs if s.panel == panel and s.group == "sgd") == \
-            [1e-3, 1e-2, 1e-1, 0.3]
+            [1e-3, 1e-2, 1e-1, 0.3, 1.0]
         assert set(R.PEERS) <= set(groups)
         assert ("adam-default" in groups) == ("sgd-default" in groups) == (panel == "fcn32")
     for s in specs:
