@@ -67,7 +67,7 @@ ADAMW_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2,
 #: span: with a new head on new classes the best sat on 1e-3's edge, then on 3e-3 and 1e-2
 FINETUNE_GRID: tuple[float, ...] = ADAMW_GRID
 #: SGD's (momentum 0.9): decades, then 0.3 and 1.0 above them (the best sat on 0.1's edge on
-#: every workload but the GPT, then on 0.3's on four; the quick race runs 1.0 only there)
+#: every workload but the GPT, then on 0.3's on five; the quick race runs 1.0 only there)
 SGD_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.3, 1.0)
 #: the peers at their documented defaults (no flags): the learning-rate-free ones and Muon
 PEERS: tuple[str, ...] = (*LR_FREE_PEERS, "muon")
@@ -194,9 +194,9 @@ register_experiment(Experiment(
           "batch 12) and the char LSTM (depth 2, width 256, context 64, batch 32) on "
           "tinyshakespeare with cross-entropy, judged by the test loss in nats on the whole "
           "test split. AdamW lr in {1e-5, 3e-5, ..., 1e-1} (conv: also 0.3), weight decay 0.01 "
-          "(text: 0.1 and clipping at norm 1); SGD "
-          "momentum 0.9 lr in {1e-3, 1e-2, 1e-1, 0.3, 1}; both cosine with W = 5% of the run's steps "
-          "of linear warmup; peers at their defaults. quick: FCNs, resnet_small (depth 1, "
+          "(text: 0.1 and clipping at norm 1); SGD momentum 0.9 lr in {1e-3, 1e-2, 1e-1, 0.3, "
+          "1}; both cosine with W = 5% of the run's steps of linear warmup; peers at their "
+          "defaults. quick: FCNs, resnet_small (depth 1, "
           "width 16) and finetune 2 epochs, conv-long 8, GPT 500 steps, gpt-long 2000, LSTM "
           "1000, 1 seed; full: FCNs 5 epochs, resnet18 (width 64) 2 epochs (long 8), GPT 2000 "
           "steps (long 8000), LSTM 3000, 3 seeds; gpu: FCNs 10 epochs, resnet18 6 (long 24), "
