@@ -120,15 +120,24 @@ FAMILIES = {
 }
 
 #: what the forward must show for parameters the table lacks or cannot tell (name suffix)
-#: (forks: the tensor's path to the output is one side of that many forked sums — a residual
-#: branch; GPT-NeoX's parallel attention is summed twice, x + attn + mlp; T5 adds the relative
-#: position bias of its first layer to every later layer's scores, and each such sum counts as
-#: a fork for what the stream carries: an over-count docs/agd-rules.md §4 names)
+#: (forks: every path from the tensor to the output crosses that many forked sums on one side —
+#: a residual branch; GPT-NeoX's parallel attention is summed twice, x + attn + mlp. T5 adds
+#: the relative position bias of its first layer to every later layer's scores: the first
+#: layer's norm reaches the output through the stream's skips too, so those sums do not count
+#: for it (a lineage alone gave it 4 forks), while a later layer's query and key are inside
+#: them (2); the encoder feeds both decoder layers' cross-attention, so neither counts for its
+#: final norm. RWKV's token shift and time recurrence are not forks of its blocks either (a
+#: lineage alone gave the first LayerNorm 17, the embedding's pre-norm 16))
 READ = {
     "llama": {"layers.0.input_layernorm.weight": "gain(forks=1)", "model.norm.weight": "gain"},
-    "t5": {"encoder.block.0.layer.0.layer_norm.weight": "gain(forks=4)",
-           "decoder.block.0.layer.0.layer_norm.weight": "gain(forks=2)",
-           "encoder.final_layer_norm.weight": "gain(forks=2)"},
+    "t5": {"encoder.block.0.layer.0.layer_norm.weight": "gain(forks=1)",
+           "encoder.block.1.layer.0.SelfAttention.q.weight": "linear(forks=2)",
+           "encoder.block.1.layer.0.SelfAttention.v.weight": "linear(forks=1)",
+           "decoder.block.0.layer.0.layer_norm.weight": "gain(forks=1)",
+           "decoder.block.0.layer.1.EncDecAttention.k.weight": "linear(forks=1)",
+           "encoder.final_layer_norm.weight": "gain"},
+    "rwkv": {"blocks.0.ln1.weight": "gain(forks=1)", "blocks.0.pre_ln.weight": "gain",
+             "blocks.0.attention.key.weight": "linear(forks=1)"},
     "gpt2": {"h.0.attn.c_attn.weight": "linear_in_out(x3, forks=1)",
              "h.0.attn.c_attn.bias": "bias(x3, forks=1)", "h.0.mlp.c_fc.weight": "linear_in_out(forks=1)"},
     "gpt_neox": {"layers.0.attention.query_key_value.weight": "linear(x3, groups=4, forks=2)"},

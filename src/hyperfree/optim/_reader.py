@@ -12,9 +12,11 @@ alive):
   the ops that consumed each, which decides whether a split of it is packing.
 
 An op consuming a ``_Src`` is a :class:`Use` (the kind it implies, or None); splits of ``_Act``
-tensors are packing events. :meth:`Reader.readings` turns both into one :class:`Reading` per
-parameter. A failure inside the reader never reaches the user's forward: it is kept in
-``Reader.error`` and the reading stops.
+tensors are packing events. Every op is also recorded in the forward's graph
+(:class:`._paths.Paths`: each tensor's lineage and the fork–joins, from which the forks).
+:meth:`Reader.readings` turns all of it into one :class:`Reading` per parameter. A failure
+inside the reader never reaches the user's forward: it is kept in ``Reader.error`` and the
+reading stops.
 """
 from __future__ import annotations
 
@@ -26,15 +28,13 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ._paths import Paths
 from ._uses import (LAYOUT, LOOKUP, MATMUL, NORMS, SPLIT, OpRules, Reading, Use, _Act,
                     _Src)
 from ._views import dim_map, merge_tags, view_groups
 from .rules import Kind
 
 __all__ = ["Use", "Reading", "Reader"]
-
-_NONE: frozenset[int] = frozenset()
-
 
 
 class Reader(OpRules, TorchDispatchMode):
@@ -54,10 +54,8 @@ class Reader(OpRules, TorchDispatchMode):
         self._slices: list[tuple[_Act, int, int, int]] = []
         self._cuts: dict[int, set[tuple[int, int]]] = {}  # param -> {(dim, boundary)}
         self._sums: list[frozenset[int]] = []  # matrices added into one pre-activation
-        # every tensor's lineage (the parameters it was computed from) and, per sum of two
-        # activations that fork from a common input, the parameters new to each operand
-        self._lineage: dict[int, tuple[Any, frozenset[int]]] = {}
-        self._joins: list[frozenset[int]] = []
+        # every tensor's lineage, the forward's graph and its fork–joins (forks per parameter)
+        self._paths = Paths(self._index)
         self.error: str | None = None
 
     def alias(self, t: Tensor, i: int) -> None:
@@ -95,29 +93,12 @@ class Reader(OpRules, TorchDispatchMode):
         return out
 
     def _lineage_of(self, t: Any) -> frozenset[int]:
-        i = self._index.get(id(t))
-        if i is not None:
-            return frozenset((i,))
-        entry = self._lineage.get(id(t))
-        return entry[1] if entry is not None and entry[0]() is t else _NONE
+        return self._paths.lineage(t)
 
     def _trace(self, func, args: list, out) -> None:
-        """The lineage of ``out``; a sum ``a + b`` of two activations computed from a common
-        parameter (a fork–join: a residual branch and its skip, a shortcut beside a branch)
-        records the parameters each operand adds to the other's."""
-        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else (x,))
-                if isinstance(a, Tensor)]
-        lineages = [self._lineage_of(a) for a in flat]
-        union = _NONE.union(*lineages)
-        if not union:
-            return
-        if func.overloadpacket.__name__ in ("add", "add_") and len(lineages) == 2:
-            a, b = lineages
-            if a & b and a != b:
-                self._joins += [side for side in (a - b, b - a) if side]
-        for o in out if isinstance(out, (list, tuple)) else (out,):
-            if isinstance(o, Tensor):
-                self._lineage[id(o)] = (weakref.ref(o), union)
+        """Record ``out`` in the forward's paths (:class:`._paths.Paths`)."""
+        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else (x,))]
+        self._paths.trace(func.overloadpacket.__name__, flat, out)
 
     def _observe(self, func, args: list, out) -> None:
         flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else (x,))]
@@ -269,8 +250,9 @@ class Reader(OpRules, TorchDispatchMode):
                 pure.setdefault(p, set()).add((factor, k))
         share = {i: max((len(s) for s in self._sums if i in s), default=1)
                  for i in range(len(self._params))}
+        forks = self._paths.forks(len(self._params))
         return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i),
-                        share[i], sum(i in side for side in self._joins))
+                        share[i], forks[i])
                 for i in range(len(self._params))]
 
     def _packing(self, i: int, events: set) -> tuple[int, int] | None:

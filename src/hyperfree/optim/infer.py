@@ -32,12 +32,13 @@ gates), per-head ``groups`` when it is of an inner factor (GPT-NeoX's ``query_ke
 ``(heads, 3·head_dim)`` and chunked). Rotary embeddings slice halves of ``q`` but also use ``q``
 whole: not packing.
 
-Forks. Every tensor's lineage (the parameters it was computed from) is followed too. A sum
-``a + b`` of two activations with a parameter in common but not the same lineage is a fork–join
-(a residual branch and its skip, a shortcut beside a branch); each parameter in the lineage of
-one operand only, used once by the forward, gains one ``fork`` (:func:`forked`;
-``docs/agd-stability.md`` §10). A bias or a position table added to an activation shares no
-parameter with it: no fork.
+Forks. Every tensor's lineage (the parameters it was computed from) and the forward's graph
+are followed too (:mod:`._paths`). A sum ``a + b`` of two activations with a parameter in
+common but not the same lineage is a fork–join (a residual branch and its skip, a shortcut
+beside a branch); a parameter used once by the forward gains one ``fork`` (:func:`forked`;
+``docs/agd-stability.md`` §10) per such operand that holds it while the other does not, and
+that every path from it to the forward's output crosses. A bias or a position table added to an
+activation shares no parameter with it: no fork.
 """
 from __future__ import annotations
 

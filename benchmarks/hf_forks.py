@@ -1,0 +1,157 @@
+"""Forks read from the forward's paths against the lineage count they replaced, on the two
+Hugging Face families where the counts differ, trained as a user would: ``hyperfree.AGD(model)``
+with nothing declared, on the model's own initialisation (``docs/agd-stability.md`` §15).
+
+* ``t5``: ``T5ForConditionalGeneration``, ``--layers`` encoder and decoder layers (6) of width
+  64 (4 heads of 16, feed-forward 128, no dropout): a character-level continuation task on
+  tinyshakespeare, 64 characters in and the next 64 out;
+* ``rwkv``: ``RwkvForCausalLM``, ``--layers`` layers of width 64 (feed-forward 128):
+  character-level language modelling, context 64.
+
+Variants: ``paths`` (the library's forks: the join operands every path of a parameter
+crosses), ``lineage`` (the count before: one fork per join operand whose lineage holds the
+parameter and the other's does not; the reader's sides re-counted so), ``adamw-LR`` (betas
+(0.9, 0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs
+AGD with ``gain=G`` (a diagnostic, not a rule). Batch 16 of random windows of the first 90%
+of the text; the test loss (nats) is the mean over 20 fixed batches of the last 10% (AGD at
+its averaged weights, ``opt.eval()``). One JSON line per run as it finishes, then the mean ±
+std per variant.
+
+    python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv [--layers 6]
+        [--steps 1000] [--seeds 0 1 2] [--variants paths,lineage,adamw-0.01] [--threads 1]
+
+Needs ``transformers`` (``pip install transformers``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import time
+import warnings
+from typing import Any, Iterator
+
+import torch
+
+import hyperfree
+from hyperfree.optim._paths import Paths
+
+T, B = 64, 16
+
+
+@contextlib.contextmanager
+def lineage_forks() -> Iterator[None]:
+    """While active, readings count forks from lineages alone (the rule before paths)."""
+    paths_forks = Paths.forks
+
+    def forks(self: Paths, n: int) -> list[int]:
+        return [sum(p in side for _, side in self._sides) for p in range(n)]
+    Paths.forks = forks  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Paths.forks = paths_forks  # type: ignore[method-assign]
+
+
+def build(model: str, layers: int, vocab: int) -> torch.nn.Module:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if model == "t5":
+        return transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=layers, num_heads=4,
+            decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
+    return transformers.RwkvForCausalLM(transformers.RwkvConfig(
+        vocab_size=vocab, hidden_size=64, num_hidden_layers=layers, attention_hidden_size=64,
+        intermediate_size=128, context_length=T))
+
+
+def batch(model: str, src: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """B random windows: T characters in, and for T5 the next T as labels."""
+    i = torch.randint(0, len(src) - 2 * T - 1, (B,), generator=gen)
+    x = torch.stack([src[j:j + T] for j in i.tolist()])
+    if model == "t5":
+        return {"input_ids": x, "labels": torch.stack([src[j + T:j + 2 * T] for j in i.tolist()])}
+    return {"input_ids": x, "labels": x}
+
+
+def run(text: str, model_name: str, layers: int, variant: str, seed: int,
+        steps: int) -> dict[str, Any]:
+    chars = sorted(set(text))  # id 0 is T5's pad and decoder start
+    data = torch.tensor([chars.index(c) + 1 for c in text])
+    cut = int(0.9 * len(data))
+    train, test = data[:cut], data[cut:]
+    torch.manual_seed(seed)
+    m = build(model_name, layers, len(chars) + 1)
+    m.train()
+    gen = torch.Generator().manual_seed(seed)
+    sched, forks = None, 0.0
+    if variant.startswith("adamw-"):
+        opt: Any = torch.optim.AdamW(m.parameters(), lr=float(variant[6:]), weight_decay=0.1,
+                                     betas=(0.9, 0.95))
+        warm = steps // 20
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5
+                                                  * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    else:
+        rule, _, gain = variant.partition("@")
+        if rule not in ("paths", "lineage"):
+            raise ValueError(f"variant {variant!r} is not paths[@G], lineage[@G] or adamw-LR")
+        example = batch(model_name, train, torch.Generator().manual_seed(99))
+        with warnings.catch_warnings(), (lineage_forks() if rule == "lineage"
+                                         else contextlib.nullcontext()):
+            warnings.simplefilter("ignore")
+            opt = hyperfree.AGD(m, example=example, gain=float(gain or 1.0))
+        forks = max(i.kind.forks for i in opt._infos.values())
+    start, losses = time.perf_counter(), []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = m(**batch(model_name, train, gen)).loss
+        loss.backward()
+        if sched is not None:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(float(loss.detach()))
+    m.eval()
+    if isinstance(opt, hyperfree.AGD):
+        opt.eval()
+    with torch.no_grad():
+        tgen = torch.Generator().manual_seed(1234)
+        test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
+    return {"model": model_name, "layers": layers, "variant": variant, "seed": seed,
+            "steps": steps, "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
+            "test_loss": test_loss, "finite": all(math.isfinite(v) for v in losses),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
+    ap.add_argument("--model", choices=("t5", "rwkv"), required=True)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", default="paths,lineage,adamw-0.01")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with open(args.data, encoding="utf-8") as f:
+        text = f.read()
+    results: dict[str, list[float]] = {}
+    for variant in args.variants.split(","):
+        for seed in args.seeds:
+            row = run(text, args.model, args.layers, variant, seed, args.steps)
+            results.setdefault(variant, []).append(row["test_loss"])
+            print(json.dumps(row), flush=True)
+    print(f"# {args.model} {args.layers} layers, {args.steps} steps, test loss (nats), "
+          f"mean ± std over seeds {args.seeds}")
+    for variant, values in results.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{variant:14s} {statistics.mean(values):.3f} ± {std:.3f}")
+
+
+if __name__ == "__main__":
+    main()
