@@ -2,7 +2,8 @@
 
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
-        [--schedule constant|cosine|linear] [--steps N]
+        [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
+        [--depth N]
         [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
@@ -22,11 +23,15 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--gain K``: the step's multiplier; ``--invariant-gain K`` (image workloads): the multiplier
   of the tensors measured scale-invariant (every output row's gradient orthogonal to it, the
   issue's ``⟨∇W, W⟩ ≈ 0``: the convs BatchNorm follows), the others keeping ``--gain``;
+* ``--retraction sphere|ball|none``: instead of the default's Rotation (a norm moves by the
+  step's first-order term only), every block back on its initial sphere, or into its ball
+  (``docs/agd-stability.md`` §5), or no retraction;
 * ``--eval iterate``: evaluate at the trained weights instead of the average;
 * ``--schedule cosine|linear``: what a known horizon adds: the step's multiplier (AGD's group
   ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does;
 * ``--steps N`` (gpt, gpt-long, lstm): the run's length instead of the race's (the full
-  profile's gpt-long is 8,000 steps).
+  profile's gpt-long is 8,000 steps); ``--depth N``: the model's depth instead of the race's
+  (the GPT's blocks, the FCN's layers).
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -57,7 +62,8 @@ from hyperfree.experiments._spec import DEFAULT_METRIC
 from hyperfree.experiments.race import _SMALL_CONV, METRICS, race_specs
 from hyperfree.experiments.runner import _data_dir
 from hyperfree.optim import DEFAULT_PRESET, PRESETS, Preset
-from hyperfree.optim.pieces import Direction, Gradient, Momentum, PolyAverage
+from hyperfree.optim.pieces import (Ball, Direction, Gradient, Momentum, PolyAverage, Rotation,
+                                    Sphere)
 from hyperfree.train import TrainConfig, train
 from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
 from hyperfree.train.schedules import SCHEDULES
@@ -65,6 +71,8 @@ from hyperfree.train.schedules import SCHEDULES
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _invariance import invariant_parameters, invariant_sets  # noqa: E402
 
+#: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
+RETRACTIONS = {"rotation": Rotation, "sphere": Sphere, "ball": Ball, "none": None}
 PANELS = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
 
 
@@ -216,8 +224,10 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     source = Momentum(args.momentum) if args.momentum else Gradient()
     if args.momentum_over_run:
         source = RunMomentum(gamma=args.gamma)
+    retraction = RETRACTIONS[args.retraction]
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
-                               average=PolyAverage(args.gamma))
+                               average=PolyAverage(args.gamma),
+                               retraction=retraction() if retraction else None)
 
 
 def _examples(model: torch.nn.Module, dataset: str) -> Callable[[int], torch.Tensor]:
@@ -242,6 +252,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             raise ValueError(f"--steps {args.steps}: {panel} runs for epochs; give --steps to "
                              "gpt, gpt-long or lstm")
         overrides["steps"] = args.steps
+    if args.depth is not None:
+        overrides["depth"] = args.depth
     if panel == "finetune":
         overrides["init_from"] = _pretrained(specs, seed, args.pretrain_from, args.data, scratch)
     preset = variant_preset(args)
@@ -291,8 +303,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "invariant_gain": args.invariant_gain,
             "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
             "relative": ("invariant" if args.relative_invariant else args.relative) or None,
-            "eval": args.eval,
+            "eval": args.eval, "retraction": args.retraction,
             "schedule": args.schedule, "steps": overrides.get("steps"),
+            "depth": overrides.get("depth"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
             "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
@@ -325,12 +338,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--relative-invariant", action="store_true",
                     help="--relative on the parameter sets measured jointly scale-invariant "
                          "(invariant_sets), each set by its joint norm; the others as they are")
+    ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default="rotation",
+                    help="the step's retraction (default: the preset's Rotation)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
                          "(hyperfree.train.schedules)")
     ap.add_argument("--steps", type=int, default=None, metavar="N",
                     help="the run's length in steps instead of the race's (text workloads)")
+    ap.add_argument("--depth", type=int, default=None, metavar="N",
+                    help="the model's depth instead of the race's (e.g. the GPT's blocks)")
     ap.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH")
     ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")

@@ -15,7 +15,7 @@ import torch
 import hyperfree
 from hyperfree.models import create_model
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
-from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage
+from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage, Sphere
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "agd_variants.py"
 
@@ -46,6 +46,8 @@ def test_no_option_is_the_default_preset(script):
     (["--momentum", "0"], "source", Gradient()),
     (["--momentum", "0.5"], "source", Momentum(0.5)),
     (["--gamma", "4"], "average", PolyAverage(4.0)),
+    (["--retraction", "sphere"], "retraction", Sphere()),
+    (["--retraction", "none"], "retraction", None),
 ])
 def test_an_option_changes_only_its_piece(script, argv, field, value):
     got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
