@@ -224,10 +224,12 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     source = Momentum(args.momentum) if args.momentum else Gradient()
     if args.momentum_over_run:
         source = RunMomentum(gamma=args.gamma)
-    retraction = RETRACTIONS[args.retraction]
+    retraction = preset.retraction
+    if args.retraction is not None:
+        piece = RETRACTIONS[args.retraction]
+        retraction = piece() if piece else None
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
-                               average=PolyAverage(args.gamma),
-                               retraction=retraction() if retraction else None)
+                               average=PolyAverage(args.gamma), retraction=retraction)
 
 
 def _examples(model: torch.nn.Module, dataset: str) -> Callable[[int], torch.Tensor]:
@@ -303,7 +305,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "invariant_gain": args.invariant_gain,
             "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
             "relative": ("invariant" if args.relative_invariant else args.relative) or None,
-            "eval": args.eval, "retraction": args.retraction,
+            "eval": args.eval, "retraction": args.retraction or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "depth": overrides.get("depth"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
@@ -338,8 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--relative-invariant", action="store_true",
                     help="--relative on the parameter sets measured jointly scale-invariant "
                          "(invariant_sets), each set by its joint norm; the others as they are")
-    ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default="rotation",
-                    help="the step's retraction (default: the preset's Rotation)")
+    ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
+                    help="the step's retraction (default: the preset's own)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
