@@ -3,7 +3,7 @@
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
-        [--depth N]
+        [--depth N] [--forks paths|none|stream-g] [--streams on|off]
         [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
@@ -31,7 +31,12 @@ gpt-long, lstm, finetune), run with exactly the race's settings
   ``lr``) decays to 0 over the run, as the learning-rate optimisers' ``--schedule`` does;
 * ``--steps N`` (gpt, gpt-long, lstm): the run's length instead of the race's (the full
   profile's gpt-long is 8,000 steps); ``--depth N``: the model's depth instead of the race's
-  (the GPT's blocks, the FCN's layers).
+  (the GPT's blocks, the FCN's layers); ``--arch NAME``: another registered model on the
+  panel's data and length (e.g. ``conv --arch resnet18``: the pre-activation ResNet-18, whose
+  stages are streams of 3 terms);
+* ``--forks none``: σ without §10's √2 per fork; ``--streams off``: the step without §16's
+  stream scale (σ × √terms of the stream a tensor's branch joins; G keeps the forks' σ);
+  ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe).
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -42,6 +47,7 @@ mean ± std over the seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import json
@@ -51,7 +57,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -61,7 +67,7 @@ from hyperfree.data import get_dataset_info
 from hyperfree.experiments._spec import DEFAULT_METRIC
 from hyperfree.experiments.race import _SMALL_CONV, METRICS, race_specs
 from hyperfree.experiments.runner import _data_dir
-from hyperfree.optim import DEFAULT_PRESET, PRESETS, Preset
+from hyperfree.optim import DEFAULT_PRESET, PRESETS, Kind, Preset
 from hyperfree.optim.pieces import (Ball, Direction, Gradient, Momentum, PolyAverage, Rotation,
                                     Sphere)
 from hyperfree.train import TrainConfig, train
@@ -228,8 +234,27 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     if args.retraction is not None:
         piece = RETRACTIONS[args.retraction]
         retraction = piece() if piece else None
+    forks = args.forks != "none" if args.forks is not None else preset.forks
+    streams = args.streams == "on" if args.streams is not None else preset.streams
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
-                               average=PolyAverage(args.gamma), retraction=retraction)
+                               average=PolyAverage(args.gamma), retraction=retraction,
+                               forks=forks, streams=streams)
+
+
+@contextlib.contextmanager
+def stream_in_g(on: bool) -> Iterator[None]:
+    """While active (``on``), a fork scales σ in G and the step by √terms of its stream (the
+    placement §10 derives for one sum, which §16 measured overshooting)."""
+    if not on:
+        yield
+        return
+    original = Kind.fork_scale
+    Kind.fork_scale = property(  # type: ignore[method-assign, assignment]
+        lambda k: k.terms ** 0.5 if k.terms else 2.0 ** (k.forks / 2))
+    try:
+        yield
+    finally:
+        Kind.fork_scale = original  # type: ignore[method-assign]
 
 
 def _examples(model: torch.nn.Module, dataset: str) -> Callable[[int], torch.Tensor]:
@@ -256,6 +281,10 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
         overrides["steps"] = args.steps
     if args.depth is not None:
         overrides["depth"] = args.depth
+    if args.arch is not None:  # another model of the registry on the panel's data and length
+        overrides["arch"] = args.arch
+        if args.depth is None:  # the race model's depth is not the other's
+            overrides.pop("depth", None)
     if panel == "finetune":
         overrides["init_from"] = _pretrained(specs, seed, args.pretrain_from, args.data, scratch)
     preset = variant_preset(args)
@@ -297,7 +326,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                       plots=False, eval_every=None, schedule=args.schedule if scheduled else None,
                       data_dir=_data_dir(overrides["dataset"], None, args.data))
     start = time.perf_counter()
-    last = train(cfg).records[-1]
+    with stream_in_g(args.forks == "stream-g"):
+        last = train(cfg).records[-1]
     etas = box["stepper"].etas
     return {"workload": panel, "seed": seed,
             "momentum": "over-run" if args.momentum_over_run else args.momentum,
@@ -306,8 +336,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
             "relative": ("invariant" if args.relative_invariant else args.relative) or None,
             "eval": args.eval, "retraction": args.retraction or "the preset's",
+            "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
-            "depth": overrides.get("depth"),
+            "depth": overrides.get("depth"), "arch": overrides.get("arch"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
             "train_loss": last.get("train_loss"),
             "seconds": round(time.perf_counter() - start, 1),
@@ -342,6 +373,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "(invariant_sets), each set by its joint norm; the others as they are")
     ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
                     help="the step's retraction (default: the preset's own)")
+    ap.add_argument("--forks", choices=("paths", "none", "stream-g"), default=None,
+                    help="σ in G and the step per fork: √2 (paths), none, or √(the stream's "
+                         "terms) (stream-g, with --streams off) (default: the preset's)")
+    ap.add_argument("--streams", choices=("on", "off"), default=None,
+                    help="the step's σ × √(the stream's terms) (default: the preset's)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "
@@ -350,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the run's length in steps instead of the race's (text workloads)")
     ap.add_argument("--depth", type=int, default=None, metavar="N",
                     help="the model's depth instead of the race's (e.g. the GPT's blocks)")
+    ap.add_argument("--arch", default=None, metavar="NAME",
+                    help="another registered model instead of the race's (e.g. resnet18 on conv)")
     ap.add_argument("--data-dir", action="append", default=[], metavar="[DATASET=]PATH")
     ap.add_argument("--pretrain-from", default=None, metavar="RUNS")
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")

@@ -8,17 +8,19 @@ with nothing declared, on the model's own initialisation (``docs/agd-stability.m
 * ``rwkv``: ``RwkvForCausalLM``, ``--layers`` layers of width 64 (feed-forward 128):
   character-level language modelling, context 64.
 
-Variants: ``paths`` (the library's forks: the join operands every path of a parameter
-crosses), ``lineage`` (the count before: one fork per join operand whose lineage holds the
-parameter and the other's does not; the reader's sides re-counted so), ``adamw-LR`` (betas
-(0.9, 0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs
-AGD with ``gain=G`` (a diagnostic, not a rule). Batch 16 of random windows of the first 90%
+Variants: ``streams`` (the default preset: forks from the paths and the streams' step scale,
+``docs/agd-stability.md`` §16), ``paths`` (the library's forks — the join operands every path
+of a parameter crosses — without the streams' scale: the default of §15), ``lineage`` (the
+count before: one fork per join operand whose lineage holds the parameter and the other's
+does not; the reader's sides re-counted so; no streams either), ``adamw-LR`` (betas (0.9,
+0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs AGD
+with ``gain=G`` (a diagnostic, not a rule). Batch 16 of random windows of the first 90%
 of the text; the test loss (nats) is the mean over 20 fixed batches of the last 10% (AGD at
 its averaged weights, ``opt.eval()``). One JSON line per run as it finishes, then the mean ±
 std per variant.
 
     python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv [--layers 6]
-        [--steps 1000] [--seeds 0 1 2] [--variants paths,lineage,adamw-0.01] [--threads 1]
+        [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01] [--threads 1]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import statistics
@@ -47,7 +50,7 @@ def lineage_forks() -> Iterator[None]:
     paths_forks = Paths.forks
 
     def forks(self: Paths, n: int) -> list[int]:
-        return [sum(p in side for _, side in self._sides) for p in range(n)]
+        return [sum(p in side for _, side, _ in self._sides) for p in range(n)]
     Paths.forks = forks  # type: ignore[method-assign]
     try:
         yield
@@ -96,13 +99,17 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
                                                   * (1 + math.cos(math.pi * min(1.0, s / steps))))
     else:
         rule, _, gain = variant.partition("@")
-        if rule not in ("paths", "lineage"):
-            raise ValueError(f"variant {variant!r} is not paths[@G], lineage[@G] or adamw-LR")
+        if rule not in ("streams", "paths", "lineage"):
+            raise ValueError(f"variant {variant!r} is not streams[@G], paths[@G], lineage[@G] "
+                             "or adamw-LR")
+        preset = hyperfree.optim.PRESETS[hyperfree.optim.DEFAULT_PRESET]
+        if rule != "streams":  # the forks alone (§10, §15): no stream scale
+            preset = dataclasses.replace(preset, streams=False)
         example = batch(model_name, train, torch.Generator().manual_seed(99))
         with warnings.catch_warnings(), (lineage_forks() if rule == "lineage"
                                          else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
-            opt = hyperfree.AGD(m, example=example, gain=float(gain or 1.0))
+            opt = hyperfree.AGD(m, example=example, gain=float(gain or 1.0), preset=preset)
         forks = max(i.kind.forks for i in opt._infos.values())
     start, losses = time.perf_counter(), []
     for _ in range(steps):

@@ -1,13 +1,15 @@
-"""A model the race lacks, trained as a user would: Hugging Face ``LlamaForCausalLM`` (2 layers x
-128, 4 heads), char-level tinyshakespeare (context 64, batch 12), ``hyperfree.AGD(model)`` with
-no declaration, against AdamW (5% warmup, cosine decay, weight decay 0.1, clipping at 1).
+"""A model the race lacks, trained as a user would: Hugging Face ``LlamaForCausalLM``
+(``--layers`` x 128, 2 layers by default, 4 heads), char-level tinyshakespeare (context 64,
+batch 12), ``hyperfree.AGD(model)`` with no declaration, against AdamW (5% warmup, cosine
+decay, weight decay 0.1, clipping at 1).
 
-Variants: ``agd`` (the default preset, its forks read from the first forward), ``agd-noforks``
-(the same preset without forks, ``docs/agd-stability.md`` §10) and ``adamw-LR``. The test
+Variants: ``agd`` (the default preset, its forks and streams read from the first forward),
+``agd-nostreams`` (the same preset without the streams' step scale, §16), ``agd-noforks``
+(without forks or streams, ``docs/agd-stability.md`` §10) and ``adamw-LR``. The test
 loss (nats, the whole test split; AGD evaluated at its averaged weights, ``opt.eval()``) as
 mean ± std over the seeds, one run per line as it finishes.
 
-    python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3]
+    python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3] [--layers 2]
         [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1]
 
 Needs ``transformers`` (``pip install transformers``).
@@ -40,11 +42,14 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int):
                                                   0.5 * (1 + math.cos(math.pi * (s - warm) /
                                                                       max(1, steps - warm))))
         return opt, sched, 1.0
-    if variant not in ("agd", "agd-noforks"):
-        raise ValueError(f"variant {variant!r} is not agd, agd-noforks or adamw-LR")
+    if variant not in ("agd", "agd-nostreams", "agd-noforks"):
+        raise ValueError(f"variant {variant!r} is not agd, agd-nostreams, agd-noforks or "
+                         "adamw-LR")
     preset = PRESETS[DEFAULT_PRESET]
+    if variant == "agd-nostreams":
+        preset = dataclasses.replace(preset, name="nostreams", streams=False)
     if variant == "agd-noforks":
-        preset = dataclasses.replace(preset, name="noforks", forks=False)
+        preset = dataclasses.replace(preset, name="noforks", forks=False, streams=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt = hyperfree.AGD(model, preset=preset)
@@ -52,12 +57,12 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int):
     return opt, None, 0.0
 
 
-def run(data, variant: str, steps: int, seed: int) -> float:
+def run(data, variant: str, steps: int, seed: int, layers: int = 2) -> float:
     import transformers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=data.info.num_classes, hidden_size=128,
-                                   intermediate_size=344, num_hidden_layers=2,
+                                   intermediate_size=344, num_hidden_layers=layers,
                                    num_attention_heads=4, num_key_value_heads=4,
                                    max_position_embeddings=CONTEXT)
     model = transformers.LlamaForCausalLM(cfg)
@@ -96,19 +101,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default="agd,agd-noforks,adamw-0.001,adamw-0.003")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
-    print(f"# HF Llama 2x128, {args.steps} steps, batch {BATCH}, context {CONTEXT}, "
+    print(f"# HF Llama {args.layers}x128, {args.steps} steps, batch {BATCH}, context {CONTEXT}, "
           f"torch {torch.__version__}, {args.threads} thread(s); test loss in nats")
     results: dict[str, list[float]] = {}
     for variant in args.variants.split(","):
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            loss = run(data, variant, args.steps, seed)
+            loss = run(data, variant, args.steps, seed, args.layers)
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)

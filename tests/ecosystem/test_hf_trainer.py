@@ -118,10 +118,12 @@ def test_trainer_runs_agd_and_exposes_eta(tmp_path: Path) -> None:
     assert len(set(eta_log.etas)) > 1
     group = trainer.optimizer.optimizer.param_groups[0]  # accelerate's wrapper, then AGD
     kinds = dict(zip(group["param_names"], group["kinds"]))
-    # read from the forward: packed Q/K/V, and both inside a residual branch (one fork each)
+    # read from the forward: packed Q/K/V, and both inside a residual branch (one fork each) of
+    # the one layer's stream of 3 terms (the embeddings, attention, MLP)
     assert Kind(*kinds["transformer.h.0.attn.c_attn.weight"]) == Kind("linear_in_out", blocks=3,
-                                                                       forks=1)
-    assert Kind(*kinds["transformer.h.0.mlp.c_fc.weight"]) == Kind("linear_in_out", forks=1)
+                                                                       forks=1, terms=3)
+    assert Kind(*kinds["transformer.h.0.mlp.c_fc.weight"]) == Kind("linear_in_out", forks=1,
+                                                                  terms=3)
     assert Kind(*kinds["transformer.wte.weight"]).forks == 0
 
 

@@ -48,6 +48,8 @@ def test_no_option_is_the_default_preset(script):
     (["--gamma", "4"], "average", PolyAverage(4.0)),
     (["--retraction", "sphere"], "retraction", Sphere()),
     (["--retraction", "none"], "retraction", None),
+    (["--streams", "off"], "streams", False),
+    (["--forks", "none"], "forks", False),
 ])
 def test_an_option_changes_only_its_piece(script, argv, field, value):
     got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
@@ -194,3 +196,14 @@ def test_a_relative_set_follows_its_joint_norm(script):
     gains = [g["gain"] for g in opt.param_groups]
     assert gains[0] == gains[2] == pytest.approx(grown / rho, rel=1e-6) and gains[0] > 1.5
     assert gains[1] == gains[3] == 1.0  # not in a set: as they were
+
+
+def test_stream_g_puts_the_stream_in_g_and_restores_the_forks(script):
+    """``--forks stream-g``: while training, a kind's σ in G is √terms (§16's probe)."""
+    kind = hyperfree.optim.Kind("linear", forks=1, terms=9)
+    with script.stream_in_g(True):
+        assert kind.fork_scale == pytest.approx(3.0)
+        assert hyperfree.optim.Kind("linear", forks=2).fork_scale == pytest.approx(2.0)
+    assert kind.fork_scale == pytest.approx(2 ** 0.5) and kind.stream_scale == pytest.approx(3.0)
+    with script.stream_in_g(False):
+        assert kind.fork_scale == pytest.approx(2 ** 0.5)

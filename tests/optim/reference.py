@@ -59,7 +59,8 @@ class ReferenceAGD(hyperfree.AGD):
             lrs=[float(g["lr"]) for g, _, _, _ in chosen], momentum=beta, buffers=full_b,
             step=before if fresh else max(before + int(finite), 1),
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
-            fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks)
+            fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks,
+            streams=preset.streams)
         if fresh:
             self._pieces.fields["estimate"]["H"].fill_(ema[0])
         if sharded:

@@ -134,13 +134,18 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    buffers: list[Tensor | None] | None = None, step: int = 1,
                    retract: str | None = None, ns_steps: int = 5,
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
-                   fresh_beta: float | None = None, forks: bool = False) -> Tensor:
+                   fresh_beta: float | None = None, forks: bool = False,
+                   streams: bool = False) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
     estimate of G: ``step`` is then the number of finite gradients BEFORE this one, and
     ``fresh_beta`` (default: ``momentum``) the β of its average. ``forks``: the kinds' forks
-    scale σ (else they are ignored)."""
+    scale σ (else they are ignored). ``streams``: a tensor's step (not G) is √terms long (√2
+    per fork where no terms were read) over what its σ gives: written here as a gain."""
+    if streams:
+        gains = [g * (math.sqrt(k.terms) if k.terms else math.sqrt(2.0) ** k.forks)
+                 / (math.sqrt(2.0) ** k.forks if forks else 1.0) for g, k in zip(gains, kinds)]
     if not forks:
         kinds = [dataclasses.replace(k, forks=0) for k in kinds]
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))

@@ -72,8 +72,8 @@ def test_suggestions_come_from_the_forward_with_an_example():
     message = _strict_error(model, example=M.example("gpt", batch))
     assert "'blocks.0.attn.w_qkv' (shape (16, 48))" in message
     line = next(x for x in message.splitlines() if "'blocks.0.attn.w_qkv'" in x)
-    # a residual branch's projection: on one side of one forked sum
-    assert 'suggested KIND Kind("linear_in_out", blocks=3, forks=1): read from the forward' \
+    # a residual branch's projection: on one side of one forked sum, in a stream of 5 terms
+    assert 'suggested KIND Kind("linear_in_out", blocks=3, forks=1, terms=5): read from the' \
         in line
     assert "from hyperfree.optim import Kind, register_kinds" in message
 

@@ -137,7 +137,7 @@ def test_post_dominators_of_a_diamond_with_a_dead_end():
     paths = Paths({})
     paths._children = [[1, 2], [3, 4], [4], [], []]
     paths._consumers = {0: [1], 1: [2]}
-    paths._sides = [(1, frozenset({0})), (2, frozenset({1}))]
+    paths._sides = [(1, frozenset({0}), 4), (2, frozenset({1}), 4)]  # (operand, side, join)
     assert paths.forks(2) == [1, 1]
     paths._children = [[1, 2], [3, 4], [4], [4], []]  # 3 now reaches the output around 1? no:
     assert paths.forks(2) == [1, 1]                  # 3 descends from 1, so 1 still dominates

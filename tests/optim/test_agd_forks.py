@@ -252,7 +252,8 @@ def test_the_forks_make_the_step_longer_than_without_them():
     torch.manual_seed(0)
     model = Residual().double()
     twin = copy.deepcopy(model)
-    flat = dataclasses.replace(PRESETS[DEFAULT_PRESET], name="flat", forks=False)
+    flat = dataclasses.replace(PRESETS[DEFAULT_PRESET], name="flat", forks=False,
+                               streams=False)
     before = copy.deepcopy(model)
     _steps(model, hyperfree.AGD(model), 1)
     _steps(twin, hyperfree.AGD(twin, preset=flat), 1)

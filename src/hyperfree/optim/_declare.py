@@ -47,11 +47,12 @@ def suggest(local: str, shape: Sequence[int], owner: str) -> tuple[Kind, str]:
 
 
 def kind_code(kind: Kind) -> str:
-    """``"gain"`` or ``Kind("linear", blocks=3, forks=1)``: the kind as code."""
+    """``"gain"`` or ``Kind("linear", blocks=3, forks=1, terms=9)``: the kind as code."""
     extra = [f"blocks={kind.blocks}"] if kind.blocks > 1 else []
     extra += [f"groups={kind.groups}"] if kind.groups > 1 else []
     extra += [f"share={kind.share}"] if kind.share > 1 else []
     extra += [f"forks={kind.forks}"] if kind.forks else []
+    extra += [f"terms={kind.terms}"] if kind.terms else []
     return f'Kind("{kind.name}", {", ".join(extra)})' if extra else f'"{kind.name}"'
 
 

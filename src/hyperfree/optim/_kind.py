@@ -31,7 +31,12 @@ class Kind:
     branch and its skip, a shortcut beside a branch; read from the forward): a sum passes on
     ≈ 1/√2 of an operand's relative change, so the majorisation's curvature term of the
     tensor is 2^forks smaller and its step scale σ is √2^forks larger (:attr:`fork_scale`;
-    ``docs/agd-stability.md`` §10). Neither changes the mass or the initialisation.
+    ``docs/agd-stability.md`` §10). ``terms`` > 0: the sums of sums those forks join (a
+    residual stream ``x + b_1 + … + b_K`` up to its norm) have that many terms, product over
+    distinct streams, where the forks alone say 2^forks: each term is ≈ 1/√terms of the stream,
+    so under a preset with ``streams`` the tensor's step (not G) has σ × √terms
+    (:attr:`stream_scale`; ``docs/agd-stability.md`` §16). 0: nothing beyond the forks. None of
+    these changes the mass or the initialisation.
     """
 
     name: str
@@ -39,6 +44,7 @@ class Kind:
     groups: int = 1
     share: int = 1
     forks: int = 0
+    terms: int = 0
 
     def __post_init__(self) -> None:
         from .rules import KIND_RULES  # the table imports this module: read it when used
@@ -46,7 +52,8 @@ class Kind:
         if rule is None:
             raise ValueError(f"unknown parameter kind {self.name!r}; choose one of "
                              f"{', '.join(KIND_RULES)}")
-        for field, least in (("blocks", 1), ("groups", 1), ("share", 1), ("forks", 0)):
+        for field, least in (("blocks", 1), ("groups", 1), ("share", 1), ("forks", 0),
+                             ("terms", 0)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"Kind {field} must be an integer >= {least}, got {value!r}")
@@ -59,12 +66,18 @@ class Kind:
         extra += [f"groups={self.groups}"] if self.groups > 1 else []
         extra += [f"share={self.share}"] if self.share > 1 else []
         extra += [f"forks={self.forks}"] if self.forks else []
+        extra += [f"terms={self.terms}"] if self.terms else []
         return self.name + (f"({', '.join(extra)})" if extra else "")
 
     @property
     def fork_scale(self) -> float:
         """√2^forks: the factor of σ in the step and in G (not in the initialisation)."""
         return 2.0 ** (self.forks / 2)
+
+    @property
+    def stream_scale(self) -> float:
+        """√terms (√2^forks where none were read): the factor of σ in a ``streams`` step."""
+        return self.terms ** 0.5 if self.terms else self.fork_scale
 
     @property
     def rule(self) -> KindRule:

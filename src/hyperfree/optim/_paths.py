@@ -39,6 +39,11 @@ __all__ = ["Paths"]
 
 _NONE: frozenset[int] = frozenset()
 _JOINS = ("add", "add_")
+#: ops that pass a whole tensor on as it is (a view, a copy, a cast, a transpose): a stream
+#: seen through them is the same stream (FSDP2 views every unit's inputs, for its hooks)
+_SAME = frozenset({"view", "_unsafe_view", "reshape", "_reshape_alias", "alias", "detach",
+                   "clone", "contiguous", "view_as", "_to_copy", "to", "_to_dtype", "flatten",
+                   "unflatten", "unsqueeze", "squeeze", "t", "transpose", "permute"})
 
 
 class Paths:
@@ -51,7 +56,10 @@ class Paths:
         self._seen: dict[int, tuple[Any, frozenset[int], int]] = {}  # id -> (ref, lineage, node)
         self._children: list[list[int]] = []     # node -> the nodes that consumed it
         self._consumers: dict[int, list[int]] = {}  # parameter -> the nodes that consumed it
-        self._sides: list[tuple[int, frozenset[int]]] = []  # (operand node, lineage(a) − (b))
+        # (operand node, lineage(a) − lineage(b), join node)
+        self._sides: list[tuple[int, frozenset[int], int]] = []
+        self._joins: dict[int, tuple[int | None, int | None]] = {}  # join node -> operand nodes
+        self._through: dict[int, int] = {}  # a node of a _SAME op -> the node it passes on
 
     def _record(self, t: Tensor) -> tuple[frozenset[int], int | None, int | None]:
         """(lineage, node, parameter index) of ``t``."""
@@ -83,10 +91,14 @@ class Paths:
                 self._children[parent].append(node)
             elif param is not None:
                 self._consumers.setdefault(param, []).append(node)
+        if name in _SAME and len(recs) == 1 and recs[0][1] is not None and len(outs) == 1:
+            self._through[node] = self._through.get(recs[0][1], recs[0][1])
         if name in _JOINS and len(recs) == 2:
             (la, na, _), (lb, nb, _) = recs
             if la & lb and la != lb:
-                self._sides += [(n, mine - other) for n, mine, other in
+                self._joins[node] = tuple(  # type: ignore[assignment]
+                    self._through.get(n, n) if n is not None else None for n in (na, nb))
+                self._sides += [(n, mine - other, node) for n, mine, other in
                                 ((na, la, lb), (nb, lb, la)) if n is not None and mine - other]
         for o in outs:
             self._seen[id(o)] = (weakref.ref(o), union, node)
@@ -94,9 +106,44 @@ class Paths:
     def forks(self, n: int) -> list[int]:
         """Each of the ``n`` parameters' forks: the join operands that post-dominate it and
         hold it on their side only (the lineage's count where it does not reach the output)."""
-        count = [0] * n
+        return [len(f) for f in self._forks(n)[0]]
+
+    def terms(self, n: int) -> list[int]:
+        """Each of the ``n`` parameters' stream terms: over the distinct streams its forks
+        join, the product of each stream's number of terms (1 for no fork). A stream is the
+        sum of sums its fork's join flows into: the post-dominators of the join that are
+        joins holding it in their tree of sums (seen through views and copies, :data:`_SAME`);
+        its terms, that tree's operands which are not joins themselves."""
+        forks, after = self._forks(n)
+        leaves: dict[int, int] = {}
+        tree: dict[int, frozenset[int]] = {}
+        for j in sorted(self._joins):  # creation order: a join's operands come first
+            ops = [o for o in self._joins[j] if o is not None]
+            leaves[j] = sum(leaves.get(o, 1) for o in ops)
+            tree[j] = frozenset((j,)).union(*(tree[o] for o in ops if o in tree))
+
+        def end(j: int) -> int:  # the last join of the stream j flows into
+            while True:
+                nxt = after[j]
+                while nxt is not None and nxt in self._through and after[nxt] != nxt:
+                    nxt = after[nxt]  # through views of the stream
+                if nxt is None or nxt == j or j not in tree.get(nxt, _NONE):
+                    return j
+                j = nxt
+
+        out = []
+        for f in forks:
+            prod = 1
+            for s in {end(j) for j in f}:
+                prod *= leaves[s]
+            out.append(prod)
+        return out
+
+    def _forks(self, n: int) -> tuple[list[list[int]], list[int | None]]:
+        """Each parameter's fork joins (one per fork), and the post-dominators."""
+        count: list[list[int]] = [[] for _ in range(n)]
         if not self._sides:
-            return count
+            return count, []
         after = _post_dominators(self._children)
         last = len(after) - 1
         for p in range(n):
@@ -106,8 +153,9 @@ class Paths:
             while node is not None:
                 chain.add(node)
                 node = after[node] if node != last else None
-            count[p] = sum(p in side and (not chain or at in chain) for at, side in self._sides)
-        return count
+            count[p] = [j for at, side, j in self._sides
+                        if p in side and (not chain or at in chain)]
+        return count, after
 
 
 def _post_dominators(children: list[list[int]]) -> list[int | None]:

@@ -23,8 +23,10 @@ the fast step reaches with few operator calls:
 
 The step's partial sums go into ONE flat vector, in this order (``consts`` holds the weights):
 sums of squares of every Whole unit, then of every Pattern cell (``n_sq`` entries, weights
-``sq_w = σ/L``); ℓ1 sums of the sign tensors, Σ_r ‖u_r‖ of every row-wise embedding, ⟨u, D⟩
-of every Newton–Schulz matrix (``lin_w = σ/L``): ``G = sq_w·√(squares) + lin_w·(the rest)``.
+``sq_w = σ_G/L``); ℓ1 sums of the sign tensors, Σ_r ‖u_r‖ of every row-wise embedding, ⟨u, D⟩
+of every Newton–Schulz matrix (``lin_w = σ_G/L``): ``G = sq_w·√(squares) + lin_w·(the rest)``.
+σ_G is σ with the forks' scale; the update's σ (``sq_sigma``, ``ps_sigma``, :attr:`Plan.sigma`)
+has the streams' instead when the preset has ``streams``.
 
 A sharded parameter (FSDP2, ``Shard(0)``) holds the rows :class:`~.rules.LocalRows`. Its units
 are the intersections of each global cell with those rows — possibly empty — so every process
@@ -107,7 +109,7 @@ class Plan:
     """The units and constants of one list of parameters (see the module docstring)."""
 
     L: float
-    sigma: tuple[float, ...]            # per parameter: σ · fork_scale (the step's scale)
+    sigma: tuple[float, ...]            # per parameter: the step's σ (· fork or stream scale)
     radius: tuple[float | None, ...]    # per parameter: init norm of a retraction cell
     whole: tuple[Whole, ...]
     patterns: tuple[Pattern, ...]
@@ -233,11 +235,12 @@ def _tile_index(pats: Sequence[Pattern]) -> list[int]:
 def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
                shapes: Sequence[Sequence[int]] | None = None,
                rows: Sequence[LocalRows] | None = None, L: float | None = None,
-               forks: bool = False) -> Plan:
+               forks: bool = False, streams: bool = False) -> Plan:
     """The plan of ``params`` (local tensors; ``shapes`` the global shapes and ``rows`` the
     local rows of sharded ones) for ``family`` (a family piece). ``L`` is Σ mass over the whole
     model (parameters without a gradient count too); default: over ``params``. ``forks``: σ
-    times each kind's :attr:`~.rules.Kind.fork_scale`."""
+    times each kind's :attr:`~.rules.Kind.fork_scale` (in G and the step); ``streams``: the
+    step's σ times :attr:`~.rules.Kind.stream_scale` instead (G unchanged)."""
     shapes = [tuple(s) for s in (shapes or [p.shape for p in params])]
     rows = list(rows or [LocalRows(0, s[0], s[0]) if s else LocalRows(0, 1, 1) for s in shapes])
     dev, acc = params[0].device, acc_dtype(params[0].dtype)
@@ -246,8 +249,11 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
         rule = rule_of(kind)
         main.add(i, t, family.cells(rule, shape, kind, r))
         retract.add(i, t, rule.retraction_cells(shape, kind, r))
-    sigma = tuple(rule_of(k).sigma(s, k) * (k.fork_scale if forks else 1.0)
-                  for s, k in zip(shapes, kinds))
+    # σ in G (the majorant: §10's forks) and σ of the step (the stream's terms, §16)
+    sigma_g = tuple(rule_of(k).sigma(s, k) * (k.fork_scale if forks else 1.0)
+                    for s, k in zip(shapes, kinds))
+    sigma = tuple(sg * (k.stream_scale / (k.fork_scale if forks else 1.0) if streams else 1.0)
+                  for sg, k in zip(sigma_g, kinds))
     radius = tuple(rule_of(k).radius(s, k) for s, k in zip(shapes, kinds))
     total_L = float(L if L is not None else
                     sum(rule_of(k).mass(s, k) for s, k in zip(shapes, kinds)))
@@ -256,8 +262,8 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
     n_mats = [v.n for g in groups for v in g.views]
     sq_param = [u.param for u in main.whole] + [u.param for u in main.patterns
                                                 for _ in range(u.K)]
-    lin = [sigma[i] for i in main.signs] + [sigma[i] for i in main.rows] + \
-        [sigma[i] for i, n in zip(polar, n_mats) for _ in range(n)]
+    lin = [sigma_g[i] for i in main.signs] + [sigma_g[i] for i in main.rows] + \
+        [sigma_g[i] for i, n in zip(polar, n_mats) for _ in range(n)]
 
     def tensor(values, dtype=acc) -> Tensor:
         return torch.tensor(list(values), dtype=dtype, device=dev)
@@ -265,10 +271,10 @@ def build_plan(params: Sequence[Tensor], kinds: Sequence[Kind], family, *,
     retract_coef, retract_polar, retract_row_cell = _retraction_sources(main, retract, polar)
 
     consts = Consts(
-        sq_w=tensor(sigma[i] / total_L for i in sq_param),
+        sq_w=tensor(sigma_g[i] / total_L for i in sq_param),
         sq_sigma=tensor(sigma[i] for i in sq_param), sq_param=tensor(sq_param, torch.long),
         lin_w=tensor(x / total_L for x in lin),
-        fresh_lin_w=tensor(sigma[i] / total_L for i in (*main.signs, *main.rows, *polar)),
+        fresh_lin_w=tensor(sigma_g[i] / total_L for i in (*main.signs, *main.rows, *polar)),
         ps_index=tensor(polar + main.signs, torch.long),
         ps_sigma=tensor(sigma[i] for i in polar + main.signs),
         tile_index=tensor(_tile_index(main.patterns), torch.long),

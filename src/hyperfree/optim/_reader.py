@@ -251,8 +251,9 @@ class Reader(OpRules, TorchDispatchMode):
         share = {i: max((len(s) for s in self._sums if i in s), default=1)
                  for i in range(len(self._params))}
         forks = self._paths.forks(len(self._params))
+        terms = self._paths.terms(len(self._params))
         return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i),
-                        share[i], forks[i])
+                        share[i], forks[i], terms[i])
                 for i in range(len(self._params))]
 
     def _packing(self, i: int, events: set) -> tuple[int, int] | None:

@@ -289,8 +289,8 @@ def loaded_kinds(groups: list[dict[str, Any]], state_dict: dict[str, Any],
                 continue
             packing = (info.origin == "table" and kind.name == info.kind.name
                        and info.kind.rule.packed(info.kind, 2, 1) is not None)
-            graph = dataclasses.replace(kind, share=1, forks=0) == dataclasses.replace(
-                info.kind, share=1, forks=0)  # what only a reading tells: share and forks
+            graph = dataclasses.replace(kind, share=1, forks=0, terms=0) == dataclasses.replace(
+                info.kind, share=1, forks=0, terms=0)  # what only a reading tells
             if info.origin == "pending" or packing or graph:
                 out.append(dataclasses.replace(info, kind=kind, reason="loaded from a state_dict",
                                                origin="packed" if packing else "inferred"))

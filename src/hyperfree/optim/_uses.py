@@ -40,6 +40,7 @@ class Reading:
     input_rms: float | None          # largest RMS of an activation it multiplied as a matrix
     share: int = 1                   # matrices whose products are added into its pre-activation
     forks: int = 0                   # sums of forked activations with it on one side only
+    terms: int = 1                   # the terms of the streams those sums join (product)
 
 
 @dataclasses.dataclass(frozen=True)

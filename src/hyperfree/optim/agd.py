@@ -188,7 +188,8 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         rows = [sh.rows[j] for j in live] if sh is not None else None
         plan = build_plan([local(p) for _, _, p, _ in chosen], [k for _, _, _, k in chosen],
                           self.preset.family, shapes=[tuple(p.shape) for _, _, p, _ in chosen],
-                          rows=rows, L=self.L, forks=self.preset.forks)
+                          rows=rows, L=self.L, forks=self.preset.forks,
+                          streams=self.preset.streams)
         polar = sh.polar_for(plan, rows) if sh is not None and plan.polar else None
         self._plans[live] = (plan, polar)
         if len(self._plans) > _PLANS:

@@ -5,7 +5,9 @@ Hyperparameters*, arXiv:2304.05187 (2023), Algorithm 1, extended to every parame
 (``docs/agd-rules.md``) and to the presets of :mod:`hyperfree.optim.presets`. In the code's
 symbols (a preset names one piece per slot, :mod:`hyperfree.optim.pieces`; the plan holds each
 cell's σ, its unit direction map D and L = Σ mass, :mod:`hyperfree.optim.rules`; a preset with
-``forks`` has σ_c = σ(kind) · √2^forks, ``docs/agd-stability.md`` §10):
+``forks`` has σ_c = σ(kind) · √2^forks in G and the update, ``docs/agd-stability.md`` §10; with
+``streams`` too, the update's σ_c is σ(kind) · √terms, the terms of the residual stream the
+tensor's branch joins, §16):
 
 .. code-block:: text
 

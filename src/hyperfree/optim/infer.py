@@ -100,11 +100,15 @@ def forked(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
     than once — a recurrent or tied weight, whose paths are not one — or already shares its
     layer with the matrices it is summed with: the share rule counts that sum)."""
     uses = sum(not u.piece for u in reading.uses) + any(u.piece for u in reading.uses)
-    if reading.forks == kind.forks or uses > 1 or kind.share > 1:
+    # the stream's terms only where they say more than the forks (2 per isolated sum)
+    terms = reading.terms if reading.forks and reading.terms != 2 ** reading.forks else 0
+    if (reading.forks, terms) == (kind.forks, kind.terms) or uses > 1 or kind.share > 1:
         return None
-    return (dataclasses.replace(kind, forks=reading.forks),
+    return (dataclasses.replace(kind, forks=reading.forks, terms=terms),
             f"on one side of {reading.forks} sum(s) of forked activations (a residual branch "
-            f"or a shortcut): its step scale is x{2 ** (reading.forks / 2):.3g}")
+            f"or a shortcut): its step scale is x{2 ** (reading.forks / 2):.3g}"
+            + (f", x{terms ** 0.5:.3g} in the default's step (a stream of {terms} terms)"
+               if terms else ""))
 
 
 def call_with(model: nn.Module, example: Any) -> Any:

@@ -34,7 +34,9 @@ one, §11), G self-estimated, every weight's norm moved by the step's first-orde
 (:class:`~.pieces.PolyAverage`: the average anneals what η does not, with no horizon), and
 ``forks``: a tensor on one side of a sum of forked activations (a residual branch, a shortcut)
 has σ √2 larger per such sum, in G and in its step (:attr:`~.rules.Kind.fork_scale`;
-``docs/agd-stability.md`` §10). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
+``docs/agd-stability.md`` §10), and ``streams``: where the sum is one of a stream of sums (a
+pre-norm transformer's residual stream of T terms), the step's σ is √T larger instead of √2 (G
+keeps √2; :attr:`~.rules.Kind.stream_scale`, §16). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
 between ``spectral-momentum`` and ``spectral-fresh``, now names the default.
 """
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Preset:
     description: str = ""
     #: scale σ by √2 per fork (:attr:`~.rules.Kind.fork_scale`, ``docs/agd-stability.md`` §10)
     forks: bool = False
+    #: the step's σ × √terms of the stream instead (:attr:`~.rules.Kind.stream_scale`; G keeps
+    #: the forks' σ; ``docs/agd-stability.md`` §16)
+    streams: bool = False
 
     def __post_init__(self) -> None:
         for slot, allowed in _SLOTS.items():
@@ -124,10 +129,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            description="spectral with momentum; G estimated without noise bias from the fresh "
                        "gradient against the previous momentum's direction"),
     Preset("spectral-average", Spectral(), Momentum(0.8), retraction=Rotation(),
-           average=PolyAverage(8.0), forks=True,
+           average=PolyAverage(8.0), forks=True, streams=True,
            description="spectral with momentum 0.8; norms move at first order only; evaluated at "
                        "the polynomial-decay average of the weights; residual branches' steps "
-                       "scaled by their forks (the default)"),
+                       "scaled by their forks and their streams' terms (the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
