@@ -250,7 +250,7 @@ def stream_in_g(on: bool) -> Iterator[None]:
         return
     original = Kind.fork_scale
     Kind.fork_scale = property(  # type: ignore[method-assign, assignment]
-        lambda k: k.terms ** 0.5 if k.terms else 2.0 ** (k.forks / 2))
+        lambda k: k.terms ** 0.5 if k.terms else original.fget(k))
     try:
         yield
     finally:

@@ -46,16 +46,18 @@ T, B = 64, 16
 
 @contextlib.contextmanager
 def lineage_forks() -> Iterator[None]:
-    """While active, readings count forks from lineages alone (the rule before paths)."""
-    paths_forks = Paths.forks
+    """While active, readings count forks from lineages alone (the rule before paths): every
+    join whose one operand's lineage holds the parameter and the other's does not."""
+    paths_joins = Paths.fork_joins
 
-    def forks(self: Paths, n: int) -> list[int]:
-        return [sum(p in side for _, side, _ in self._sides) for p in range(n)]
-    Paths.forks = forks  # type: ignore[method-assign]
+    def fork_joins(self: Paths, n: int) -> tuple[list[list[int]], list[int | None]]:
+        after = paths_joins(self, n)[1]
+        return [[j for _, side, j in self._sides if p in side] for p in range(n)], after
+    Paths.fork_joins = fork_joins  # type: ignore[method-assign]
     try:
         yield
     finally:
-        Paths.forks = paths_forks  # type: ignore[method-assign]
+        Paths.fork_joins = paths_joins  # type: ignore[method-assign]
 
 
 def build(model: str, layers: int, vocab: int) -> torch.nn.Module:

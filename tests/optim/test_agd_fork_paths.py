@@ -152,10 +152,10 @@ def test_the_benchmarks_lineage_variant_is_the_count_before_paths():
     spec = importlib.util.spec_from_file_location("hf_forks", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    paths, forks = _forks(SharedBias(), IDS), Paths.forks
+    paths, joins = _forks(SharedBias(), IDS), Paths.fork_joins
     with script.lineage_forks():
         lineage = _forks(SharedBias(), IDS)
-    assert Paths.forks is forks and _forks(SharedBias(), IDS) == paths  # restored
+    assert Paths.fork_joins is joins and _forks(SharedBias(), IDS) == paths  # restored
     # the first block's tensors sit in the lineage of both later `scores + pos` sums
     assert (paths["q.0"], lineage["q.0"]) == (1, 3) and (paths["emb"], lineage["emb"]) == (0, 2)
     assert lineage["q.2"] == paths["q.2"] == 2  # the last block: the same either way

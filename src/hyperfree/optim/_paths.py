@@ -35,21 +35,23 @@ from typing import Any
 
 from torch import Tensor
 
+from ._uses import LAYOUT
+
 __all__ = ["Paths"]
 
 _NONE: frozenset[int] = frozenset()
 _JOINS = ("add", "add_")
-#: ops that pass a whole tensor on as it is (a view, a copy, a cast, a transpose): a stream
-#: seen through them is the same stream (FSDP2 views every unit's inputs, for its hooks)
-_SAME = frozenset({"view", "_unsafe_view", "reshape", "_reshape_alias", "alias", "detach",
-                   "clone", "contiguous", "view_as", "_to_copy", "to", "_to_dtype", "flatten",
-                   "unflatten", "unsqueeze", "squeeze", "t", "transpose", "permute"})
+#: the reader's layout ops that pass a whole tensor on as it is (a view, a copy, a cast, a
+#: transpose; not a slice or a broadcast): a stream seen through them is the same stream (FSDP2
+#: views every unit's inputs, for its hooks)
+_SAME = frozenset(LAYOUT - {"expand", "expand_as", "repeat", "slice", "select", "narrow",
+                            "lift_fresh", "lift_fresh_copy"})
 
 
 class Paths:
     """The lineage of a forward's tensors, its graph and its fork–joins, and from them each
-    parameter's forks (module docstring). ``index`` maps ``id(parameter)`` to its index (the
-    reader's own dict: aliases added to it later count)."""
+    parameter's forks and streams (module docstring). ``index`` maps ``id(parameter)`` to its
+    index (the reader's own dict: aliases added to it later count)."""
 
     def __init__(self, index: Mapping[int, int]) -> None:
         self._index = index
@@ -106,15 +108,15 @@ class Paths:
     def forks(self, n: int) -> list[int]:
         """Each of the ``n`` parameters' forks: the join operands that post-dominate it and
         hold it on their side only (the lineage's count where it does not reach the output)."""
-        return [len(f) for f in self._forks(n)[0]]
+        return [len(f) for f in self.fork_joins(n)[0]]
 
-    def terms(self, n: int) -> list[int]:
-        """Each of the ``n`` parameters' stream terms: over the distinct streams its forks
-        join, the product of each stream's number of terms (1 for no fork). A stream is the
-        sum of sums its fork's join flows into: the post-dominators of the join that are
-        joins holding it in their tree of sums (seen through views and copies, :data:`_SAME`);
-        its terms, that tree's operands which are not joins themselves."""
-        forks, after = self._forks(n)
+    def terms(self, forks: list[list[int]], after: list[int | None]) -> list[int]:
+        """Each parameter's stream terms, from its fork joins ``forks`` and the post-dominators
+        ``after`` (:meth:`fork_joins`): over the distinct streams its forks join, the product
+        of each stream's number of terms (1 for no fork). A stream is the sum of sums its
+        fork's join flows into: the post-dominators of the join that are joins holding it in
+        their tree of sums (seen through views and copies, :data:`_SAME`); its terms, that
+        tree's operands which are not joins themselves."""
         leaves: dict[int, int] = {}
         tree: dict[int, frozenset[int]] = {}
         for j in sorted(self._joins):  # creation order: a join's operands come first
@@ -139,8 +141,9 @@ class Paths:
             out.append(prod)
         return out
 
-    def _forks(self, n: int) -> tuple[list[list[int]], list[int | None]]:
-        """Each parameter's fork joins (one per fork), and the post-dominators."""
+    def fork_joins(self, n: int) -> tuple[list[list[int]], list[int | None]]:
+        """Each of the ``n`` parameters' fork joins (one per fork: :meth:`forks` counts them,
+        :meth:`terms` follows their streams), and every node's immediate post-dominator."""
         count: list[list[int]] = [[] for _ in range(n)]
         if not self._sides:
             return count, []

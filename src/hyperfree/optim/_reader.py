@@ -250,10 +250,10 @@ class Reader(OpRules, TorchDispatchMode):
                 pure.setdefault(p, set()).add((factor, k))
         share = {i: max((len(s) for s in self._sums if i in s), default=1)
                  for i in range(len(self._params))}
-        forks = self._paths.forks(len(self._params))
-        terms = self._paths.terms(len(self._params))
+        joins, after = self._paths.fork_joins(len(self._params))
+        terms = self._paths.terms(joins, after)
         return [Reading(self.uses[i], self._packing(i, pure.get(i, set())), self.rms.get(i),
-                        share[i], forks[i], terms[i])
+                        share[i], len(joins[i]), terms[i])
                 for i in range(len(self._params))]
 
     def _packing(self, i: int, events: set) -> tuple[int, int] | None:
