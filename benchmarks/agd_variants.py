@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fnmatch
 import json
 import math
 import statistics
@@ -75,6 +74,7 @@ from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
 from hyperfree.train.schedules import SCHEDULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gains import param_gain_groups, pattern_gain  # noqa: E402
 from _invariance import invariant_parameters, invariant_sets  # noqa: E402
 
 #: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
@@ -174,35 +174,6 @@ class Variant(AGDStepper):
         return out
 
 
-def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
-                      ) -> list[dict[str, Any]]:
-    """Parameter groups giving each parameter the gain of the first ``(pattern, gain)`` whose
-    fnmatch pattern matches its qualified name (the others: the optimiser's ``gain``); a
-    pattern that matches nothing is a ``ValueError`` (a typo would otherwise probe nothing)."""
-    named = list(model.named_parameters())
-    for pattern, _ in rules:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n, _ in named):
-            raise ValueError(f"--param-gain {pattern}: matches no parameter of the model "
-                             f"(names: {', '.join(n for n, _ in named[:6])}, ...)")
-    groups: dict[float | None, list[torch.nn.Parameter]] = {}
-    for n, p in named:
-        gain = next((g for pat, g in rules if fnmatch.fnmatchcase(n, pat)), None)
-        groups.setdefault(gain, []).append(p)
-    return [{"params": ps, **({} if g is None else {"gain": g})} for g, ps in groups.items()]
-
-
-def _pattern_gain(text: str) -> tuple[str, float]:
-    pattern, sep, gain = text.rpartition("=")
-    try:
-        value = float(gain)
-    except ValueError:
-        value = math.nan
-    if not sep or not pattern or not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: give PATTERN=GAIN with a positive gain, "
-                                         "e.g. 'fc.*=2'")
-    return pattern, value
-
-
 def _specs() -> dict[str, dict[str, Any]]:
     """{label: overrides} of the race's quick profile."""
     return {s.label: dict(s.overrides) for s in race_specs(2, _SMALL_CONV, 500, 1000)}
@@ -293,8 +264,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
 
     def build(model: torch.nn.Module, _: Any) -> Variant:
         params: Any = model
-        if args.invariant_gain is not None:  # images of the race's conv workloads only
-            inv = {id(p) for p in invariant_parameters(model, torch.randn(16, 1, 28, 28))}
+        if args.invariant_gain is not None:  # a seeded input: the run's RNG is left alone
+            example = _examples(model, overrides["dataset"])(0)
+            inv = {id(p) for p in invariant_parameters(model, example)}
             print(f"--invariant-gain {args.invariant_gain}: {len(inv)} scale-invariant "
                   "tensors", flush=True)
             params = [{"params": [p for p in model.parameters() if id(p) in inv],
@@ -361,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--invariant-gain", type=float, default=None, metavar="K",
                     help="image workloads: the step's multiplier on the tensors measured "
                          "scale-invariant (invariant_parameters), the others at --gain")
-    ap.add_argument("--param-gain", type=_pattern_gain, action="append", default=[],
+    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
                     metavar="PATTERN=K", help="the step's multiplier on the parameters whose "
                     "qualified name matches the fnmatch PATTERN (repeatable; the first match "
                     "wins; the others at --gain), e.g. 'fc.*=2'")

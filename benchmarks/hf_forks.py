@@ -1,12 +1,15 @@
-"""Forks read from the forward's paths against the lineage count they replaced, on the two
-Hugging Face families where the counts differ, trained as a user would: ``hyperfree.AGD(model)``
-with nothing declared, on the model's own initialisation (``docs/agd-stability.md`` §15).
+"""Forks read from the forward's paths against the lineage count they replaced, on the
+Hugging Face families where the counts differ (and Mamba, whose ``A_log`` the reading of §17
+changed), trained as a user would: ``hyperfree.AGD(model)`` with nothing declared, on the
+model's own initialisation (``docs/agd-stability.md`` §15–§17).
 
 * ``t5``: ``T5ForConditionalGeneration``, ``--layers`` encoder and decoder layers (6) of width
   64 (4 heads of 16, feed-forward 128, no dropout): a character-level continuation task on
   tinyshakespeare, 64 characters in and the next 64 out;
 * ``rwkv``: ``RwkvForCausalLM``, ``--layers`` layers of width 64 (feed-forward 128):
-  character-level language modelling, context 64.
+  character-level language modelling, context 64;
+* ``mamba``: ``MambaForCausalLM``, ``--layers`` layers of width 64 (state 16, expansion 2,
+  convolution 4; the CPU's sequential scan): the same task as ``rwkv``.
 
 Variants: ``streams`` (the default preset: forks from the paths and the streams' step scale,
 ``docs/agd-stability.md`` §16), ``paths`` (the library's forks — the join operands every path
@@ -14,13 +17,15 @@ of a parameter crosses — without the streams' scale: the default of §15), ``l
 count before: one fork per join operand whose lineage holds the parameter and the other's
 does not; the reader's sides re-counted so; no streams either), ``adamw-LR`` (betas (0.9,
 0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs AGD
-with ``gain=G`` (a diagnostic, not a rule). Batch 16 of random windows of the first 90%
+with ``gain=G`` and ``--param-gain PATTERN=G`` gives the matching parameters G times the
+step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``. Batch 16 of random windows of the first 90%
 of the text; the test loss (nats) is the mean over 20 fixed batches of the last 10% (AGD at
 its averaged weights, ``opt.eval()``). One JSON line per run as it finishes, then the mean ±
 std per variant.
 
-    python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv [--layers 6]
+    python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv|mamba [--layers 6]
         [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01] [--threads 1]
+        [--param-gain 'PATTERN=G' ...] [--agd-init]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -32,14 +37,19 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 import time
 import warnings
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import torch
 
 import hyperfree
 from hyperfree.optim._paths import Paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gains import param_gain_groups, pattern_gain  # noqa: E402
 
 T, B = 64, 16
 
@@ -68,6 +78,10 @@ def build(model: str, layers: int, vocab: int) -> torch.nn.Module:
         return transformers.T5ForConditionalGeneration(transformers.T5Config(
             vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=layers, num_heads=4,
             decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
+    if model == "mamba":
+        return transformers.MambaForCausalLM(transformers.MambaConfig(
+            vocab_size=vocab, hidden_size=64, state_size=16, num_hidden_layers=layers, expand=2,
+            conv_kernel=4))
     return transformers.RwkvForCausalLM(transformers.RwkvConfig(
         vocab_size=vocab, hidden_size=64, num_hidden_layers=layers, attention_hidden_size=64,
         intermediate_size=128, context_length=T))
@@ -83,7 +97,8 @@ def batch(model: str, src: torch.Tensor, gen: torch.Generator) -> dict[str, torc
 
 
 def run(text: str, model_name: str, layers: int, variant: str, seed: int,
-        steps: int) -> dict[str, Any]:
+        steps: int, param_gain: Sequence[tuple[str, float]] = (),
+        agd_init: bool = False) -> dict[str, Any]:
     chars = sorted(set(text))  # id 0 is T5's pad and decoder start
     data = torch.tensor([chars.index(c) + 1 for c in text])
     cut = int(0.9 * len(data))
@@ -111,7 +126,11 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         with warnings.catch_warnings(), (lineage_forks() if rule == "lineage"
                                          else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
-            opt = hyperfree.AGD(m, example=example, gain=float(gain or 1.0), preset=preset)
+            params: Any = param_gain_groups(m, param_gain) if param_gain else m
+            opt = hyperfree.AGD(params, model=m, example=example, gain=float(gain or 1.0),
+                                preset=preset)
+        if agd_init:
+            opt.init_weights(torch.Generator().manual_seed(seed))
         forks = max(i.kind.forks for i in opt._infos.values())
     start, losses = time.perf_counter(), []
     for _ in range(steps):
@@ -131,7 +150,9 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         tgen = torch.Generator().manual_seed(1234)
         test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
     return {"model": model_name, "layers": layers, "variant": variant, "seed": seed,
-            "steps": steps, "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
+            "steps": steps, "param_gain": [f"{p}={g:g}" for p, g in param_gain] or None,
+            "init": "agd" if agd_init else "model",
+            "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
             "test_loss": test_loss, "finite": all(math.isfinite(v) for v in losses),
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -139,12 +160,17 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
-    ap.add_argument("--model", choices=("t5", "rwkv"), required=True)
+    ap.add_argument("--model", choices=("t5", "rwkv", "mamba"), required=True)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", default="paths,lineage,adamw-0.01")
+    ap.add_argument("--variants", default="streams,paths,adamw-0.01")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
+                    metavar="PATTERN=G", help="AGD variants: G times the step for the "
+                    "parameters whose name matches the fnmatch PATTERN (repeatable)")
+    ap.add_argument("--agd-init", action="store_true", help="AGD variants: AGD's "
+                    "initialisation (opt.init_weights()) instead of the model's own")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.data, encoding="utf-8") as f:
@@ -152,7 +178,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for variant in args.variants.split(","):
         for seed in args.seeds:
-            row = run(text, args.model, args.layers, variant, seed, args.steps)
+            row = run(text, args.model, args.layers, variant, seed, args.steps,
+                      args.param_gain, args.agd_init)
             results.setdefault(variant, []).append(row["test_loss"])
             print(json.dumps(row), flush=True)
     print(f"# {args.model} {args.layers} layers, {args.steps} steps, test loss (nats), "

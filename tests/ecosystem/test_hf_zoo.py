@@ -127,10 +127,14 @@ FAMILIES = {
 #: for it (a lineage alone gave it 4 forks), while a later layer's query and key are inside
 #: them (2); the encoder feeds both decoder layers' cross-attention, so neither counts for its
 #: final norm. RWKV's token shift and time recurrence are not forks of its blocks either (a
-#: lineage alone gave the first LayerNorm 17, the embedding's pre-norm 16). terms: the
+#: lineage alone gave the first LayerNorm 17, the embedding's pre-norm 16); every tensor of its
+#: time mixing is inside the block's branch: the mix used twice, the bonus added at every step,
+#: the generic decay, and the value, whose recurrence writes its output step by step into a
+#: buffer (a second fork before that write was read). terms: the
 #: stream a branch joins has that many terms, the embedding and every branch of the 2 layers
 #: up to the final norm (Llama 1 + 2·2; T5's decoder 1 + 2·3, a later encoder query 2 × 5;
-#: GPT-NeoX 1 + 2·2 with its two forks; Mamba's D also inside the mixer's own sum: 2 × 3))
+#: GPT-NeoX 1 + 2·2 with its two forks; Mamba's D and A_log also inside the mixer's own sum:
+#: 2 × 3))
 READ = {
     "llama": {"layers.0.input_layernorm.weight": "gain(forks=1, terms=5)",
               "model.norm.weight": "gain"},
@@ -141,7 +145,11 @@ READ = {
            "decoder.block.0.layer.1.EncDecAttention.k.weight": "linear(forks=1, terms=7)",
            "encoder.final_layer_norm.weight": "gain"},
     "rwkv": {"blocks.0.ln1.weight": "gain(forks=1, terms=5)", "blocks.0.pre_ln.weight": "gain",
-             "blocks.0.attention.key.weight": "linear(forks=1, terms=5)"},
+             "blocks.0.attention.key.weight": "linear(forks=1, terms=5)",
+             "blocks.0.attention.value.weight": "linear(forks=1, terms=5)",
+             "blocks.0.attention.time_mix_key": "gain(forks=1, terms=5)",
+             "blocks.0.attention.time_first": "bias(forks=1, terms=5)",
+             "blocks.0.attention.time_decay": "generic(forks=1, terms=5)"},
     "gpt2": {"h.0.attn.c_attn.weight": "linear_in_out(x3, forks=1, terms=5)",
              "h.0.attn.c_attn.bias": "bias(x3, forks=1, terms=5)",
              "h.0.mlp.c_fc.weight": "linear_in_out(forks=1, terms=5)"},
@@ -149,7 +157,8 @@ READ = {
         "layers.0.attention.query_key_value.weight": "linear(x3, groups=4, forks=2, terms=5)"},
     "bert": {"cls.predictions.bias": "bias"},
     "vit": {"embeddings.cls_token": "bias", "embeddings.position_embeddings": "generic"},
-    "mamba": {"layers.0.mixer.A_log": "generic", "layers.0.mixer.D": "gain(forks=2, terms=6)",
+    "mamba": {"layers.0.mixer.A_log": "generic(forks=2, terms=6)",
+              "layers.0.mixer.D": "gain(forks=2, terms=6)",
               "layers.0.norm.weight": "gain(forks=1, terms=3)"},
 }
 

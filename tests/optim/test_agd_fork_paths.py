@@ -9,18 +9,21 @@ a tensor that never reaches the last node keeps the lineage's count.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import hyperfree
 from hyperfree.optim import Kind
-from hyperfree.optim._paths import Paths
+from hyperfree.optim._paths import Paths, _post_dominators
 from hyperfree.optim.infer import read_kinds
 
+from .reference import ReferenceAGD
 from .test_agd_forks import Residual, X
 
 
@@ -159,3 +162,94 @@ def test_the_benchmarks_lineage_variant_is_the_count_before_paths():
     # the first block's tensors sit in the lineage of both later `scores + pos` sums
     assert (paths["q.0"], lineage["q.0"]) == (1, 3) and (paths["emb"], lineage["emb"]) == (0, 2)
     assert lineage["q.2"] == paths["q.2"] == 2  # the last block: the same either way
+
+
+class TimeMix(nn.Module):
+    """RWKV's time mixing in miniature, per block ``h + out(wkv)``: a token-shift mix
+    ``x·μ + x₋₁·(1 − μ)`` (μ used twice), then a recurrence over the T steps that writes each
+    step's output into a buffer, ``wkv[:, t] = ...``, with a bonus ``first`` added at every
+    step (used T times) and a ``decay`` entering through ``exp`` (no rule: generic)."""
+
+    def __init__(self, blocks: int = 2) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(10, 8), nn.Linear(8, 10)
+        self.mix = nn.ParameterList(nn.Parameter(torch.full((1, 1, 8), 0.5)) for _ in range(blocks))
+        self.decay = nn.ParameterList(nn.Parameter(torch.zeros(8)) for _ in range(blocks))
+        self.first = nn.ParameterList(nn.Parameter(torch.zeros(8)) for _ in range(blocks))
+        self.k = nn.ModuleList(nn.Linear(8, 8, bias=False) for _ in range(blocks))
+        self.out = nn.ModuleList(nn.Linear(8, 8, bias=False) for _ in range(blocks))
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        for b in range(len(self.k)):
+            shifted = nn.functional.pad(h, (0, 0, 1, -1))
+            k = self.k[b](h * self.mix[b] + shifted * (1 - self.mix[b]))
+            wkv, state = torch.zeros_like(k), torch.zeros_like(k[:, 0])
+            for t in range(k.shape[1]):
+                wkv[:, t] = torch.tanh(k[:, t] + self.first[b] + state)
+                state = state * torch.exp(-torch.exp(self.decay[b])) + k[:, t]
+            h = h + self.out[b](wkv)
+        return self.head(h)
+
+
+def test_a_recurrence_written_step_by_step_keeps_every_tensor_of_its_branch():
+    """What a step writes into a view of a buffer reaches the buffer's later readers (the
+    ``out[:, t] = ...`` of RWKV's CPU kernel): before, the buffer held none of it, so the
+    bonus and decay seemed to reach nothing and ``k`` was seen only through ``zeros_like(k)``.
+    Every tensor of each branch — the twice-used mix, the bonus added at every step, the
+    generic decay, the matrices — reads the branch's fork and its stream of 3 terms (the
+    embedding and two branches); the embedding and the head, none."""
+    model = TimeMix()
+    with pytest.warns(hyperfree.optim.agd.KindsNote):
+        opt = hyperfree.AGD(model, example=IDS)
+    kinds = {i.name: str(i.kind) for i in opt._infos.values()}
+    for b in range(2):
+        assert kinds[f"mix.{b}"] == "gain(forks=1, terms=3)", kinds
+        assert kinds[f"first.{b}"] == "bias(forks=1, terms=3)", kinds
+        assert kinds[f"decay.{b}"] == "generic(forks=1, terms=3)", kinds
+        assert kinds[f"k.{b}.weight"] == kinds[f"out.{b}.weight"] == "linear(forks=1, terms=3)"
+    assert (kinds["emb.weight"], kinds["head.weight"]) == ("embedding", "linear")
+
+
+def test_a_write_into_a_view_joins_the_base_in_the_graph():
+    """``Paths`` on its own: ``base[:, 0] = w·x`` gives ``base`` the lineage of ``w`` and makes
+    the write a parent of what reads ``base`` next, so ``w`` reaches the output through it."""
+    w = nn.Parameter(torch.ones(3))
+    paths = Paths({id(w): 0})
+
+    class Trace(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            paths.trace(func.overloadpacket.__name__, list(args), out)
+            return out
+
+    with Trace():
+        base = torch.zeros(2, 4, 3)
+        base[:, 0] = w * 2.0
+        y = base.sum()
+    assert paths.lineage(base) == paths.lineage(y) == frozenset({0})
+    after = _post_dominators(paths._children)
+    assert len(after) >= 3 and None not in after  # every node reaches the last (the sum)
+
+
+def test_the_time_mix_steps_equal_the_reference_twin_in_float64():
+    """The kinds read above (used-many-times and generic tensors with a stream) step as the
+    reference twin does, in float64."""
+    torch.manual_seed(0)
+    model = TimeMix().double()
+    twin = copy.deepcopy(model)
+    with pytest.warns(hyperfree.optim.agd.KindsNote):
+        fast = hyperfree.AGD(model, example=IDS)
+    with pytest.warns(hyperfree.optim.agd.KindsNote):
+        ref = ReferenceAGD(twin, example=IDS)
+    assert str(fast._infos[id(model.decay[0])].kind) == "generic(forks=1, terms=3)"
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        ids = torch.randint(0, 10, (4, 6), generator=gen)
+        for m, opt in ((model, fast), (twin, ref)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(ids).flatten(0, 1), ids.flatten()).backward()
+            opt.step()
+        assert float(fast.eta) == pytest.approx(float(ref.eta), rel=1e-12)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)

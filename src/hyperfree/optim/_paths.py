@@ -17,6 +17,11 @@ with respect to the output. So a parameter's forks are the join operands that
 * hold it in their lineage while the other operand does not (the skip ``h`` of ``h + f(h)``
   post-dominates what computed ``h``, which is on both sides).
 
+An op that writes in place into a view of a tensor (``out[:, t] = ...``: a recurrence filling
+its output buffer step by step, as RWKV's CPU kernel does) writes into the view's base too:
+later reads of the base follow the write (``docs/agd-stability.md`` §17; before, the base kept
+only what it was made from, and what the recurrence wrote seemed to reach nothing).
+
 A chain of residual blocks reads as before: one fork per branch, two inside a nested branch,
 two for GPT-NeoX's twice-summed parallel attention. What a lineage alone over-counted does not
 fork: T5 adds the relative position bias made in its first layer to every later layer's
@@ -104,6 +109,21 @@ class Paths:
                                 ((na, la, lb), (nb, lb, la)) if n is not None and mine - other]
         for o in outs:
             self._seen[id(o)] = (weakref.ref(o), union, node)
+        view = flat[0] if flat and isinstance(flat[0], Tensor) else None
+        if name.endswith("_") and view is not None and outs[0] is view \
+                and view._base is not None:  # written in place through a view: its base too
+            self._write(view._base, union, node)
+
+    def _write(self, base: Tensor, union: frozenset[int], node: int) -> None:
+        """``base`` now holds what the in-place op ``node`` wrote into a view of it (a
+        recurrence filling ``out[:, t] = ...`` step by step): later reads of ``base`` read
+        ``node`` and what it was computed from, beside what ``base`` held."""
+        lineage, parent, param = self._record(base)
+        if param is not None:
+            return  # a parameter written in place: it stays the parameter
+        if parent is not None and node not in self._children[parent]:
+            self._children[parent].append(node)
+        self._seen[id(base)] = (weakref.ref(base), lineage | union, node)
 
     def forks(self, n: int) -> list[int]:
         """Each of the ``n`` parameters' forks: the join operands that post-dominate it and

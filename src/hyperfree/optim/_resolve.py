@@ -128,9 +128,12 @@ class Resolution:
                 kind, why = decide(reading, shape)
                 if error is not None and kind is None:
                     why = f"{why} (the reading stopped early: {error})"
-                if kind is None:
-                    out.append(dataclasses.replace(info, kind=Kind("generic"), origin="generic",
-                                                   reason=why))
+                if kind is None:  # generic, with the forks of the branch it is in (§4)
+                    info = dataclasses.replace(info, kind=Kind("generic"), origin="generic",
+                                               reason=why)
+                    more = forked(info.kind, reading, shape)
+                    out.append(info if more is None else dataclasses.replace(
+                        info, kind=more[0], reason=f"{why}; {more[1]}"))
                     continue
                 info = dataclasses.replace(info, kind=kind, origin="inferred", reason=why,
                                            roles=tuple(u.kind for u in reading.uses))

@@ -96,13 +96,16 @@ def packed(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
 
 
 def forked(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, str] | None:
-    """``kind`` with the forks the reading counted (None if none, or if the tensor is used more
-    than once — a recurrent or tied weight, whose paths are not one — or already shares its
-    layer with the matrices it is summed with: the share rule counts that sum)."""
-    uses = sum(not u.piece for u in reading.uses) + any(u.piece for u in reading.uses)
+    """``kind`` with the forks the reading counted (None if none, or if it already shares its
+    layer with the matrices it is summed with: the share rule counts that sum). A tensor used
+    more than once (RWKV's token-shift mix ``x·μ + x₋₁·(1 − μ)``, a bias added at every step
+    of a recurrence) has its forks counted over all its uses: a sum counts only where every
+    path from every use crosses it (``._paths``), so a recurrent weight, whose later uses
+    reach the sum on both sides, and a tied embedding, whose head use bypasses the stream,
+    get none."""
     # the stream's terms only where they say more than the forks (2 per isolated sum)
     terms = reading.terms if reading.forks and reading.terms != 2 ** reading.forks else 0
-    if (reading.forks, terms) == (kind.forks, kind.terms) or uses > 1 or kind.share > 1:
+    if (reading.forks, terms) == (kind.forks, kind.terms) or kind.share > 1:
         return None
     return (dataclasses.replace(kind, forks=reading.forks, terms=terms),
             f"on one side of {reading.forks} sum(s) of forked activations (a residual branch "
