@@ -18,10 +18,10 @@ count before: one fork per join operand whose lineage holds the parameter and th
 does not; the reader's sides re-counted so; no streams either), ``adamw-LR`` (betas (0.9,
 0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs AGD
 with ``gain=G`` and ``--param-gain PATTERN=G`` gives the matching parameters G times the
-step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``. Batch 16 of random windows of the first 90%
-of the text; the test loss (nats) is the mean over 20 fixed batches of the last 10% (AGD at
-its averaged weights, ``opt.eval()``). One JSON line per run as it finishes, then the mean ±
-std per variant.
+step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``. Batch
+16 of random windows of the first 90% of the text; the test loss (nats) is the mean over 20
+fixed batches of the last 10% (AGD at its averaged weights, ``opt.eval()``). One JSON line per
+run as it finishes, then the mean ± std per variant.
 
     python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv|mamba [--layers 6]
         [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01] [--threads 1]
@@ -150,8 +150,9 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         tgen = torch.Generator().manual_seed(1234)
         test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
     return {"model": model_name, "layers": layers, "variant": variant, "seed": seed,
-            "steps": steps, "param_gain": [f"{p}={g:g}" for p, g in param_gain] or None,
-            "init": "agd" if agd_init else "model",
+            "steps": steps, "param_gain": None if sched is not None else (
+                [f"{p}={g:g}" for p, g in param_gain] or None),
+            "init": "agd" if agd_init and sched is None else "model",
             "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
             "test_loss": test_loss, "finite": all(math.isfinite(v) for v in losses),
             "seconds": round(time.perf_counter() - start, 1)}

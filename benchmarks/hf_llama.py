@@ -7,10 +7,13 @@ Variants: ``agd`` (the default preset, its forks and streams read from the first
 ``agd-nostreams`` (the same preset without the streams' step scale, §16), ``agd-noforks``
 (without forks or streams, ``docs/agd-stability.md`` §10) and ``adamw-LR``. The test
 loss (nats, the whole test split; AGD evaluated at its averaged weights, ``opt.eval()``) as
-mean ± std over the seeds, one run per line as it finishes.
+mean ± std over the seeds, one run per line as it finishes. ``--param-gain PATTERN=G`` gives
+the AGD variants' matching parameters G times the step (a diagnostic, not a rule); ``--save
+DIR`` keeps each run's evaluated weights (``benchmarks/stream_shares.py --llama`` reads them).
 
     python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3] [--layers 2]
-        [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1]
+        [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1] [--save DIR]
+        [--param-gain 'PATTERN=G' ...]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -21,7 +24,10 @@ import dataclasses
 import math
 import statistics
 import time
+import sys
 import warnings
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +36,14 @@ import hyperfree
 from hyperfree.data import load_dataset
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gains import param_gain_groups, pattern_gain  # noqa: E402
+
 BATCH, CONTEXT = 12, 64
 
 
-def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int):
+def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
+               param_gain: Sequence[tuple[str, float]] = ()):
     """(optimiser, scheduler or None, clip) for ``variant``."""
     if variant.startswith("adamw-"):
         opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.1)
@@ -52,12 +62,16 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int):
         preset = dataclasses.replace(preset, name="noforks", forks=False, streams=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        opt = hyperfree.AGD(model, preset=preset)
+        params: Any = param_gain_groups(model, param_gain) if param_gain else model
+        opt = hyperfree.AGD(params, model=model, preset=preset)
         opt.init_weights(torch.Generator().manual_seed(seed))
     return opt, None, 0.0
 
 
-def run(data, variant: str, steps: int, seed: int, layers: int = 2) -> float:
+def run(data, variant: str, steps: int, seed: int, layers: int = 2,
+        save: str | None = None, param_gain: Sequence[tuple[str, float]] = ()) -> float:
+    """The test loss of one run; with ``save``, the weights it was evaluated at (AGD's
+    average) go to that file (``torch.save`` of the state_dict)."""
     import transformers
 
     torch.manual_seed(seed)
@@ -66,7 +80,7 @@ def run(data, variant: str, steps: int, seed: int, layers: int = 2) -> float:
                                    num_attention_heads=4, num_key_value_heads=4,
                                    max_position_embeddings=CONTEXT)
     model = transformers.LlamaForCausalLM(cfg)
-    opt, sched, clip = _optimiser(model, variant, steps, seed)
+    opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain)
     loader = data.train_loader(BATCH, seed=seed)
     step, epoch = 0, 0
     model.train()
@@ -88,6 +102,8 @@ def run(data, variant: str, steps: int, seed: int, layers: int = 2) -> float:
     if isinstance(opt, hyperfree.AGD):
         opt.eval()
     model.eval()
+    if save is not None:
+        torch.save(model.state_dict(), save)
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in data.test_loader(256):
@@ -105,7 +121,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default="agd,agd-noforks,adamw-0.001,adamw-0.003")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save", default=None, metavar="DIR", help="save each run's evaluated "
+                    "weights to DIR/VARIANT-SEED.pt (benchmarks/stream_shares.py reads them)")
+    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
+                    metavar="PATTERN=G", help="AGD variants: G times the step for the "
+                    "parameters whose name matches the fnmatch PATTERN (repeatable)")
     args = ap.parse_args()
+    if args.save is not None:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
     print(f"# HF Llama {args.layers}x128, {args.steps} steps, batch {BATCH}, context {CONTEXT}, "
@@ -114,7 +137,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            loss = run(data, variant, args.steps, seed, args.layers)
+            save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
+            loss = run(data, variant, args.steps, seed, args.layers, save, args.param_gain)
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)

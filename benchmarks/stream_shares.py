@@ -1,6 +1,6 @@
 """How much of a branch's relative change reaches the end of its residual stream, measured: the
 premise of ``docs/agd-stability.md`` §16 (a branch of a stream of T terms passes on 1/√T of its
-relative change), branch by branch, on the registry's pre-norm GPT.
+relative change), branch by branch, on the registry's pre-norm GPT or a Hugging Face Llama.
 
 For each branch ``j`` (every block's attention and MLP) the script moves the branch's last
 matrix ``W_j`` (``attn.out_proj``, ``mlp.2``) by a small relative step ``ε‖W_j‖·D/‖D‖`` and
@@ -13,11 +13,13 @@ measures, over one batch,
 against ``1/√T`` (T = 2·depth + 1, the embedding and every branch) and §10's local ``1/√2``.
 ``D`` is the loss's gradient (the direction a step takes; ``--direction grad``) or a Gaussian
 (``random``). The model is AGD's initialisation, or a run's ``checkpoint.pt`` (``--checkpoint``,
-e.g. from ``hyperfree train --arch gpt --out DIR``); its architecture is read from the run's
-``config.json``.
+e.g. from ``hyperfree train --arch gpt --out DIR``; its architecture is read from the run's
+``config.json``), or a Hugging Face Llama saved by ``benchmarks/hf_llama.py --save DIR``
+(``--llama DIR/VARIANT-SEED.pt``: its branches are ``self_attn.o_proj`` and
+``mlp.down_proj``, its stream's end the input of ``model.norm``).
 
     python benchmarks/stream_shares.py --data tinyshakespeare.txt [--depth 8]
-        [--checkpoint RUN_DIR] [--direction grad|random] [--seed 0]
+        [--checkpoint RUN_DIR | --llama PT] [--direction grad|random] [--seed 0]
 """
 from __future__ import annotations
 
@@ -38,13 +40,23 @@ from hyperfree.models import create_model
 __all__ = ["branch_shares"]
 
 
-def _branches(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
-    """(name, the module whose output is the branch, the branch's last matrix) per branch."""
-    out = []
-    for j, block in enumerate(model.blocks):
-        out.append((f"{j}.attn", block.attn, block.attn.out_proj.weight))
-        out.append((f"{j}.mlp", block.mlp, block.mlp[2].weight))
-    return out
+def _branches(model: nn.Module) -> tuple[nn.Module, list[tuple[str, nn.Module, torch.Tensor]]]:
+    """The final norm (its input: the stream's end) and, per branch, (name, the module whose
+    output is the branch, the branch's last matrix): the registry's GPT or a Hugging Face
+    Llama (``benchmarks/hf_llama.py``)."""
+    if hasattr(model, "blocks"):  # hyperfree.models.gpt
+        return model.ln_f, [b for j, block in enumerate(model.blocks) for b in (
+            (f"{j}.attn", block.attn, block.attn.out_proj.weight),
+            (f"{j}.mlp", block.mlp, block.mlp[2].weight))]
+    inner = model.model  # LlamaForCausalLM
+    return inner.norm, [b for j, layer in enumerate(inner.layers) for b in (
+        (f"{j}.attn", layer.self_attn, layer.self_attn.o_proj.weight),
+        (f"{j}.mlp", layer.mlp, layer.mlp.down_proj.weight))]
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x) if hasattr(model, "blocks") else model(input_ids=x)
+    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
@@ -53,8 +65,8 @@ def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
     if direction not in ("grad", "random"):
         raise ValueError(f"direction {direction!r} is not 'grad' or 'random'")
     seen: dict[str, torch.Tensor] = {}
-    hooks = [model.ln_f.register_forward_pre_hook(lambda m, a: seen.__setitem__("s", a[0]))]
-    branches = _branches(model)
+    end, branches = _branches(model)
+    hooks = [end.register_forward_pre_hook(lambda m, a: seen.__setitem__("s", a[0]))]
     for name, module, _ in branches:
         hooks.append(module.register_forward_hook(
             lambda m, a, out, name=name: seen.__setitem__(
@@ -62,7 +74,7 @@ def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
     try:
         x, y = tokens[:, :-1], tokens[:, 1:]
         model.zero_grad()
-        logits = model(x)
+        logits = _logits(model, x)
         nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
         base = {k: v.detach().clone() for k, v in seen.items()}
         gen = torch.Generator().manual_seed(seed)
@@ -74,7 +86,7 @@ def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
             with torch.no_grad():
                 kept = w.detach().clone()
                 w.add_(step)
-                model(x)
+                _logits(model, x)
                 w.copy_(kept)
             s0, b0 = base["s"], base[name]
             rel_s = float((seen["s"] - s0).norm() / s0.norm())
@@ -89,6 +101,16 @@ def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
 
 
 def _model(args: argparse.Namespace, vocab: int) -> tuple[nn.Module, int]:
+    if args.llama is not None:  # hf_llama.py --save: its config, the layers from the weights
+        import transformers
+
+        state = torch.load(args.llama, map_location="cpu", weights_only=True)
+        layers = len({k.split(".")[2] for k in state if k.startswith("model.layers.")})
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=128, intermediate_size=344, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+        model.load_state_dict(state)
+        return model, layers
     if args.checkpoint is None:
         torch.manual_seed(args.seed)
         model = create_model("gpt", in_channels=1, num_classes=vocab, image_size=64,
@@ -110,6 +132,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
     ap.add_argument("--depth", type=int, default=4, help="blocks, at AGD's initialisation")
     ap.add_argument("--checkpoint", default=None, help="a run directory of hyperfree train")
+    ap.add_argument("--llama", default=None, metavar="PT",
+                    help="a Hugging Face Llama's weights saved by hf_llama.py --save")
     ap.add_argument("--direction", choices=("grad", "random"), default="grad")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)

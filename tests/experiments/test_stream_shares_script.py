@@ -55,3 +55,18 @@ def test_the_last_branch_reaches_the_end_alone_and_earlier_ones_through_the_rest
 def test_an_unknown_direction_is_refused(script):
     with pytest.raises(ValueError, match="direction 'sideways'"):
         script.branch_shares(_gpt(1), TOKENS, direction="sideways")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                    reason="needs transformers: pip install 'hyperfree[ecosystem]'")
+def test_a_hugging_face_llama_is_read_by_its_attention_and_mlp(script):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=11, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8)).double()
+    rows = script.branch_shares(model, TOKENS, eps=1e-6)
+    assert [r["branch"] for r in rows] == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert rows[-1]["share"] == pytest.approx(rows[-1]["alone"], rel=1e-4)

@@ -173,7 +173,8 @@ class TimeMix(nn.Module):
     def __init__(self, blocks: int = 2) -> None:
         super().__init__()
         self.emb, self.head = nn.Embedding(10, 8), nn.Linear(8, 10)
-        self.mix = nn.ParameterList(nn.Parameter(torch.full((1, 1, 8), 0.5)) for _ in range(blocks))
+        self.mix = nn.ParameterList(nn.Parameter(torch.full((1, 1, 8), 0.5))
+                                    for _ in range(blocks))
         self.decay = nn.ParameterList(nn.Parameter(torch.zeros(8)) for _ in range(blocks))
         self.first = nn.ParameterList(nn.Parameter(torch.zeros(8)) for _ in range(blocks))
         self.k = nn.ModuleList(nn.Linear(8, 8, bias=False) for _ in range(blocks))
