@@ -1,6 +1,7 @@
-"""Per-parameter gains for the probes (``benchmarks/agd_variants.py``, ``benchmarks/hf_forks.py``):
-``--param-gain PATTERN=G`` gives the parameters whose qualified name matches the fnmatch
-``PATTERN`` ``G`` times the step (AGD's per-group ``gain``), a diagnostic, never a rule."""
+"""Per-parameter gains for the probes (``benchmarks/agd_variants.py``, ``hf_forks.py``,
+``hf_llama.py``): ``--param-gain PATTERN=G`` gives the parameters whose qualified name matches
+the fnmatch ``PATTERN`` ``G`` times the step (AGD's per-group ``gain``), a diagnostic, never a
+rule."""
 from __future__ import annotations
 
 import argparse

@@ -23,8 +23,8 @@ import argparse
 import dataclasses
 import math
 import statistics
-import time
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,18 +68,21 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
     return opt, None, 0.0
 
 
+def build(vocab: int, layers: int) -> torch.nn.Module:
+    """The benchmark's ``LlamaForCausalLM``: ``layers`` x 128, 4 heads, context 64."""
+    import transformers
+
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=128, intermediate_size=344, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=CONTEXT))
+
+
 def run(data, variant: str, steps: int, seed: int, layers: int = 2,
         save: str | None = None, param_gain: Sequence[tuple[str, float]] = ()) -> float:
     """The test loss of one run; with ``save``, the weights it was evaluated at (AGD's
     average) go to that file (``torch.save`` of the state_dict)."""
-    import transformers
-
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=data.info.num_classes, hidden_size=128,
-                                   intermediate_size=344, num_hidden_layers=layers,
-                                   num_attention_heads=4, num_key_value_heads=4,
-                                   max_position_embeddings=CONTEXT)
-    model = transformers.LlamaForCausalLM(cfg)
+    model = build(data.info.num_classes, layers)
     opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain)
     loader = data.train_loader(BATCH, seed=seed)
     step, epoch = 0, 0

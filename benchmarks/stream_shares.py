@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from torch import nn
 import hyperfree
 from hyperfree.data.text import read_text_splits
 from hyperfree.models import create_model
+from hyperfree.train.transfer import load_initial_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 __all__ = ["branch_shares"]
 
@@ -101,14 +105,12 @@ def branch_shares(model: nn.Module, tokens: torch.Tensor, eps: float = 1e-3,
 
 
 def _model(args: argparse.Namespace, vocab: int) -> tuple[nn.Module, int]:
-    if args.llama is not None:  # hf_llama.py --save: its config, the layers from the weights
-        import transformers
+    if args.llama is not None:  # hf_llama.py --save: its model, the layers from the weights
+        from hf_llama import build
 
         state = torch.load(args.llama, map_location="cpu", weights_only=True)
         layers = len({k.split(".")[2] for k in state if k.startswith("model.layers.")})
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            vocab_size=vocab, hidden_size=128, intermediate_size=344, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+        model = build(vocab, layers)
         model.load_state_dict(state)
         return model, layers
     if args.checkpoint is None:
@@ -122,8 +124,7 @@ def _model(args: argparse.Namespace, vocab: int) -> tuple[nn.Module, int]:
     model = create_model("gpt", in_channels=1, num_classes=vocab, image_size=cfg["seq_len"],
                          depth=cfg["depth"], width=cfg["width"], heads=cfg["heads"],
                          seq_len=cfg["seq_len"])
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    load_initial_weights(model, str(run))
     return model, cfg["depth"]
 
 
