@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import warnings
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,26 @@ def test_a_recurrence_written_step_by_step_keeps_every_tensor_of_its_branch():
         assert kinds[f"k.{b}.weight"] == kinds[f"out.{b}.weight"] == "linear(forks=1, terms=3)"
     assert (kinds["emb.weight"], kinds["head.weight"]) == ("embedding", "linear")
 
+
+
+@pytest.mark.parametrize("build", [TimeMix, lambda: SharedBias(), lambda: CrossBranches(2)],
+                         ids=["time-mix", "shared-bias", "cross-branches"])
+def test_read_kinds_reports_what_agd_applies(build):
+    """``read_kinds`` (the reading alone) and ``AGD(model)`` (the table, then the reading) run
+    one chain of refinements: on a model with no table gaps they give the same kind for every
+    tensor, a generic tensor's forks included (``read_kinds`` once showed the decay as plain
+    generic while AGD stepped it with its branch's fork)."""
+    torch.manual_seed(0)
+    model = build()
+    example = IDS if not isinstance(model, CrossBranches) else X
+    read = {n: str(k or "generic") for n, (k, _) in read_kinds(model, example).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = hyperfree.AGD(model, example=example)
+    applied = {i.name: str(i.kind) for i in opt._infos.values()}
+    assert read == applied
+    if isinstance(model, TimeMix):
+        assert read["decay.0"] == "generic(forks=1, terms=3)"
 
 def test_a_write_into_a_view_joins_the_base_in_the_graph():
     """``Paths`` on its own: ``base[:, 0] = w·x`` gives ``base`` the lineage of ``w`` and makes

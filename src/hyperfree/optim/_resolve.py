@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ._declare import undeclared_error
-from .infer import Reader, Reading, decide, forked, kind_of, packed, read_forward, shared
+from .infer import Reader, Reading, decide, kind_of, read_forward, refine
 from .kinds import KIND_NAMES, Kind, ParamInfo, classify
 
 __all__ = ["Resolution", "KindsNote", "loaded_kinds"]
@@ -128,36 +128,20 @@ class Resolution:
                 kind, why = decide(reading, shape)
                 if error is not None and kind is None:
                     why = f"{why} (the reading stopped early: {error})"
-                if kind is None:  # generic, with the forks of the branch it is in (§4)
-                    info = dataclasses.replace(info, kind=Kind("generic"), origin="generic",
-                                               reason=why)
-                    more = forked(info.kind, reading, shape)
-                    out.append(info if more is None else dataclasses.replace(
-                        info, kind=more[0], reason=f"{why}; {more[1]}"))
-                    continue
-                info = dataclasses.replace(info, kind=kind, origin="inferred", reason=why,
-                                           roles=tuple(u.kind for u in reading.uses))
+                info = dataclasses.replace(
+                    info, kind=kind or Kind("generic"), origin="inferred" if kind else "generic",
+                    reason=why, roles=tuple(u.kind for u in reading.uses) if kind else info.roles)
             used_as = {u.kind for u in reading.uses if u.kind is not None}
             if info.origin == "table" and len(used_as | set(info.roles)) > 1:
                 info = dataclasses.replace(info, roles=(*info.roles, *sorted(
                     used_as - set(info.roles), key=str)))  # also used as a head (tied)
-            if info.origin in ("table", "inferred"):
-                more = shared(info.kind, reading, shape)
-                if more is not None:
-                    info = dataclasses.replace(info, kind=more[0],
-                                               reason=f"{info.reason}; {more[1]}")
-            if info.origin in ("table", "inferred"):
-                more = forked(info.kind, reading, shape)
-                if more is not None:
-                    info = dataclasses.replace(info, kind=more[0],
-                                               reason=f"{info.reason}; {more[1]}")
-            if info.origin in ("table", "inferred"):
-                more = packed(info.kind, reading, shape)
-                if more is not None:
-                    table = info.origin == "table"
-                    reason = (f"the table's {info.kind}" if table else info.reason)
-                    info = dataclasses.replace(info, kind=more[0], reason=f"{reason}; {more[1]}",
-                                               origin="packed" if table else "inferred")
+            if info.origin in ("table", "inferred", "generic"):  # a declaration stands as given
+                table = info.origin == "table"
+                for step, kind, note in refine(info.kind, reading, shape):
+                    packs = step == "packed" and table
+                    reason = f"the table's {info.kind}" if packs else info.reason
+                    info = dataclasses.replace(info, kind=kind, reason=f"{reason}; {note}",
+                                               origin="packed" if packs else info.origin)
             out.append(info)
         self.infos = out
 

@@ -55,7 +55,7 @@ from .kinds import resolve_tie
 from .rules import Kind
 
 __all__ = ["Use", "Reading", "Reader", "decide", "packed", "forked", "kind_of", "read_forward",
-           "read_kinds", "call_with"]
+           "read_kinds", "call_with", "refine", "REFINEMENTS"]
 
 
 def decide(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
@@ -153,7 +153,8 @@ def read_forward(model: nn.Module, example: Any, params: list[Tensor],
 
 def read_kinds(model: nn.Module, example: Any) -> dict[str, tuple[Kind | None, str]]:
     """What one forward of ``model`` on ``example`` says every trainable parameter is —
-    ignoring the rules table: ``{name: (kind or None for generic, why)}``."""
+    ignoring the rules table: ``{name: (kind, why)}``, the kind None for a generic tensor
+    outside every residual branch (:func:`kind_of`)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     readings, error = read_forward(model, example, [p for _, p in named])
     out = {}
@@ -174,14 +175,31 @@ def shared(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
             "pre-activation: one layer, whose mass they share")
 
 
-def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
-    """:func:`decide`, :func:`shared`, then :func:`packed`: the kind a reading alone gives
-    (None: generic)."""
-    kind, why = decide(reading, shape)
-    if kind is None:
-        return None, why
-    for step in (shared, packed, forked):
+REFINEMENTS = ("shared", "forked", "packed")
+"""What a reading adds to a kind, in this order (:func:`refine`)."""
+
+
+def refine(kind: Kind, reading: Reading,
+           shape: Sequence[int]) -> list[tuple[str, Kind, str]]:
+    """Each refinement of :data:`REFINEMENTS` that changes ``kind`` — ``(step, new kind, why)``,
+    each applied to the previous one's kind: :func:`shared`, :func:`forked`, :func:`packed`.
+    The one chain both ``AGD(model)`` (:class:`~._resolve.Resolution`) and :func:`kind_of`
+    apply, to a table's kind, a read one, or ``generic`` (which only forks change: it has no
+    mass to share and no rows to pack)."""
+    out = []
+    for name, step in zip(REFINEMENTS, (shared, forked, packed)):
         more = step(kind, reading, shape)
         if more is not None:
-            kind, why = more[0], f"{why}; {more[1]}"
+            kind = more[0]
+            out.append((name, kind, more[1]))
+    return out
+
+
+def kind_of(reading: Reading, shape: Sequence[int]) -> tuple[Kind | None, str]:
+    """:func:`decide`, then :func:`refine`: the kind a reading alone gives (None: generic, and
+    no fork either; a generic tensor in a residual branch is ``generic`` with its forks)."""
+    kind, why = decide(reading, shape)
+    steps = refine(kind or Kind("generic"), reading, shape)
+    for _, kind, note in steps:
+        why = f"{why}; {note}"
     return kind, why
