@@ -180,7 +180,7 @@ def svd_polar(G: Tensor) -> Tensor:
 
 
 def methods(names: Sequence[str] | None) -> dict[str, Callable[[Tensor], Tensor]]:
-    bf, f32 = torch.bfloat16, torch.float32
+    f32 = torch.float32
     J = [NS_COEFFICIENTS]
     out: dict[str, Callable[[Tensor], Tensor]] = {
         "current": lambda G: orthogonalize(G, steps=5),
