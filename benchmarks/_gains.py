@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["param_gain_groups", "pattern_gain"]
+__all__ = ["param_gain_groups", "pattern_gain", "init_norm_ratios", "init_norm_on_first_step"]
 
 
 def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
@@ -42,3 +42,53 @@ def pattern_gain(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give PATTERN=GAIN with a positive gain, "
                                          "e.g. 'fc.*=2'")
     return pattern, value
+
+
+@torch.no_grad()
+def init_norm_ratios(opt: Any) -> dict[int, float]:
+    """``{id(p): r}``: each matrix's operator norm now (the median over its cells: blocks,
+    heads, kernel positions) over its kind's target σ, for the matrices of ``opt`` (an AGD whose
+    kinds are settled); 1 at AGD's initialisation. A probe of ``docs/agd-stability.md`` §18:
+    AGD's σ read from the weights it is given (a model's own initialisation, a pretraining)."""
+    out = {}
+    for info in opt._infos.values():
+        p, k = info.param, info.kind
+        if k.name in ("linear", "linear_in_out") and p.dim() == 2:
+            m = p if k.name == "linear" else p.T
+            cells = m.float().reshape(k.blocks * k.groups, -1, m.shape[1])
+        elif k.name == "conv" and k.groups == 1:  # (c_out, c_in, *kernel): a cell per position
+            cells = p.float().flatten(2).permute(2, 0, 1)
+        else:
+            continue
+        norm = float(torch.linalg.matrix_norm(cells, 2).median())
+        if norm > 0:
+            out[id(p)] = norm / k.rule.sigma(tuple(p.shape), k)
+    return out
+
+
+def init_norm_on_first_step(opt: Any, mode: str) -> dict[int, float]:
+    """Wrap ``opt.step`` (an AGD with one parameter per group) so that its first call measures
+    :func:`init_norm_ratios` — after AGD's or the model's initialisation, or a pretrained load
+    — and multiplies each group's gain by its ratio; with ``mode`` ``"both"`` every step also
+    multiplies each matrix's gradient by it, which puts the ratio in its term of G as well (σ
+    the measured norm in G and the step: the step's direction ignores the scale). Returns the
+    ratios (filled at the first step)."""
+    if mode not in ("step", "both"):
+        raise ValueError(f"mode {mode!r} is not 'step' or 'both'")
+    if any(len(g["params"]) != 1 for g in opt.param_groups):
+        raise ValueError("init_norm_on_first_step needs one parameter per group")
+    plain, ratios = opt.step, {}
+
+    def step(closure: Any = None) -> Any:
+        if not ratios:
+            ratios.update(init_norm_ratios(opt))
+            for g in opt.param_groups:
+                g["gain"] *= ratios.get(id(g["params"][0]), 1.0)
+        if mode == "both":
+            for g in opt.param_groups:
+                p = g["params"][0]
+                if p.grad is not None and id(p) in ratios:
+                    p.grad.mul_(ratios[id(p)])
+        return plain(closure)
+    opt.step = step
+    return ratios

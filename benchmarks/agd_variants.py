@@ -3,7 +3,8 @@
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
-        [--depth N] [--forks paths|none|stream-g] [--streams on|off]
+        [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--init-norm step|both]
+        [--participation ratio|capped]
         [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
@@ -36,7 +37,11 @@ gpt-long, lstm, finetune), run with exactly the race's settings
   stages are streams of 3 terms);
 * ``--forks none``: σ without §10's √2 per fork; ``--streams off``: the step without §16's
   stream scale (σ × √terms of the stream a tensor's branch joins; G keeps the forks' σ);
-  ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe).
+  ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe);
+* ``--init-norm step|both``: σ read from the weights AGD is given (each matrix's operator norm
+  at the first step over its σ: 1 at AGD's initialisation, so only ``finetune`` changes), in
+  the step or in G and the step; ``--participation ratio|capped``: G and L weighted by the
+  tensors' terms of G (``benchmarks/_participation.py``) — §18's probes, not rules.
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -74,8 +79,9 @@ from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
 from hyperfree.train.schedules import SCHEDULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
 from _invariance import invariant_parameters, invariant_sets  # noqa: E402
+from _participation import Participation  # noqa: E402
 
 #: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
 RETRACTIONS = {"rotation": Rotation, "sphere": Sphere, "ball": Ball, "none": None}
@@ -287,7 +293,13 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             relative = read_sets
         if relative:
             params = [{"params": [p]} for p in model.parameters()]
+        if args.init_norm:
+            params = [{"params": [p]} for p in model.parameters()]
         opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
+        if args.init_norm:  # read at the first step: after AGD's init or the pretrained load
+            init_norm_on_first_step(opt, args.init_norm)
+        if args.participation:
+            box["probe"] = Participation(opt, args.participation).attach()
         box["stepper"] = Variant(model, opt, args.interpolate, args.eval, relative)
         return box["stepper"]
     scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
@@ -307,6 +319,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "invariant_gain": args.invariant_gain,
             "param_gain": [f"{p}={g:g}" for p, g in args.param_gain] or None,
             "relative": ("invariant" if args.relative_invariant else args.relative) or None,
+            "init_norm": args.init_norm,
+            "participation": box["probe"].quarters() if "probe" in box else None,
             "eval": args.eval, "retraction": args.retraction or "the preset's",
             "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
@@ -343,6 +357,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--relative-invariant", action="store_true",
                     help="--relative on the parameter sets measured jointly scale-invariant "
                          "(invariant_sets), each set by its joint norm; the others as they are")
+    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
+                    help="each matrix's step (both: and its term of G) x its operator norm "
+                    "at the start over its sigma")
+    ap.add_argument("--participation", choices=("ratio", "capped"), default=None,
+                    help="G and L weighted by the tensors' terms (benchmarks/_participation.py)")
     ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
                     help="the step's retraction (default: the preset's own)")
     ap.add_argument("--forks", choices=("paths", "none", "stream-g"), default=None,

@@ -3,9 +3,10 @@ Hugging Face families where the counts differ (and Mamba, whose ``A_log`` the re
 changed), trained as a user would: ``hyperfree.AGD(model)`` with nothing declared, on the
 model's own initialisation (``docs/agd-stability.md`` §15–§17).
 
-* ``t5``: ``T5ForConditionalGeneration``, ``--layers`` encoder and decoder layers (6) of width
-  64 (4 heads of 16, feed-forward 128, no dropout): a character-level continuation task on
-  tinyshakespeare, 64 characters in and the next 64 out;
+* ``t5``: ``T5ForConditionalGeneration``, ``--layers`` decoder layers (6) and as many encoder
+  layers (or ``--encoder-layers``), of width 64 (4 heads of 16, feed-forward 128, no
+  dropout): a character-level continuation task on tinyshakespeare, 64 characters in and the
+  next 64 out;
 * ``rwkv``: ``RwkvForCausalLM``, ``--layers`` layers of width 64 (feed-forward 128):
   character-level language modelling, context 64;
 * ``mamba``: ``MambaForCausalLM``, ``--layers`` layers of width 64 (state 16, expansion 2,
@@ -18,14 +19,17 @@ count before: one fork per join operand whose lineage holds the parameter and th
 does not; the reader's sides re-counted so; no streams either), ``adamw-LR`` (betas (0.9,
 0.95), weight decay 0.1, 5% warmup then cosine decay, clipping at 1). ``paths@G`` runs AGD
 with ``gain=G`` and ``--param-gain PATTERN=G`` gives the matching parameters G times the
-step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``. Batch
+step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``;
+``--init-norm step|both`` and ``--participation ratio|capped`` are ``docs/agd-stability.md``
+§18's probes (σ read from the given weights; G and L weighted by the tensors' terms). Batch
 16 of random windows of the first 90% of the text; the test loss (nats) is the mean over 20
 fixed batches of the last 10% (AGD at its averaged weights, ``opt.eval()``). One JSON line per
 run as it finishes, then the mean ± std per variant.
 
     python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv|mamba [--layers 6]
-        [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01] [--threads 1]
-        [--param-gain 'PATTERN=G' ...] [--agd-init]
+        [--encoder-layers N] [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01]
+        [--threads 1] [--param-gain 'PATTERN=G' ...] [--agd-init] [--init-norm step|both]
+        [--participation ratio|capped]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -49,7 +53,8 @@ import hyperfree
 from hyperfree.optim._paths import Paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
+from _participation import Participation  # noqa: E402
 
 T, B = 64, 16
 
@@ -70,13 +75,15 @@ def lineage_forks() -> Iterator[None]:
         Paths.fork_joins = paths_joins  # type: ignore[method-assign]
 
 
-def build(model: str, layers: int, vocab: int) -> torch.nn.Module:
+def build(model: str, layers: int, vocab: int,
+          encoder_layers: int | None = None) -> torch.nn.Module:
     import transformers
 
     transformers.logging.set_verbosity_error()
     if model == "t5":
         return transformers.T5ForConditionalGeneration(transformers.T5Config(
-            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=layers, num_heads=4,
+            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=encoder_layers or layers,
+            num_decoder_layers=layers, num_heads=4,
             decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
     if model == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(
@@ -98,16 +105,17 @@ def batch(model: str, src: torch.Tensor, gen: torch.Generator) -> dict[str, torc
 
 def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         steps: int, param_gain: Sequence[tuple[str, float]] = (),
-        agd_init: bool = False) -> dict[str, Any]:
+        agd_init: bool = False, encoder_layers: int | None = None,
+        participation: str | None = None, init_norm: str | None = None) -> dict[str, Any]:
     chars = sorted(set(text))  # id 0 is T5's pad and decoder start
     data = torch.tensor([chars.index(c) + 1 for c in text])
     cut = int(0.9 * len(data))
     train, test = data[:cut], data[cut:]
     torch.manual_seed(seed)
-    m = build(model_name, layers, len(chars) + 1)
+    m = build(model_name, layers, len(chars) + 1, encoder_layers)
     m.train()
     gen = torch.Generator().manual_seed(seed)
-    sched, forks = None, 0.0
+    sched, forks, probe = None, 0.0, None
     if variant.startswith("adamw-"):
         opt: Any = torch.optim.AdamW(m.parameters(), lr=float(variant[6:]), weight_decay=0.1,
                                      betas=(0.9, 0.95))
@@ -127,11 +135,16 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
                                          else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             params: Any = param_gain_groups(m, param_gain) if param_gain else m
+            if init_norm:
+                params = [{"params": [p]} for p in m.parameters()]
             opt = hyperfree.AGD(params, model=m, example=example, gain=float(gain or 1.0),
                                 preset=preset)
         if agd_init:
             opt.init_weights(torch.Generator().manual_seed(seed))
         forks = max(i.kind.forks for i in opt._infos.values())
+        if init_norm:
+            init_norm_on_first_step(opt, init_norm)
+        probe = Participation(opt, participation).attach() if participation else None
     start, losses = time.perf_counter(), []
     for _ in range(steps):
         opt.zero_grad()
@@ -149,10 +162,14 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
     with torch.no_grad():
         tgen = torch.Generator().manual_seed(1234)
         test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
-    return {"model": model_name, "layers": layers, "variant": variant, "seed": seed,
+    return {"model": model_name, "layers": layers, **(
+        {"encoder_layers": encoder_layers} if encoder_layers else {}),
+        "variant": variant, "seed": seed,
             "steps": steps, "param_gain": None if sched is not None else (
                 [f"{p}={g:g}" for p, g in param_gain] or None),
             "init": "agd" if agd_init and sched is None else "model",
+            **({"init_norm": init_norm} if init_norm else {}),
+            **({"participation": probe.quarters()} if probe else {}),
             "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
             "test_loss": test_loss, "finite": all(math.isfinite(v) for v in losses),
             "seconds": round(time.perf_counter() - start, 1)}
@@ -163,6 +180,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
     ap.add_argument("--model", choices=("t5", "rwkv", "mamba"), required=True)
     ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--encoder-layers", type=int, default=None,
+                    help="t5: encoder layers (default: --layers, which sets the decoder's)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", default="streams,paths,adamw-0.01")
@@ -170,6 +189,12 @@ def main() -> None:
     ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
                     metavar="PATTERN=G", help="AGD variants: G times the step for the "
                     "parameters whose name matches the fnmatch PATTERN (repeatable)")
+    ap.add_argument("--participation", choices=("ratio", "capped"), default=None,
+                    help="AGD variants: G and L weighted by the tensors' terms "
+                    "(benchmarks/_participation.py; a probe)")
+    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
+                    help="AGD variants: each matrix's step (both: and its term of G) x its "
+                    "operator norm at the start over its sigma (a probe)")
     ap.add_argument("--agd-init", action="store_true", help="AGD variants: AGD's "
                     "initialisation (opt.init_weights()) instead of the model's own")
     args = ap.parse_args()
@@ -180,7 +205,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         for seed in args.seeds:
             row = run(text, args.model, args.layers, variant, seed, args.steps,
-                      args.param_gain, args.agd_init)
+                      args.param_gain, args.agd_init, args.encoder_layers,
+                      args.participation, args.init_norm)
             results.setdefault(variant, []).append(row["test_loss"])
             print(json.dumps(row), flush=True)
     print(f"# {args.model} {args.layers} layers, {args.steps} steps, test loss (nats), "

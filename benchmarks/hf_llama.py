@@ -10,10 +10,13 @@ loss (nats, the whole test split; AGD evaluated at its averaged weights, ``opt.e
 mean ± std over the seeds, one run per line as it finishes. ``--param-gain PATTERN=G`` gives
 the AGD variants' matching parameters G times the step (a diagnostic, not a rule); ``--save
 DIR`` keeps each run's evaluated weights (``benchmarks/stream_shares.py --llama`` reads them).
+AGD starts from its own initialisation (``opt.init_weights()``) unless ``--model-init`` keeps
+the model's (std 0.02); ``--init-norm step|both`` reads σ from the weights at the first step
+(``docs/agd-stability.md`` §18; a probe).
 
     python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3] [--layers 2]
         [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1] [--save DIR]
-        [--param-gain 'PATTERN=G' ...]
+        [--param-gain 'PATTERN=G' ...] [--model-init] [--init-norm step|both]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -37,13 +40,14 @@ from hyperfree.data import load_dataset
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
 
 BATCH, CONTEXT = 12, 64
 
 
 def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
-               param_gain: Sequence[tuple[str, float]] = ()):
+               param_gain: Sequence[tuple[str, float]] = (), model_init: bool = False,
+               init_norm: str | None = None):
     """(optimiser, scheduler or None, clip) for ``variant``."""
     if variant.startswith("adamw-"):
         opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.1)
@@ -63,8 +67,13 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params: Any = param_gain_groups(model, param_gain) if param_gain else model
+        if init_norm:
+            params = [{"params": [p]} for p in model.parameters()]
         opt = hyperfree.AGD(params, model=model, preset=preset)
-        opt.init_weights(torch.Generator().manual_seed(seed))
+        if not model_init:
+            opt.init_weights(torch.Generator().manual_seed(seed))
+    if init_norm:
+        init_norm_on_first_step(opt, init_norm)
     return opt, None, 0.0
 
 
@@ -78,12 +87,14 @@ def build(vocab: int, layers: int) -> torch.nn.Module:
 
 
 def run(data, variant: str, steps: int, seed: int, layers: int = 2,
-        save: str | None = None, param_gain: Sequence[tuple[str, float]] = ()) -> float:
+        save: str | None = None, param_gain: Sequence[tuple[str, float]] = (),
+        model_init: bool = False, init_norm: str | None = None) -> float:
     """The test loss of one run; with ``save``, the weights it was evaluated at (AGD's
     average) go to that file (``torch.save`` of the state_dict)."""
     torch.manual_seed(seed)
     model = build(data.info.num_classes, layers)
-    opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain)
+    opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain, model_init,
+                                  init_norm)
     loader = data.train_loader(BATCH, seed=seed)
     step, epoch = 0, 0
     model.train()
@@ -129,6 +140,11 @@ def main() -> None:
     ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
                     metavar="PATTERN=G", help="AGD variants: G times the step for the "
                     "parameters whose name matches the fnmatch PATTERN (repeatable)")
+    ap.add_argument("--model-init", action="store_true", help="AGD variants: keep the "
+                    "model's own initialisation (default: AGD's, opt.init_weights())")
+    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
+                    help="AGD variants: each matrix's step (both: and its term of G) x its "
+                    "operator norm at the start over its sigma (a probe, §18)")
     args = ap.parse_args()
     if args.save is not None:
         Path(args.save).mkdir(parents=True, exist_ok=True)
@@ -141,7 +157,8 @@ def main() -> None:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
-            loss = run(data, variant, args.steps, seed, args.layers, save, args.param_gain)
+            loss = run(data, variant, args.steps, seed, args.layers, save, args.param_gain,
+                       args.model_init, args.init_norm)
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
