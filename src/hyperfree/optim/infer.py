@@ -175,8 +175,8 @@ def shared(kind: Kind, reading: Reading, shape: Sequence[int]) -> tuple[Kind, st
             "pre-activation: one layer, whose mass they share")
 
 
-REFINEMENTS = ("shared", "forked", "packed")
-"""What a reading adds to a kind, in this order (:func:`refine`)."""
+REFINEMENTS = (("shared", shared), ("forked", forked), ("packed", packed))
+"""What a reading adds to a kind, in this order (:func:`refine`): ``(name, step)``."""
 
 
 def refine(kind: Kind, reading: Reading,
@@ -187,7 +187,7 @@ def refine(kind: Kind, reading: Reading,
     apply, to a table's kind, a read one, or ``generic`` (which only forks change: it has no
     mass to share and no rows to pack)."""
     out = []
-    for name, step in zip(REFINEMENTS, (shared, forked, packed)):
+    for name, step in REFINEMENTS:
         more = step(kind, reading, shape)
         if more is not None:
             kind = more[0]
