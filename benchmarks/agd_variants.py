@@ -387,7 +387,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     splits = [name for name, on in (("--invariant-gain", args.invariant_gain is not None),
                                     ("--param-gain", bool(args.param_gain)),
                                     ("--relative", args.relative),
-                                    ("--relative-invariant", args.relative_invariant)) if on]
+                                    ("--relative-invariant", args.relative_invariant),
+                                    ("--init-norm", args.init_norm is not None)) if on]
     if len(splits) > 1:
         ap.error(f"{' and '.join(splits)} each set the parameters' gains; give one of them")
     if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:

@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--agd-init", action="store_true", help="AGD variants: AGD's "
                     "initialisation (opt.init_weights()) instead of the model's own")
     args = ap.parse_args()
+    if args.init_norm and args.param_gain:
+        ap.error("--init-norm and --param-gain each set the parameters' gains; give one")
     torch.set_num_threads(args.threads)
     with open(args.data, encoding="utf-8") as f:
         text = f.read()

@@ -146,6 +146,8 @@ def main() -> None:
                     help="AGD variants: each matrix's step (both: and its term of G) x its "
                     "operator norm at the start over its sigma (a probe, §18)")
     args = ap.parse_args()
+    if args.init_norm and args.param_gain:
+        ap.error("--init-norm and --param-gain each set the parameters' gains; give one")
     if args.save is not None:
         Path(args.save).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

@@ -144,6 +144,9 @@ def test_relative_scales_each_step_by_the_weights_measured_size(script):
     assert gains[1] == 1.0  # the bias started at zero: no size to be relative to
     with pytest.raises(SystemExit):  # before any data is read or any optimiser registered
         script.parse_args(["conv", "--relative", "--param-gain", "fc.*=2"])
+    with pytest.raises(SystemExit):  # --init-norm sets the gains too (§18's probe)
+        script.parse_args(["conv", "--init-norm", "both", "--param-gain", "fc.*=2"])
+    assert script.parse_args(["conv", "--init-norm", "step"]).init_norm == "step"
 
 
 def test_invariant_sets_are_read_from_the_radial_derivatives(script):
