@@ -82,7 +82,8 @@ def build(model: str, layers: int, vocab: int,
     transformers.logging.set_verbosity_error()
     if model == "t5":
         return transformers.T5ForConditionalGeneration(transformers.T5Config(
-            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=encoder_layers or layers,
+            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128,
+            num_layers=layers if encoder_layers is None else encoder_layers,
             num_decoder_layers=layers, num_heads=4,
             decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
     if model == "mamba":
@@ -163,7 +164,7 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         tgen = torch.Generator().manual_seed(1234)
         test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
     return {"model": model_name, "layers": layers, **(
-        {"encoder_layers": encoder_layers} if encoder_layers else {}),
+        {"encoder_layers": encoder_layers} if encoder_layers is not None else {}),
         "variant": variant, "seed": seed,
             "steps": steps, "param_gain": None if sched is not None else (
                 [f"{p}={g:g}" for p, g in param_gain] or None),

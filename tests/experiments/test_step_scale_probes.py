@@ -121,3 +121,13 @@ def test_participation_refuses_an_unknown_mode():
     participation = _load("_participation")
     with pytest.raises(ValueError, match="'median'"):
         participation.Participation(_agd(_net(), X), "median")
+
+
+@pytest.mark.parametrize("encoder", [None, 0, 3])
+def test_hf_forks_builds_t5_with_its_own_encoder_depth(encoder):
+    """``--encoder-layers`` (0 included: the encoder is its embedding and final norm) sets the
+    encoder's blocks, ``--layers`` the decoder's."""
+    pytest.importorskip("transformers")
+    model = _load("hf_forks").build("t5", 2, 10, encoder)
+    assert len(model.encoder.block) == (2 if encoder is None else encoder)
+    assert len(model.decoder.block) == 2
