@@ -11,7 +11,10 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["param_gain_groups", "pattern_gain", "init_norm_ratios", "init_norm_on_first_step"]
+from hyperfree.optim.rules import MatrixRule
+
+__all__ = ["param_gain_groups", "pattern_gain", "matrices", "init_norm_ratios",
+           "init_norm_on_first_step"]
 
 
 def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
@@ -44,6 +47,16 @@ def pattern_gain(text: str) -> tuple[str, float]:
     return pattern, value
 
 
+def matrices(t: torch.Tensor, kind: Any) -> torch.Tensor | None:
+    """``t`` (a parameter, or its gradient or momentum) as the stack of its kind's
+    ``(d_out, d_in)`` matrices — blocks, heads, kernel positions — by the library's own
+    :class:`~hyperfree.optim.cells.MatrixView`; None for a kind that is not a matrix."""
+    if not isinstance(kind.rule, MatrixRule):
+        return None
+    v = kind.rule.matrix_view(tuple(t.shape), kind)
+    return t.float().reshape(v.split).permute(v.order).reshape(v.n, v.d_out, v.d_in)
+
+
 @torch.no_grad()
 def init_norm_ratios(opt: Any) -> dict[int, float]:
     """``{id(p): r}``: each matrix's operator norm now (the median over its cells: blocks,
@@ -53,12 +66,8 @@ def init_norm_ratios(opt: Any) -> dict[int, float]:
     out = {}
     for info in opt._infos.values():
         p, k = info.param, info.kind
-        if k.name in ("linear", "linear_in_out") and p.dim() == 2:
-            m = p if k.name == "linear" else p.T
-            cells = m.float().reshape(k.blocks * k.groups, -1, m.shape[1])
-        elif k.name == "conv" and k.groups == 1:  # (c_out, c_in, *kernel): a cell per position
-            cells = p.float().flatten(2).permute(2, 0, 1)
-        else:
+        cells = matrices(p, k)
+        if cells is None:
             continue
         norm = float(torch.linalg.matrix_norm(cells, 2).median())
         if norm > 0:

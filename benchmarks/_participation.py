@@ -28,21 +28,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from _gains import matrices  # benchmarks/: on the path of every script that imports this
+
 __all__ = ["Participation"]
 
 
 def _dual(u: Tensor, kind: Any) -> float:
     """``⟨u, D(u)⟩`` summed over the kind's cells under the spectral family (without σ)."""
-    name, cells = kind.name, kind.blocks * kind.groups
-    if name in ("linear", "linear_in_out"):
-        m = u if name == "linear" else u.T
-        m = m.reshape(cells, m.shape[0] // cells, m.shape[1])
-        return float(torch.linalg.matrix_norm(m.float(), "nuc").sum())
-    if name in ("conv", "conv_transpose"):
-        m = u if name == "conv" else u.transpose(0, 1)
-        g = kind.groups
-        m = m.reshape(g, m.shape[0] // g, m.shape[1], -1).permute(0, 3, 1, 2)  # (g, K, co, ci)
-        return float(torch.linalg.matrix_norm(m.float(), "nuc").sum())
+    cells, name = matrices(u, kind), kind.name
+    if cells is not None:
+        return float(torch.linalg.matrix_norm(cells, "nuc").sum())
     if name == "embedding":
         return float(torch.linalg.vector_norm(u.float(), dim=1).sum())
     if name == "gain":
@@ -63,6 +58,7 @@ class Participation:
             p, k = info.param, info.kind
             shape = tuple(p.shape)
             self.items.append((p, k, k.rule.mass(shape, k), k.rule.sigma(shape, k) * k.fork_scale))
+        self.L = sum(m for _, _, m, _ in self.items)  # AGD's L: every tensor's mass
 
     @torch.no_grad()
     def __call__(self) -> float:
@@ -78,8 +74,7 @@ class Participation:
             u = u / (1 - beta ** count) if buf is not None else u
             terms.append(sigma * _dual(u, k))
             masses.append(mass)
-        L = sum(m for _, k, m, _ in self.items)
-        total = sum(terms)
+        L, total = self.L, sum(terms)
         sq = sum(t * t / m for t, m in zip(terms, masses) if m > 0)
         active = sum(t for t, m in zip(terms, masses) if m > 0)
         if not (total > 0 and sq > 0 and math.isfinite(total)):

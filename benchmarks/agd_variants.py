@@ -291,9 +291,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                     flush=True)
                 return sets
             relative = read_sets
-        if relative:
-            params = [{"params": [p]} for p in model.parameters()]
-        if args.init_norm:
+        if relative or args.init_norm:  # a gain per parameter
             params = [{"params": [p]} for p in model.parameters()]
         opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
         if args.init_norm:  # read at the first step: after AGD's init or the pretrained load
