@@ -22,7 +22,7 @@ def param_gain_groups(model: torch.nn.Module, rules: Sequence[tuple[str, float]]
     """Parameter groups giving each parameter the gain of the first ``(pattern, gain)`` whose
     fnmatch pattern matches its qualified name (the others: the optimiser's ``gain``); a
     pattern that matches nothing is a ``ValueError`` (a typo would otherwise probe nothing)."""
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen: none
     for pattern, _ in rules:
         if not any(fnmatch.fnmatchcase(n, pattern) for n, _ in named):
             raise ValueError(f"--param-gain {pattern}: matches no parameter of the model "

@@ -22,13 +22,13 @@ approximation); a diagnostic for ``--participation`` in ``agd_variants.py`` and
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from _gains import matrices  # benchmarks/: on the path of every script that imports this
+from _quarters import quarter_medians
 
 __all__ = ["Participation"]
 
@@ -59,6 +59,7 @@ class Participation:
             shape = tuple(p.shape)
             self.items.append((p, k, k.rule.mass(shape, k), k.rule.sigma(shape, k) * k.fork_scale))
         self.L = sum(m for _, _, m, _ in self.items)  # AGD's L: every tensor's mass
+        self.base = [g["lr"] for g in opt.param_groups]  # the factor multiplies each group's lr
 
     @torch.no_grad()
     def __call__(self) -> float:
@@ -88,8 +89,8 @@ class Participation:
             eta = math.log((1 + math.sqrt(1 + 4 * total / L)) / 2)
             eta2 = math.log((1 + math.sqrt(1 + 4 * total / L2)) / 2)
             factor, ratio = (eta2 / L2) / (eta / L), L2 / L
-        for g in opt.param_groups:
-            g["lr"] = factor
+        for g, lr in zip(opt.param_groups, self.base):
+            g["lr"] = lr * factor
         self.factors.append(factor)
         self.ratios.append(ratio)
         return factor
@@ -106,6 +107,4 @@ class Participation:
 
     def quarters(self) -> list[float]:
         """L'/L, then the step's factor: each the median over each quarter of the steps."""
-        n = max(1, len(self.ratios) // 4)
-        return [round(statistics.median(x[k * n:(k + 1) * n] or x[-1:]), 3)
-                for x in (self.ratios, self.factors) for k in range(4)]
+        return quarter_medians(self.ratios, self.factors)

@@ -4,8 +4,8 @@
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
         [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--init-norm step|both]
-        [--participation ratio|capped]
-        [--data-dir tinyshakespeare=PATH]
+        [--participation ratio|capped] [--hypergain KAPPA [--hypergain-reference last|average]]
+        [--linefit] [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
 
 WORKLOAD is a panel of the race's ``quick`` profile (fcn16, fcn32, conv, conv-long, gpt,
@@ -41,7 +41,12 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--init-norm step|both``: σ read from the weights AGD is given (each matrix's operator norm
   at the first step over its σ: 1 at AGD's initialisation, so only ``finetune`` changes), in
   the step or in G and the step; ``--participation ratio|capped``: G and L weighted by the
-  tensors' terms of G (``benchmarks/_participation.py``) — §18's probes, not rules.
+  tensors' terms of G (``benchmarks/_participation.py``) — §18's probes, not rules;
+* ``--hypergain KAPPA``: the step × s, ``log s`` moved by the hypergradient cosine of the last
+  step (``--hypergain-reference average``: of the offset from the average) against the next
+  gradient (``benchmarks/_hypergain.py``); ``--linefit``: after each step the same batch
+  evaluated again, ρ and the line minimum's scale s* in the JSON's ``linefit`` (medians per
+  quarter; ``benchmarks/_linefit.py``) — §19's probes (``--linefit`` leaves training as it is).
 
 ``finetune`` starts from the race's AdamW pre-training on classes 0–4: ``--pretrain-from RUNS``
 takes ``RUNS/finetune-pretrain-seedN`` of a race's run directory, otherwise the script trains
@@ -79,9 +84,12 @@ from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
 from hyperfree.train.schedules import SCHEDULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups  # noqa: E402
 from _invariance import invariant_parameters, invariant_sets  # noqa: E402
+from _hypergain import HyperGain  # noqa: E402
+from _linefit import LineFit  # noqa: E402
 from _participation import Participation  # noqa: E402
+from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 
 #: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
 RETRACTIONS = {"rotation": Rotation, "sphere": Sphere, "ball": Ball, "none": None}
@@ -122,6 +130,8 @@ class Variant(AGDStepper):
         # resolved into ``self.sets`` with their norms ``self.rho`` at the first step
         self.relative, self.sets, self.rho, self.gain0 = relative, [], [], []
         self._params = [p for g in opt.param_groups for p in g["params"]]
+        self.fit: LineFit | None = None  # --linefit: with the batch seen last (``seen``)
+        self.seen: dict[str, Any] = {}
         if beta:
             step = opt.step
 
@@ -175,9 +185,44 @@ class Variant(AGDStepper):
     def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.relative:
             self._relative_gains()
+        if self.fit is not None:
+            self.fit.before()
         out = super().step(loss)
+        if self.fit is not None:
+            x, y, loss_fn = self.seen["x"], self.seen["y"], self.seen["loss_fn"]
+            with torch.no_grad():
+                self.fit.after(float(loss.detach()), lambda: loss_fn(self.module(x), y))
         self.etas.append(float(out["eta"]))
         return out
+
+    def watch(self) -> None:
+        """--linefit: read each batch's input from the model's forward (the loss's target
+        comes from :func:`seen_targets`)."""
+        self.fit = LineFit(self._params, self.module)
+        self.module.register_forward_pre_hook(
+            lambda m, args: self.seen.__setitem__("x", args[0]))
+
+
+@contextlib.contextmanager
+def seen_targets(box: dict[str, Any]) -> Iterator[None]:
+    """While active, the training loop's loss function records its target and itself in
+    ``box["stepper"].seen`` (for ``--linefit``'s second evaluation of the batch)."""
+    import hyperfree.train._run as run_module
+    plain = run_module.get_loss
+
+    def get_loss(name: str) -> Any:
+        fn = plain(name)
+
+        def recording(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if "stepper" in box:
+                box["stepper"].seen.update(y=y, loss_fn=fn)
+            return fn(logits, y)
+        return recording
+    run_module.get_loss = get_loss
+    try:
+        yield
+    finally:
+        run_module.get_loss = plain
 
 
 def _specs() -> dict[str, dict[str, Any]]:
@@ -292,13 +337,18 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                 return sets
             relative = read_sets
         if relative or args.init_norm:  # a gain per parameter
-            params = [{"params": [p]} for p in model.parameters()]
+            params = [{"params": [p]} for p in model.parameters() if p.requires_grad]
         opt = hyperfree.AGD(params, model=model, preset=preset, gain=args.gain)
         if args.init_norm:  # read at the first step: after AGD's init or the pretrained load
             init_norm_on_first_step(opt, args.init_norm)
         if args.participation:
             box["probe"] = Participation(opt, args.participation).attach()
+        if args.hypergain:
+            box["hyper"] = HyperGain(opt, args.hypergain,
+                                     reference=args.hypergain_reference).attach()
         box["stepper"] = Variant(model, opt, args.interpolate, args.eval, relative)
+        if args.linefit:
+            box["stepper"].watch()
         return box["stepper"]
     scheduled = args.schedule != "constant"  # the default runs unwrapped, as the race's
     register_optimizer(name, description="benchmarks/agd_variants.py",
@@ -308,7 +358,8 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
                       plots=False, eval_every=None, schedule=args.schedule if scheduled else None,
                       data_dir=_data_dir(overrides["dataset"], None, args.data))
     start = time.perf_counter()
-    with stream_in_g(args.forks == "stream-g"):
+    with stream_in_g(args.forks == "stream-g"), (
+            seen_targets(box) if args.linefit else contextlib.nullcontext()):
         last = train(cfg).records[-1]
     etas = box["stepper"].etas
     return {"workload": panel, "seed": seed,
@@ -319,6 +370,9 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "relative": ("invariant" if args.relative_invariant else args.relative) or None,
             "init_norm": args.init_norm,
             "participation": box["probe"].quarters() if "probe" in box else None,
+            "linefit": box["stepper"].fit.quarters() if box["stepper"].fit else None,
+            "hypergain": ([args.hypergain, args.hypergain_reference, *box["hyper"].quarters()]
+                          if "hyper" in box else None),
             "eval": args.eval, "retraction": args.retraction or "the preset's",
             "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
@@ -345,21 +399,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--invariant-gain", type=float, default=None, metavar="K",
                     help="image workloads: the step's multiplier on the tensors measured "
                          "scale-invariant (invariant_parameters), the others at --gain")
-    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
-                    metavar="PATTERN=K", help="the step's multiplier on the parameters whose "
-                    "qualified name matches the fnmatch PATTERN (repeatable; the first match "
-                    "wins; the others at --gain), e.g. 'fc.*=2'")
     ap.add_argument("--relative", action="store_true",
                     help="every parameter's step × its norm over its norm at AGD's "
                          "initialisation (the step relative to the measured weight)")
     ap.add_argument("--relative-invariant", action="store_true",
                     help="--relative on the parameter sets measured jointly scale-invariant "
                          "(invariant_sets), each set by its joint norm; the others as they are")
-    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
-                    help="each matrix's step (both: and its term of G) x its operator norm "
-                    "at the start over its sigma")
-    ap.add_argument("--participation", choices=("ratio", "capped"), default=None,
-                    help="G and L weighted by the tensors' terms (benchmarks/_participation.py)")
+    add_probe_arguments(ap)
     ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
                     help="the step's retraction (default: the preset's own)")
     ap.add_argument("--forks", choices=("paths", "none", "stream-g"), default=None,
@@ -382,13 +428,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="append each run's JSON line to this file")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    splits = [name for name, on in (("--invariant-gain", args.invariant_gain is not None),
-                                    ("--param-gain", bool(args.param_gain)),
-                                    ("--relative", args.relative),
-                                    ("--relative-invariant", args.relative_invariant),
-                                    ("--init-norm", args.init_norm is not None)) if on]
-    if len(splits) > 1:
-        ap.error(f"{' and '.join(splits)} each set the parameters' gains; give one of them")
+    check_probe_arguments(
+        ap, args, gains=(("--invariant-gain", args.invariant_gain is not None),
+                         ("--relative", args.relative),
+                         ("--relative-invariant", args.relative_invariant)),
+        lrs=(("--schedule", args.schedule != "constant"),))
     if not 0.0 <= args.momentum < 1.0 or not 0.0 <= args.interpolate < 1.0:
         raise SystemExit("--momentum and --interpolate must be in [0, 1), got "
                          f"{args.momentum} and {args.interpolate}")

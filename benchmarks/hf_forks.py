@@ -21,7 +21,10 @@ does not; the reader's sides re-counted so; no streams either), ``adamw-LR`` (be
 with ``gain=G`` and ``--param-gain PATTERN=G`` gives the matching parameters G times the
 step (diagnostics, not rules); ``--agd-init`` starts AGD from ``opt.init_weights()``;
 ``--init-norm step|both`` and ``--participation ratio|capped`` are ``docs/agd-stability.md``
-§18's probes (σ read from the given weights; G and L weighted by the tensors' terms). Batch
+§18's probes (σ read from the given weights; G and L weighted by the tensors' terms);
+``--t5-change``, ``--hypergain KAPPA [--hypergain-reference average]`` and ``--linefit`` §19's
+(T5 brought toward a Llama one part at a time; the step's hypergradient; the same batch's loss
+after the step). Batch
 16 of random windows of the first 90% of the text; the test loss (nats) is the mean over 20
 fixed batches of the last 10% (AGD at its averaged weights, ``opt.eval()``). One JSON line per
 run as it finishes, then the mean ± std per variant.
@@ -29,7 +32,8 @@ run as it finishes, then the mean ± std per variant.
     python benchmarks/hf_forks.py --data tinyshakespeare.txt --model t5|rwkv|mamba [--layers 6]
         [--encoder-layers N] [--steps 1000] [--seeds 0 1 2] [--variants streams,paths,adamw-0.01]
         [--threads 1] [--param-gain 'PATTERN=G' ...] [--agd-init] [--init-norm step|both]
-        [--participation ratio|capped]
+        [--participation ratio|capped] [--t5-change CHANGE,...] [--hypergain KAPPA
+        [--hypergain-reference last|average]] [--linefit]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -45,7 +49,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -53,8 +57,11 @@ import hyperfree
 from hyperfree.optim._paths import Paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups  # noqa: E402
+from _hypergain import HyperGain  # noqa: E402
+from _linefit import LineFit  # noqa: E402
 from _participation import Participation  # noqa: E402
+from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 
 T, B = 64, 16
 
@@ -75,17 +82,50 @@ def lineage_forks() -> Iterator[None]:
         Paths.fork_joins = paths_joins  # type: ignore[method-assign]
 
 
-def build(model: str, layers: int, vocab: int,
-          encoder_layers: int | None = None) -> torch.nn.Module:
+T5_CHANGES = ("scaled-scores", "gated-gelu", "unscaled-head", "untied-head", "no-rel-bias",
+              "no-cross")
+
+
+def build(model: str, layers: int, vocab: int, encoder_layers: int | None = None,
+          t5_changes: Sequence[str] = ()) -> torch.nn.Module:
+    """The model; ``t5_changes`` (T5 only, a probe of what sets its blocks apart, §19) brings a
+    T5 toward a Llama one part at a time: ``scaled-scores`` (q·k/√d_kv), ``gated-gelu`` (a
+    gated feed-forward), ``unscaled-head`` (no d^-1/2 before the tied head), ``untied-head``
+    (a head of its own, initialised as a copy of the embedding), ``no-rel-bias`` (the relative
+    position bias zeroed and frozen), ``no-cross`` (the cross-attention's output zeroed and its
+    four matrices frozen: the decoder a language model of the continuation alone)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
+    bad = sorted(set(t5_changes) - set(T5_CHANGES))
+    if bad or (t5_changes and model != "t5"):
+        raise ValueError(f"--t5-change {','.join(bad or t5_changes)}: not one of "
+                         f"{', '.join(T5_CHANGES)} on --model t5")
     if model == "t5":
-        return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        m = transformers.T5ForConditionalGeneration(transformers.T5Config(
             vocab_size=vocab, d_model=64, d_kv=16, d_ff=128,
             num_layers=layers if encoder_layers is None else encoder_layers,
             num_decoder_layers=layers, num_heads=4,
+            feed_forward_proj="gated-gelu" if "gated-gelu" in t5_changes else "relu",
             decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
+        if "unscaled-head" in t5_changes:
+            m.config.scale_decoder_outputs = False
+        if "untied-head" in t5_changes:
+            m.lm_head.weight = torch.nn.Parameter(m.shared.weight.detach().clone())
+        for mod in m.modules():
+            if isinstance(mod, transformers.models.t5.modeling_t5.T5Attention):
+                if "scaled-scores" in t5_changes:
+                    mod.scaling = mod.key_value_proj_dim ** -0.5
+                if "no-rel-bias" in t5_changes and mod.has_relative_attention_bias:
+                    torch.nn.init.zeros_(mod.relative_attention_bias.weight)
+                    mod.relative_attention_bias.weight.requires_grad_(False)
+        if "no-cross" in t5_changes:
+            for block in m.decoder.block:
+                cross = block.layer[1].EncDecAttention
+                torch.nn.init.zeros_(cross.o.weight)
+                for lin in (cross.q, cross.k, cross.v, cross.o):
+                    lin.weight.requires_grad_(False)
+        return m
     if model == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(
             vocab_size=vocab, hidden_size=64, state_size=16, num_hidden_layers=layers, expand=2,
@@ -104,19 +144,32 @@ def batch(model: str, src: torch.Tensor, gen: torch.Generator) -> dict[str, torc
     return {"input_ids": x, "labels": x}
 
 
+class Options(NamedTuple):
+    """What a run changes besides its variant (the command line's options of the same names;
+    the defaults: the model as configured, the default AGD, no probe)."""
+    encoder_layers: int | None = None
+    t5_changes: tuple[str, ...] = ()
+    param_gain: tuple[tuple[str, float], ...] = ()
+    agd_init: bool = False
+    participation: str | None = None
+    init_norm: str | None = None
+    hypergain: float | None = None
+    hypergain_reference: str = "last"
+    linefit: bool = False
+    save: str | None = None
+
+
 def run(text: str, model_name: str, layers: int, variant: str, seed: int,
-        steps: int, param_gain: Sequence[tuple[str, float]] = (),
-        agd_init: bool = False, encoder_layers: int | None = None,
-        participation: str | None = None, init_norm: str | None = None) -> dict[str, Any]:
+        steps: int, o: Options = Options()) -> dict[str, Any]:
     chars = sorted(set(text))  # id 0 is T5's pad and decoder start
     data = torch.tensor([chars.index(c) + 1 for c in text])
     cut = int(0.9 * len(data))
     train, test = data[:cut], data[cut:]
     torch.manual_seed(seed)
-    m = build(model_name, layers, len(chars) + 1, encoder_layers)
+    m = build(model_name, layers, len(chars) + 1, o.encoder_layers, o.t5_changes)
     m.train()
     gen = torch.Generator().manual_seed(seed)
-    sched, forks, probe = None, 0.0, None
+    sched, forks, probe, hyper = None, 0.0, None, None
     if variant.startswith("adamw-"):
         opt: Any = torch.optim.AdamW(m.parameters(), lr=float(variant[6:]), weight_decay=0.1,
                                      betas=(0.9, 0.95))
@@ -135,43 +188,59 @@ def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         with warnings.catch_warnings(), (lineage_forks() if rule == "lineage"
                                          else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
-            params: Any = param_gain_groups(m, param_gain) if param_gain else m
-            if init_norm:
-                params = [{"params": [p]} for p in m.parameters()]
+            params: Any = param_gain_groups(m, o.param_gain) if o.param_gain else m
+            if o.init_norm:
+                params = [{"params": [p]} for p in m.parameters() if p.requires_grad]
             opt = hyperfree.AGD(params, model=m, example=example, gain=float(gain or 1.0),
                                 preset=preset)
-        if agd_init:
+        if o.agd_init:
             opt.init_weights(torch.Generator().manual_seed(seed))
         forks = max(i.kind.forks for i in opt._infos.values())
-        if init_norm:
-            init_norm_on_first_step(opt, init_norm)
-        probe = Participation(opt, participation).attach() if participation else None
+        if o.init_norm:
+            init_norm_on_first_step(opt, o.init_norm)
+        probe = Participation(opt, o.participation).attach() if o.participation else None
+        hyper = (HyperGain(opt, o.hypergain, reference=o.hypergain_reference).attach()
+                 if o.hypergain else None)
+    fit = LineFit([p for p in m.parameters() if p.requires_grad], m) if o.linefit else None
     start, losses = time.perf_counter(), []
     for _ in range(steps):
         opt.zero_grad()
-        loss = m(**batch(model_name, train, gen)).loss
+        b = batch(model_name, train, gen)
+        loss = m(**b).loss
         loss.backward()
         if sched is not None:
             torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        if fit is not None:
+            fit.before()
         opt.step()
+        if fit is not None:
+            with torch.no_grad():
+                fit.after(float(loss.detach()), lambda: m(**b).loss)
         if sched is not None:
             sched.step()
         losses.append(float(loss.detach()))
     m.eval()
     if isinstance(opt, hyperfree.AGD):
         opt.eval()
+    if o.save is not None:  # the weights evaluated (AGD's average); stream_shares.py --t5 reads
+        Path(o.save).mkdir(parents=True, exist_ok=True)
+        torch.save(m.state_dict(), Path(o.save) / f"{model_name}-{variant}-{seed}.pt")
     with torch.no_grad():
         tgen = torch.Generator().manual_seed(1234)
         test_loss = sum(float(m(**batch(model_name, test, tgen)).loss) for _ in range(20)) / 20
-    return {"model": model_name, "layers": layers, **(
-        {"encoder_layers": encoder_layers} if encoder_layers is not None else {}),
-        "variant": variant, "seed": seed,
-            "steps": steps, "param_gain": None if sched is not None else (
-                [f"{p}={g:g}" for p, g in param_gain] or None),
-            "init": "agd" if agd_init and sched is None else "model",
-            **({"init_norm": init_norm} if init_norm else {}),
-            **({"participation": probe.quarters()} if probe else {}),
-            "max_forks": forks, "train_last50": sum(losses[-50:]) / 50,
+    probes = {"encoder_layers": o.encoder_layers, "t5_changes": list(o.t5_changes) or None,
+              "init_norm": o.init_norm,
+              "participation": probe.quarters() if probe else None,
+              "hypergain": ([o.hypergain, o.hypergain_reference, *hyper.quarters()]
+                            if hyper else None),
+              "linefit": fit.quarters() if fit else None}
+    return {"model": model_name, "layers": layers,
+            **{k: v for k, v in probes.items() if v is not None},
+            "variant": variant, "seed": seed, "steps": steps,
+            "param_gain": None if sched is not None else (
+                [f"{p}={g:g}" for p, g in o.param_gain] or None),
+            "init": "agd" if o.agd_init and sched is None else "model",
+            "max_forks": forks, "train_last50": sum(losses[-50:]) / max(1, len(losses[-50:])),
             "test_loss": test_loss, "finite": all(math.isfinite(v) for v in losses),
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -183,33 +252,30 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--encoder-layers", type=int, default=None,
                     help="t5: encoder layers (default: --layers, which sets the decoder's)")
+    ap.add_argument("--t5-change", default="", help="t5: comma-separated changes toward a "
+                    f"Llama's blocks ({', '.join(T5_CHANGES)}; a probe)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", default="streams,paths,adamw-0.01")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
-                    metavar="PATTERN=G", help="AGD variants: G times the step for the "
-                    "parameters whose name matches the fnmatch PATTERN (repeatable)")
-    ap.add_argument("--participation", choices=("ratio", "capped"), default=None,
-                    help="AGD variants: G and L weighted by the tensors' terms "
-                    "(benchmarks/_participation.py; a probe)")
-    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
-                    help="AGD variants: each matrix's step (both: and its term of G) x its "
-                    "operator norm at the start over its sigma (a probe)")
+    add_probe_arguments(ap)
+    ap.add_argument("--save", default=None, metavar="DIR", help="save each run's evaluated "
+                    "weights to DIR/MODEL-VARIANT-SEED.pt (stream_shares.py --t5 reads a T5's)")
     ap.add_argument("--agd-init", action="store_true", help="AGD variants: AGD's "
                     "initialisation (opt.init_weights()) instead of the model's own")
     args = ap.parse_args()
-    if args.init_norm and args.param_gain:
-        ap.error("--init-norm and --param-gain each set the parameters' gains; give one")
+    check_probe_arguments(ap, args)
     torch.set_num_threads(args.threads)
     with open(args.data, encoding="utf-8") as f:
         text = f.read()
+    options = Options(
+        args.encoder_layers, tuple(c for c in args.t5_change.split(",") if c),
+        tuple(args.param_gain), args.agd_init, args.participation, args.init_norm,
+        args.hypergain, args.hypergain_reference, args.linefit, args.save)
     results: dict[str, list[float]] = {}
     for variant in args.variants.split(","):
         for seed in args.seeds:
-            row = run(text, args.model, args.layers, variant, seed, args.steps,
-                      args.param_gain, args.agd_init, args.encoder_layers,
-                      args.participation, args.init_norm)
+            row = run(text, args.model, args.layers, variant, seed, args.steps, options)
             results.setdefault(variant, []).append(row["test_loss"])
             print(json.dumps(row), flush=True)
     print(f"# {args.model} {args.layers} layers, {args.steps} steps, test loss (nats), "

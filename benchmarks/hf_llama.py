@@ -12,11 +12,12 @@ the AGD variants' matching parameters G times the step (a diagnostic, not a rule
 DIR`` keeps each run's evaluated weights (``benchmarks/stream_shares.py --llama`` reads them).
 AGD starts from its own initialisation (``opt.init_weights()``) unless ``--model-init`` keeps
 the model's (std 0.02); ``--init-norm step|both`` reads σ from the weights at the first step
-(``docs/agd-stability.md`` §18; a probe).
+(``docs/agd-stability.md`` §18; a probe); ``--linefit`` prints how each step's batch answers
+it (§19, ``benchmarks/_linefit.py``; training unchanged).
 
     python benchmarks/hf_llama.py --data tinyshakespeare.txt [--steps 600] [--seeds 3] [--layers 2]
         [--variants agd,agd-noforks,adamw-0.001,adamw-0.003] [--threads 1] [--save DIR]
-        [--param-gain 'PATTERN=G' ...] [--model-init] [--init-norm step|both]
+        [--param-gain 'PATTERN=G' ...] [--model-init] [--init-norm step|both] [--linefit]
 
 Needs ``transformers`` (``pip install transformers``).
 """
@@ -40,7 +41,9 @@ from hyperfree.data import load_dataset
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gains import init_norm_on_first_step, param_gain_groups, pattern_gain  # noqa: E402
+from _gains import init_norm_on_first_step, param_gain_groups  # noqa: E402
+from _linefit import LineFit  # noqa: E402
+from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 
 BATCH, CONTEXT = 12, 64
 
@@ -68,7 +71,7 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
         warnings.simplefilter("ignore")
         params: Any = param_gain_groups(model, param_gain) if param_gain else model
         if init_norm:
-            params = [{"params": [p]} for p in model.parameters()]
+            params = [{"params": [p]} for p in model.parameters() if p.requires_grad]
         opt = hyperfree.AGD(params, model=model, preset=preset)
         if not model_init:
             opt.init_weights(torch.Generator().manual_seed(seed))
@@ -88,15 +91,17 @@ def build(vocab: int, layers: int) -> torch.nn.Module:
 
 def run(data, variant: str, steps: int, seed: int, layers: int = 2,
         save: str | None = None, param_gain: Sequence[tuple[str, float]] = (),
-        model_init: bool = False, init_norm: str | None = None) -> float:
+        model_init: bool = False, init_norm: str | None = None, linefit: bool = False) -> float:
     """The test loss of one run; with ``save``, the weights it was evaluated at (AGD's
-    average) go to that file (``torch.save`` of the state_dict)."""
+    average) go to that file (``torch.save`` of the state_dict); with ``linefit``, prints
+    ``benchmarks/_linefit.py``'s medians per quarter."""
     torch.manual_seed(seed)
     model = build(data.info.num_classes, layers)
     opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain, model_init,
                                   init_norm)
     loader = data.train_loader(BATCH, seed=seed)
     step, epoch = 0, 0
+    fit = LineFit(list(model.parameters()), model) if linefit else None
     model.train()
     while step < steps:
         loader.set_epoch(epoch)
@@ -106,13 +111,22 @@ def run(data, variant: str, steps: int, seed: int, layers: int = 2,
             loss.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if fit is not None:
+                fit.before()
             opt.step()
+            if fit is not None:
+                with torch.no_grad():
+                    fit.after(float(loss.detach()), lambda: F.cross_entropy(
+                        model(input_ids=x).logits.flatten(0, 1), y.flatten()))
             if sched is not None:
                 sched.step()
             step += 1
             if step >= steps:
                 break
         epoch += 1
+    if fit is not None:
+        print(f"{variant} seed {seed} linefit (rho, s*, coherence; medians per quarter): "
+              f"{fit.quarters()}", flush=True)
     if isinstance(opt, hyperfree.AGD):
         opt.eval()
     model.eval()
@@ -137,17 +151,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", default=None, metavar="DIR", help="save each run's evaluated "
                     "weights to DIR/VARIANT-SEED.pt (benchmarks/stream_shares.py reads them)")
-    ap.add_argument("--param-gain", type=pattern_gain, action="append", default=[],
-                    metavar="PATTERN=G", help="AGD variants: G times the step for the "
-                    "parameters whose name matches the fnmatch PATTERN (repeatable)")
     ap.add_argument("--model-init", action="store_true", help="AGD variants: keep the "
                     "model's own initialisation (default: AGD's, opt.init_weights())")
-    ap.add_argument("--init-norm", choices=("step", "both"), default=None,
-                    help="AGD variants: each matrix's step (both: and its term of G) x its "
-                    "operator norm at the start over its sigma (a probe, §18)")
+    add_probe_arguments(ap, ("param-gain", "init-norm", "linefit"))
     args = ap.parse_args()
-    if args.init_norm and args.param_gain:
-        ap.error("--init-norm and --param-gain each set the parameters' gains; give one")
+    check_probe_arguments(ap, args)
     if args.save is not None:
         Path(args.save).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -160,7 +168,7 @@ def main() -> None:
             t0 = time.perf_counter()
             save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
             loss = run(data, variant, args.steps, seed, args.layers, save, args.param_gain,
-                       args.model_init, args.init_norm)
+                       args.model_init, args.init_norm, args.linefit)
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)

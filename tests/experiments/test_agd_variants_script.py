@@ -210,3 +210,47 @@ def test_stream_g_puts_the_stream_in_g_and_restores_the_forks(script):
     assert kind.fork_scale == pytest.approx(2 ** 0.5) and kind.stream_scale == pytest.approx(3.0)
     with script.stream_in_g(False):
         assert kind.fork_scale == pytest.approx(2 ** 0.5)
+
+
+def test_linefit_reads_each_batch_again_without_changing_training(script):
+    """--linefit: the stepper reads the batch's input from the model's forward and its target
+    from the loss, evaluates the batch again after each step, and the weights end where they
+    do without it."""
+    def trained(linefit):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                  torch.nn.Linear(16, 4))
+        opt = hyperfree.AGD(net, example=torch.randn(2, 8))
+        stepper = script.Variant(net, opt, 0.0, "average")
+        if linefit:
+            stepper.watch()
+        gen = torch.Generator().manual_seed(1)
+        loss_fn = torch.nn.functional.mse_loss
+        for _ in range(4):
+            x, y = torch.randn(32, 8, generator=gen), torch.randn(32, 4, generator=gen)
+            out = net(x)
+            stepper.seen.update(y=y, loss_fn=loss_fn)
+            stepper.step(loss_fn(out, y))
+        return net, stepper
+    plain, _ = trained(False)
+    net, stepper = trained(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), net.parameters()))
+    assert len(stepper.fit.rho) == 4 and all(0 < r < 1.5 for r in stepper.fit.rho)
+    args = script.parse_args(["conv", "--linefit", "--hypergain", "0.1"])
+    assert args.linefit and args.hypergain == 0.1 and args.hypergain_reference == "last"
+    with pytest.raises(SystemExit):  # both set the groups' lr
+        script.parse_args(["conv", "--hypergain", "0.1", "--participation", "capped"])
+
+
+def test_seen_targets_records_the_training_losss_target(script):
+    """--linefit's target comes from the training loop's loss function, patched only while
+    the run lasts."""
+    import hyperfree.train._run as run_module
+    plain = run_module.get_loss
+    stepper = type("S", (), {"seen": {}})()
+    with script.seen_targets({"stepper": stepper}):
+        fn = run_module.get_loss("mse")
+        y = torch.tensor([0, 2, 1, 2])  # class labels
+        fn(torch.zeros(4, 3), y)
+    assert stepper.seen["y"] is y and stepper.seen["loss_fn"] is not fn
+    assert run_module.get_loss is plain

@@ -3,6 +3,7 @@ its residual stream (the premise of docs/agd-stability.md §16)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,25 @@ def test_a_hugging_face_llama_is_read_by_its_attention_and_mlp(script):
     rows = script.branch_shares(model, TOKENS, eps=1e-6)
     assert [r["branch"] for r in rows] == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
     assert rows[-1]["share"] == pytest.approx(rows[-1]["alone"], rel=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                    reason="needs transformers: pip install 'hyperfree[ecosystem]'")
+def test_a_t5_is_read_by_its_decoders_three_branches_per_block(script):
+    """A T5 (``hf_forks.py``'s): the decoder's stream, self-attention, cross-attention and
+    feed-forward per block; the batch's first half in, the second half out."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("hf_forks", SCRIPT.parent / "hf_forks.py")
+        forks = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(forks)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    torch.manual_seed(0)
+    model = forks.build("t5", 2, 11, 1).double()
+    tokens = torch.randint(1, 11, (4, 16), generator=torch.Generator().manual_seed(1))
+    rows = script.branch_shares(model, tokens, eps=1e-6)
+    assert [r["branch"] for r in rows] == ["0.self", "0.cross", "0.ff", "1.self", "1.cross",
+                                           "1.ff"]
+    assert rows[-1]["share"] == pytest.approx(rows[-1]["alone"], rel=1e-4)
+    assert all(r["share"] > 0 for r in rows)
