@@ -31,7 +31,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +48,18 @@ from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 BATCH, CONTEXT = 12, 64
 
 
+class Options(NamedTuple):
+    """What a run changes besides its variant (the command line's options of the same names;
+    the defaults: AGD from its own initialisation, no probe, nothing saved)."""
+    save: str | None = None
+    param_gain: tuple[tuple[str, float], ...] = ()
+    model_init: bool = False
+    init_norm: str | None = None
+    linefit: bool = False
+
+
 def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
-               param_gain: Sequence[tuple[str, float]] = (), model_init: bool = False,
-               init_norm: str | None = None):
+               o: Options = Options()):
     """(optimiser, scheduler or None, clip) for ``variant``."""
     if variant.startswith("adamw-"):
         opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.1)
@@ -69,14 +78,14 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
         preset = dataclasses.replace(preset, name="noforks", forks=False, streams=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params: Any = param_gain_groups(model, param_gain) if param_gain else model
-        if init_norm:
+        params: Any = param_gain_groups(model, o.param_gain) if o.param_gain else model
+        if o.init_norm:
             params = [{"params": [p]} for p in model.parameters() if p.requires_grad]
         opt = hyperfree.AGD(params, model=model, preset=preset)
-        if not model_init:
+        if not o.model_init:
             opt.init_weights(torch.Generator().manual_seed(seed))
-    if init_norm:
-        init_norm_on_first_step(opt, init_norm)
+    if o.init_norm:
+        init_norm_on_first_step(opt, o.init_norm)
     return opt, None, 0.0
 
 
@@ -90,18 +99,16 @@ def build(vocab: int, layers: int) -> torch.nn.Module:
 
 
 def run(data, variant: str, steps: int, seed: int, layers: int = 2,
-        save: str | None = None, param_gain: Sequence[tuple[str, float]] = (),
-        model_init: bool = False, init_norm: str | None = None, linefit: bool = False) -> float:
-    """The test loss of one run; with ``save``, the weights it was evaluated at (AGD's
-    average) go to that file (``torch.save`` of the state_dict); with ``linefit``, prints
+        o: Options = Options()) -> float:
+    """The test loss of one run; with ``o.save``, the weights it was evaluated at (AGD's
+    average) go to that file (``torch.save`` of the state_dict); with ``o.linefit``, prints
     ``benchmarks/_linefit.py``'s medians per quarter."""
     torch.manual_seed(seed)
     model = build(data.info.num_classes, layers)
-    opt, sched, clip = _optimiser(model, variant, steps, seed, param_gain, model_init,
-                                  init_norm)
+    opt, sched, clip = _optimiser(model, variant, steps, seed, o)
     loader = data.train_loader(BATCH, seed=seed)
     step, epoch = 0, 0
-    fit = LineFit(list(model.parameters()), model) if linefit else None
+    fit = LineFit(list(model.parameters()), model) if o.linefit else None
     model.train()
     while step < steps:
         loader.set_epoch(epoch)
@@ -130,8 +137,8 @@ def run(data, variant: str, steps: int, seed: int, layers: int = 2,
     if isinstance(opt, hyperfree.AGD):
         opt.eval()
     model.eval()
-    if save is not None:
-        torch.save(model.state_dict(), save)
+    if o.save is not None:
+        torch.save(model.state_dict(), o.save)
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in data.test_loader(256):
@@ -167,8 +174,8 @@ def main() -> None:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
-            loss = run(data, variant, args.steps, seed, args.layers, save, args.param_gain,
-                       args.model_init, args.init_norm, args.linefit)
+            loss = run(data, variant, args.steps, seed, args.layers, Options(
+                save, tuple(args.param_gain), args.model_init, args.init_norm, args.linefit))
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
