@@ -47,9 +47,12 @@ class LineFit:
         self._before = [p.detach().clone() for p in self.params]
         grads = [None if p.grad is None else p.grad.detach().float().clone()
                  for p in self.params]
-        cos = [float((g * h).sum() / (g.norm() * h.norm()))
-               for g, h in zip(grads, self._grads) if g is not None and h is not None
-               and g.norm() > 0 and h.norm() > 0]
+        cos = []
+        for g, h in zip(grads, self._grads):
+            if g is not None and h is not None:
+                norms = float(g.norm() * h.norm())
+                if norms > 0:
+                    cos.append(float((g * h).sum()) / norms)
         if cos:
             self.coherence.append(statistics.fmean(cos))
         self._grads = grads

@@ -135,6 +135,15 @@ def build(model: str, layers: int, vocab: int, encoder_layers: int | None = None
         intermediate_size=128, context_length=T))
 
 
+def char_splits(text: str) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(vocabulary size, train ids, test ids): each character its rank among the text's
+    characters + 1 (id 0 is T5's pad and decoder start), the first 90% to train on."""
+    ids = {c: i + 1 for i, c in enumerate(sorted(set(text)))}
+    data = torch.tensor([ids[c] for c in text])
+    cut = int(0.9 * len(data))
+    return len(ids) + 1, data[:cut], data[cut:]
+
+
 def batch(model: str, src: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """B random windows: T characters in, and for T5 the next T as labels."""
     i = torch.randint(0, len(src) - 2 * T - 1, (B,), generator=gen)
@@ -161,12 +170,9 @@ class Options(NamedTuple):
 
 def run(text: str, model_name: str, layers: int, variant: str, seed: int,
         steps: int, o: Options = Options()) -> dict[str, Any]:
-    chars = sorted(set(text))  # id 0 is T5's pad and decoder start
-    data = torch.tensor([chars.index(c) + 1 for c in text])
-    cut = int(0.9 * len(data))
-    train, test = data[:cut], data[cut:]
+    vocab, train, test = char_splits(text)
     torch.manual_seed(seed)
-    m = build(model_name, layers, len(chars) + 1, o.encoder_layers, o.t5_changes)
+    m = build(model_name, layers, vocab, o.encoder_layers, o.t5_changes)
     m.train()
     gen = torch.Generator().manual_seed(seed)
     sched, forks, probe, hyper = None, 0.0, None, None

@@ -169,14 +169,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    vocab, _, data = read_text_splits(Path(args.data), seq_len=64)  # the harness's test split
-    width = 65
     if args.t5 is not None:  # hf_forks.py's characters and test split, windows of 64 + 64
-        text = Path(args.data).read_text(encoding="utf-8")
-        chars = sorted(set(text))
-        ids = torch.tensor([chars.index(c) + 1 for c in text])
-        data, width = ids[int(0.9 * len(ids)):], 128
-    model, T = _model(args, len(vocab))
+        from hf_forks import char_splits
+
+        vocab, _, data = char_splits(Path(args.data).read_text(encoding="utf-8"))
+        width = 128
+    else:
+        chars, _, data = read_text_splits(Path(args.data), seq_len=64)  # the harness's test split
+        vocab, width = len(chars), 65
+    model, T = _model(args, vocab)
     model.train()
     gen = torch.Generator().manual_seed(args.seed)
     i = torch.randint(0, len(data) - width, (args.batch,), generator=gen)
