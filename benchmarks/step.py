@@ -1,7 +1,9 @@
 """Step-time benchmark: AGD against the memory-bound floor and torch.optim, side by side.
 
 Shape sets (``--sets``): ``fcn`` (FCN depth 8 x width 1024: 8 Linear weights, 7.1M), ``resnet18``
-(the conv weights of a CIFAR pre-activation ResNet-18 + its head, 11.2M) and ``gpt2`` (every
+(the conv weights of a CIFAR pre-activation ResNet-18 + its head, 11.2M), ``convnext`` (every
+parameter of ConvNeXt-T, 28.6M: its depthwise 7 x 7 convs are 1 x 1 matrix cells per channel
+and kernel position) and ``gpt2`` (every
 parameter of GPT-2 small, 124M: ``wte`` (50257, 768) and ``wpe`` (1024, 768) as embeddings, per
 layer ``c_attn`` (768, 2304) stored (in, out) as HF ``Conv1D`` -> kind ``linear_in_out`` x 3
 blocks, ``attn.c_proj`` (768, 768), ``mlp.c_fc`` (768, 3072), ``mlp.c_proj`` (3072, 768), all
@@ -20,7 +22,7 @@ matrices only (its documented use; embeddings, gains and biases would go to anot
 one ``step()`` (``torch.profiler``), for 8/16/32/64-tensor members of three model families.
 
     python benchmarks/step.py [--device cpu|cuda] [--rounds 30] [--threads 2]
-                              [--sets fcn,resnet18,gpt2] [--gpt2-layers 12] [--ops]
+                              [--sets fcn,resnet18,convnext,gpt2] [--gpt2-layers 12] [--ops]
                               [--presets paper,spectral,...] [--no-reference]
 
 On CUDA it also runs every preset under ``torch.cuda.set_sync_debug_mode("error")`` from the
@@ -63,6 +65,26 @@ def resnet18_shapes() -> Shapes:
                 shapes.append(((cout, cin, 1, 1), Kind("conv")))
             cin = cout
     return shapes + [((10, 512), Kind("linear"))]
+
+
+def convnext_shapes(dims: tuple[int, ...] = (96, 192, 384, 768),
+                    depths: tuple[int, ...] = (3, 3, 9, 3)) -> Shapes:
+    """ConvNeXt-T (Liu et al. 2022; HF ``ConvNextModel``): 4 x 4 stem, per block a depthwise
+    7 x 7 conv (``groups`` = channels: 1 x 1 cells), LayerNorm, 1 x 1 convs as Linear layers
+    (4x expansion), layer scale (generic); 2 x 2 downsampling convs; a 1000-class head."""
+    gain, bias = Kind("gain"), Kind("bias")
+    shapes: Shapes = [((dims[0], 3, 4, 4), Kind("conv")), ((dims[0],), bias),
+                      ((dims[0],), gain), ((dims[0],), bias)]
+    for stage, (d, n) in enumerate(zip(dims, depths)):
+        if stage:
+            shapes += [((dims[stage - 1],), gain), ((dims[stage - 1],), bias),
+                       ((d, dims[stage - 1], 2, 2), Kind("conv")), ((d,), bias)]
+        for _ in range(n):
+            shapes += [((d, 1, 7, 7), Kind("conv", groups=d)), ((d,), bias), ((d,), gain),
+                       ((d,), bias), ((4 * d, d), Kind("linear")), ((4 * d,), bias),
+                       ((d, 4 * d), Kind("linear")), ((d,), bias), ((d,), Kind("generic"))]
+    return shapes + [((dims[-1],), gain), ((dims[-1],), bias), ((1000, dims[-1]), Kind("linear")),
+                     ((1000,), bias)]
 
 
 def gpt2_shapes(layers: int = 12, d: int = 768, vocab: int = 50257, ctx: int = 1024) -> Shapes:
@@ -238,7 +260,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--sets", default="fcn,resnet18", help="comma-separated: fcn,resnet18,gpt2")
+    ap.add_argument("--sets", default="fcn,resnet18", help="comma-separated: fcn,resnet18,convnext,gpt2")
     ap.add_argument("--gpt2-layers", type=int, default=12, help="layers of the gpt2 shape set")
     ap.add_argument("--presets", default=",".join(PRESETS),
                     help="comma-separated AGD presets to time (default: all)")
@@ -252,6 +274,8 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
     sets = {"fcn": ("FCN depth 8 x width 1024", fcn_shapes()),
             "resnet18": ("ResNet-18 (CIFAR) weight shapes", resnet18_shapes()),
+            "convnext": ("ConvNeXt-T, every parameter (depthwise 7 x 7 convs)",
+                         convnext_shapes()),
             "gpt2": (f"GPT-2 small, {args.gpt2_layers} layers, every parameter",
                      gpt2_shapes(args.gpt2_layers))}
     for key in args.sets.split(","):

@@ -124,7 +124,11 @@ def direction_of(rule: Rule, family: str) -> str:
 
 
 def ns_polar(m: Tensor, steps: int = 5) -> Tensor:
-    """The documented Newton–Schulz iteration on one matrix, written out (float64)."""
+    """The documented Newton–Schulz iteration on one matrix, written out (float64); a matrix
+    with one row or one column has rank one and its polar factor, ``m / ‖m‖_F``, is exact."""
+    if min(m.shape) == 1:
+        return svd_polar(m) if float(m.double().norm()) > 0 else torch.zeros_like(
+            m, dtype=torch.float64)
     x = m.double().clone()
     tall = x.shape[0] > x.shape[1]
     if tall:

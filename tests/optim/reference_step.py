@@ -39,7 +39,11 @@ _A, _B, _C = 3.4445, -4.7750, 2.0315
 
 
 def _ns(m: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
-    """Newton–Schulz polar factor of ONE matrix, written out."""
+    """Newton–Schulz polar factor of ONE matrix, written out; a matrix with one row or one
+    column has rank one, and its polar factor is exactly ``m / ‖m‖_F`` (no iteration)."""
+    if min(m.shape) == 1:
+        n = torch.sqrt((m.double() ** 2).sum())
+        return (m.double() / n).to(m.dtype) if n > 0 else torch.zeros_like(m)
     x = m.to(dtype)
     transposed = x.shape[0] > x.shape[1]
     if transposed:

@@ -69,13 +69,33 @@ def _twin(G: torch.Tensor, schedule, steps: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 12, 20), (2, 20, 12), (1, 1, 7), (2, 9, 1)])
+@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 12, 20), (2, 20, 12)])
 def test_float64_equals_the_svd_twin(name, shape):
     coefficients, steps, schedule = SCHEDULES[name]
     G = _stack(*shape, lo=1e-3)
     D = orthogonalize(G, steps=steps, coefficients=coefficients)
     assert D.dtype == torch.float64
     torch.testing.assert_close(D, _twin(G, schedule, steps), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1, 7), (2, 9, 1), (5, 1, 1)])
+def test_a_rank_one_matrix_gets_its_exact_polar_factor(dtype, shape):
+    """One row or one column: ``U Vᵀ`` (the SVD's) exactly, where 5 steps of the quintic
+    would leave the one singular value at 0.70; a 1 × 1 matrix gets its sign."""
+    G = _stack(*shape, lo=1e-3).to(dtype)
+    G[-1] *= -1
+    D = orthogonalize(G)
+    assert D.dtype == dtype
+    U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    tol = 1e-12 if dtype == torch.float64 else 1e-2 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(D.double(), U @ Vh, rtol=0, atol=tol)
+    torch.testing.assert_close(torch.linalg.vector_norm(D.double(), dim=(-2, -1)),
+                               torch.ones(shape[0], dtype=torch.float64), rtol=0, atol=tol)
+    if shape[1:] == (1, 1):
+        assert torch.equal(D, torch.sign(G))
+    Z = torch.zeros_like(G)
+    assert torch.equal(orthogonalize(Z), Z)
 
 
 JORDAN_LO = 1e-2  # σ_min/σ_max of the test matrices: σ_min/‖G‖_F ≈ 4e-3, in Jordan's range

@@ -95,10 +95,12 @@ def _conv_squares(plan: Plan, ts: list[Tensor], pats, acc: torch.dtype) -> Tenso
     for u in pats:
         x = _narrow(ts[u.param], u.select)
         if tuple(x.stride()) != u.strides or tuple(x.shape) != u.shape:
-            out.append(torch.linalg.vector_norm(x, dim=(0, 1), dtype=acc).square().flatten())
+            out.append(torch.linalg.vector_norm(_by_group(x, u), dim=(1, 2),
+                                                dtype=acc).square().flatten())
             continue  # a layout the plan did not see: a strided reduction
         v = _pattern_view(x, u, u.mp)
-        if plan.accumulator is not None and not torch.compiler.is_compiling():
+        if plan.accumulator is not None and u.mp[1] <= plan.accumulator.shape[0] \
+                and not torch.compiler.is_compiling():
             rows = max(1, min(u.mp[0], plan.accumulator.shape[0] // u.mp[1]))
             a = plan.accumulator[:rows * u.mp[1]].zero_()
             chunks = v.view(-1).split(rows * u.mp[1])  # 1-D chunks: the loop vectorises
@@ -109,6 +111,18 @@ def _conv_squares(plan: Plan, ts: list[Tensor], pats, acc: torch.dtype) -> Tenso
             col = torch.linalg.vector_norm(v, dim=0, dtype=acc).square()
         out.append(col.view(u.K, u.inner).sum(1) if u.inner > 1 else col)
     return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def _by_group(x: Tensor, u: Any) -> Tensor:
+    """A conv unit's slice ``(d0, d1, *k)`` as ``(groups, d0/groups, d1, *k)`` (a view): its
+    cells are the reductions over dims 1 and 2."""
+    return x.unflatten(0, (u.groups, -1))
+
+
+def _group_cells(c: Tensor, u: Any) -> Tensor:
+    """A conv unit's per-cell values ``(groups·K,)`` shaped to broadcast over
+    :func:`_by_group`'s view."""
+    return c.view(u.groups, 1, 1, *u.shape[2:])
 
 
 def _local_polar(plan: Plan) -> Polar:
@@ -168,9 +182,9 @@ def _fresh_dots(plan: Plan, grads: list[Tensor], us: list[Tensor],
     if plan.whole:
         out.append(torch.stack([_dot(_narrow(grads[u.param], u.select),
                                      _narrow(us[u.param], u.select), acc) for u in plan.whole]))
-    for u in plan.patterns:  # one entry per kernel position, in the order of _conv_squares
+    for u in plan.patterns:  # one entry per cell, in the order of _conv_squares
         g, m = _narrow(grads[u.param], u.select), _narrow(us[u.param], u.select)
-        out.append(_dot(g, m, acc, (0, 1)).flatten())
+        out.append(_dot(_by_group(g, u), _by_group(m, u), acc, (1, 2)).flatten())
     if plan.signs:
         out.append(torch.stack([_dot(grads[i], torch.sign(us[i]), acc) for i in plan.signs]))
     if plan.rows:
@@ -271,7 +285,7 @@ def move(plan: Plan, params: list[Tensor], us: list[Tensor], directions: dict[in
                     scalars.append(1.0)
             else:  # a layout the plan did not see: a broadcast over the kernel positions
                 c = torch.as_tensor(c, device=x.device)
-                x.addcmul_(g, c.view(1, 1, *u.shape[2:]).to(x.dtype))
+                _by_group(x, u).addcmul_(_by_group(g, u), _group_cells(c, u).to(x.dtype))
     if ps:  # last read first: what the reductions read last is still in cache
         if host:
             torch._foreach_addcmul_(ps[::-1], srcs[::-1], t2[::-1], scalars[::-1])

@@ -15,6 +15,8 @@ the fast step reaches with few operator calls:
              period P in memory, so it is viewed as an (M, P) matrix: cells = column sums
              folded by ``column // inner``; the update multiplies by a tiled (r·P,) coefficient
              row (a broadcast along a 9-wide inner dim is 3× slower on CPU than the floor).
+             A contiguous depthwise conv (``groups`` > 1, every cell one element) is ONE unit
+             of all its groups: the (1, g·K) row of its elements.
     rows     an embedding of the spectral family: one ℓ2 cell per row (rows are never split
              between shards, so their norms are final locally).
     signs    gains of the spectral family (ℓ1 term, sign direction).
@@ -74,8 +76,9 @@ class Pattern:
     order: tuple[int, ...] | None        # channels_last: the permutation to storage order
     mp: tuple[int, int]                  # the (M, P) view, P = K·inner
     tiled: tuple[int, int]               # the update's (M/r, r·P) view
-    K: int
+    K: int                               # its cells: kernel positions (× groups)
     inner: int
+    groups: int = 1                      # > 1: a depthwise conv's groups, one element a cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +157,14 @@ def _tile(M: int, P: int, width: int = 1024) -> int:
     return best
 
 
-def _pattern(i: int, t: Tensor, select: tuple[int, int, int] | None) -> Pattern:
+def _pattern(i: int, t: Tensor, select: tuple[int, int, int] | None,
+             groups: int = 1) -> Pattern:
     x = t if select is None else t.narrow(*select)
     d0, d1, kernel = x.shape[0], x.shape[1], tuple(x.shape[2:])
     K = math.prod(kernel)
+    if groups > 1:  # contiguous (g, 1, *k): its g·K elements, each a cell, as a (1, g·K) row
+        return Pattern(i, select, tuple(x.shape), tuple(x.stride()), None, (1, groups * K),
+                       (1, groups * K), groups * K, 1, groups)
     cl_order = (0, *range(2, x.dim()), 1)
     channels_last = not x.is_contiguous() and x.permute(cl_order).is_contiguous()
     M, P, inner = (d0, K * d1, d1) if channels_last else (d0 * d1, K, 1)
@@ -181,8 +188,10 @@ class _Builder:
         for cell in cells:
             if isinstance(cell, L2Cell):
                 self.whole.append(Whole(i, cell.select))
+            elif isinstance(cell, ConvCells) and cell.groups > 1 and not t.is_contiguous():
+                self.add(i, t, [ConvCells((0, j, 1)) for j in range(cell.groups)])
             elif isinstance(cell, ConvCells):
-                self.patterns.append(_pattern(i, t, cell.select))
+                self.patterns.append(_pattern(i, t, cell.select, cell.groups))
             elif isinstance(cell, RowCells):
                 self.rows.append(i)
             elif isinstance(cell, SignCell):

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._kernels import _conv_squares, _narrow, _pattern_view, _seen, _unbind
+from ._kernels import (_by_group, _conv_squares, _group_cells, _narrow, _pattern_view, _seen,
+                       _unbind)
 from ._plan import Plan
 
 __all__ = ["Move", "retract"]
@@ -84,7 +85,7 @@ def retract(plan: Plan, params: list[Tensor], retraction: Any, reduce: Any, ok: 
                 ps.append(_pattern_view(x, u, u.tiled))
                 scalars.append(t)
             else:
-                x.mul_(c.view(1, 1, *u.shape[2:]).to(x.dtype))
+                _by_group(x, u).mul_(_group_cells(c, u).to(x.dtype))
         if ps:
             torch._foreach_mul_(ps, scalars)
     for j, i in enumerate(plan.retract_rows):  # embedding rows: whole on every shard

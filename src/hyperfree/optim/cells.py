@@ -33,9 +33,12 @@ class L2Cell:
 
 @dataclasses.dataclass(frozen=True)
 class ConvCells:
-    """The K kernel-position ℓ2 cells of one conv group (the slice ``select``)."""
+    """The K kernel-position ℓ2 cells of one conv group (the slice ``select``); with
+    ``groups`` > 1, those of ``groups`` consecutive groups whose every cell is ONE element (a
+    depthwise conv's ``(c_out/g, c_in/g) = (1, 1)``), reduced and updated as one unit."""
 
     select: tuple[int, int, int] | None = None
+    groups: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

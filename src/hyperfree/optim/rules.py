@@ -221,10 +221,16 @@ class ConvRule(MatrixRule):
         return None
 
     def frobenius_cells(self, shape: Shape, kind: Kind, rows: LocalRows) -> list:
-        """One ℓ2 cell per group (1×1 kernel), else K per group (kernel positions)."""
+        """One ℓ2 cell per group (1×1 kernel), else K per group (kernel positions); a
+        depthwise conv (every group's matrix ``1 × 1``: its cells are single elements), held
+        whole, is one unit of all its groups' cells (a unit per group would cost a reduction
+        per channel)."""
         groups = self.blocks(shape, kind, rows)
         if math.prod(shape[2:]) == 1:
             return groups
+        g = kind.groups
+        if g > 1 and shape[0] // g * shape[1] == 1 and rows.count == rows.total:
+            return [ConvCells(None, groups=g)]
         return [ConvCells(c.select) for c in groups]
 
 
