@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import statistics
 import sys
 import time
 import warnings
@@ -41,6 +39,7 @@ from hyperfree.data import load_dataset
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hf_runs import adamw_warmup_cosine, print_summary  # noqa: E402
 from _gains import init_norm_on_first_step, param_gain_groups  # noqa: E402
 from _linefit import LineFit  # noqa: E402
 from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
@@ -62,11 +61,7 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int,
                o: Options = Options()):
     """(optimiser, scheduler or None, clip) for ``variant``."""
     if variant.startswith("adamw-"):
-        opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.1)
-        warm = max(1, int(0.05 * steps + 0.5))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                                  0.5 * (1 + math.cos(math.pi * (s - warm) /
-                                                                      max(1, steps - warm))))
+        opt, sched = adamw_warmup_cosine(model.parameters(), float(variant[6:]), 0.1, steps)
         return opt, sched, 1.0
     if variant not in ("agd", "agd-nostreams", "agd-noforks"):
         raise ValueError(f"variant {variant!r} is not agd, agd-nostreams, agd-noforks or "
@@ -179,10 +174,7 @@ def main() -> None:
             results.setdefault(variant, []).append(loss)
             print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-    print("variant          mean ± std over seeds")
-    for variant, losses in results.items():
-        std = statistics.stdev(losses) if len(losses) > 1 else 0.0
-        print(f"{variant:14s}   {statistics.mean(losses):.3f} ± {std:.3f}")
+    print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 import warnings
@@ -33,6 +32,7 @@ import hyperfree
 from hyperfree.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hf_runs import adamw_warmup_cosine, print_summary  # noqa: E402
 from _gains import param_gain_groups  # noqa: E402
 
 BATCH = 128
@@ -60,12 +60,7 @@ def build(name: str, classes: int = 10, channels: int = 1, size: int = 28) -> to
 def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int, model_init: bool):
     """(optimiser, scheduler or None) for ``variant``."""
     if variant.startswith("adamw-"):
-        opt = torch.optim.AdamW(model.parameters(), lr=float(variant[6:]), weight_decay=0.05)
-        warm = max(1, int(0.05 * steps + 0.5))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                                  0.5 * (1 + math.cos(math.pi * (s - warm) /
-                                                                      max(1, steps - warm))))
-        return opt, sched
+        return adamw_warmup_cosine(model.parameters(), float(variant[6:]), 0.05, steps)
     name, _, gain = variant.partition("@")
     if name != "agd":
         raise ValueError(f"variant {variant!r} is not agd, agd@GAIN or adamw-LR")
@@ -136,10 +131,7 @@ def main() -> None:
             results.setdefault(variant, []).append(acc)
             print(f"{variant:14s} seed {seed}: {100 * acc:.2f}%  (train {train:.4f}; "
                   f"{time.perf_counter() - t0:.0f} s)", flush=True)
-    print("variant          mean ± std over seeds")
-    for variant, accs in results.items():
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"{variant:14s}   {100 * statistics.mean(accs):.2f} ± {100 * std:.2f}%")
+    print_summary(results, lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}%")
 
 
 if __name__ == "__main__":
