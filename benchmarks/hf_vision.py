@@ -33,7 +33,6 @@ from hyperfree.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _hf_runs import adamw_warmup_cosine, print_summary  # noqa: E402
-from _gains import param_gain_groups  # noqa: E402
 
 BATCH = 128
 MODELS = ("vit", "convnext")
@@ -66,8 +65,7 @@ def _optimiser(model: torch.nn.Module, variant: str, steps: int, seed: int, mode
         raise ValueError(f"variant {variant!r} is not agd, agd@GAIN or adamw-LR")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params = param_gain_groups(model, (("*", float(gain)),)) if gain else model
-        opt = hyperfree.AGD(params, model=model)
+        opt = hyperfree.AGD(model, gain=float(gain or 1.0))
         if not model_init:
             opt.init_weights(torch.Generator().manual_seed(seed))
     return opt, None

@@ -260,7 +260,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--sets", default="fcn,resnet18", help="comma-separated: fcn,resnet18,convnext,gpt2")
+    ap.add_argument("--sets", default="fcn,resnet18",
+                    help="comma-separated: fcn,resnet18,convnext,gpt2")
     ap.add_argument("--gpt2-layers", type=int, default=12, help="layers of the gpt2 shape set")
     ap.add_argument("--presets", default=",".join(PRESETS),
                     help="comma-separated AGD presets to time (default: all)")
