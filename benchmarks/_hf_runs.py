@@ -1,10 +1,12 @@
-"""What the Hugging Face benchmarks (``hf_llama.py``, ``hf_vision.py``) share: AdamW as its
-users set it (linear warmup over 5% of the run, then cosine decay to 0) and the summary of
-one metric per variant over seeds."""
+"""What the benchmarks of models the race lacks (``hf_llama.py``, ``hf_vision.py``,
+``torch_text.py``) share: AdamW as its users set it (linear warmup over 5% of the run, then
+cosine decay to 0), the loop over variants and seeds, and the summary of one metric per variant
+over seeds."""
 from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -20,6 +22,22 @@ def adamw_warmup_cosine(params: Iterable[torch.nn.Parameter], lr: float, weight_
                                               0.5 * (1 + math.cos(math.pi * (s - warm) /
                                                                   max(1, steps - warm))))
     return opt, sched
+
+
+def run_variants(variants: Iterable[str], seeds: Iterable[int],
+                 run_one: Callable[[str, int], tuple[float, float]],
+                 show: Callable[[float], str]) -> dict[str, list[float]]:
+    """``{variant: [metric per seed]}`` of ``run_one(variant, seed) -> (metric, train loss)``,
+    printing one line per run as it finishes (``show(metric)``, the training loss, seconds)."""
+    results: dict[str, list[float]] = {}
+    for variant in variants:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            metric, train = run_one(variant, seed)
+            results.setdefault(variant, []).append(metric)
+            print(f"{variant:14s} seed {seed}: {show(metric)}  (train {train:.4f}; "
+                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    return results
 
 
 def print_summary(results: dict[str, list[float]], fmt: Callable[[float, float], str]) -> None:

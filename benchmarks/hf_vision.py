@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import hyperfree
 from hyperfree.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hf_runs import adamw_warmup_cosine, print_summary  # noqa: E402
+from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
 
 BATCH = 128
 MODELS = ("vit", "convnext")
@@ -121,14 +120,10 @@ def main() -> None:
     data = load_dataset("fashion-mnist")
     print(f"# HF {args.model}, Fashion-MNIST, {args.epochs} epochs, batch {BATCH}, cross-entropy, "
           f"torch {torch.__version__}, {args.threads} thread(s); test accuracy (final train loss)")
-    results: dict[str, list[float]] = {}
-    for variant in args.variants.split(","):
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            acc, train = run(data, args.model, variant, args.epochs, seed, args.model_init)
-            results.setdefault(variant, []).append(acc)
-            print(f"{variant:14s} seed {seed}: {100 * acc:.2f}%  (train {train:.4f}; "
-                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    results = run_variants(
+        args.variants.split(","), args.seeds,
+        lambda variant, seed: run(data, args.model, variant, args.epochs, seed, args.model_init),
+        lambda acc: f"{100 * acc:.2f}%")
     print_summary(results, lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}%")
 
 

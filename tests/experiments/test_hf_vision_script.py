@@ -9,10 +9,7 @@ at zero; a bad variant or model is refused by name.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,23 +19,10 @@ from hyperfree.data import load_dataset
 
 pytest.importorskip("transformers")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("hf_vision", BENCH / "hf_vision.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
 
 @pytest.fixture(scope="module")
-def hv():
-    return _load()
+def hv(load_benchmark):
+    return load_benchmark("hf_vision")
 
 
 @pytest.fixture(scope="module")

@@ -3,30 +3,14 @@
 ``benchmarks/_participation.py`` (G and L weighted by the tensors' terms of G)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import hyperfree
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def _agd(model: nn.Module, x: torch.Tensor) -> hyperfree.AGD:
@@ -45,8 +29,8 @@ def _net() -> nn.Module:
 X = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(1))
 
 
-def test_init_norm_ratios_are_one_at_agds_init_and_follow_a_rescaled_matrix():
-    gains = _load("_gains")
+def test_init_norm_ratios_are_one_at_agds_init_and_follow_a_rescaled_matrix(load_benchmark):
+    gains = load_benchmark("_gains")
     model = _net()
     opt = _agd(model, X)
     opt.init_weights(torch.Generator().manual_seed(0))
@@ -62,10 +46,10 @@ def test_init_norm_ratios_are_one_at_agds_init_and_follow_a_rescaled_matrix():
 
 
 @pytest.mark.parametrize("mode", ["step", "both"])
-def test_init_norm_on_first_step_scales_the_step_by_the_measured_norm(mode):
+def test_init_norm_on_first_step_scales_the_step_by_the_measured_norm(mode, load_benchmark):
     """At the first step each group's gain becomes its ratio (a matrix at 3σ steps 3x as far);
     ``both`` also scales its gradient, so its term of G (and with it η) grows too."""
-    gains = _load("_gains")
+    gains = load_benchmark("_gains")
     runs = {}
     for how in ("plain", mode):
         model = _net().double()
@@ -106,8 +90,8 @@ def _step_factor(participation, model: nn.Module, scale: float | None = None) ->
     return probe(), ratio(), probe.ratios[-1], ratio.ratios[-1]
 
 
-def test_participation_shortens_l_only_by_the_tensors_whose_terms_are_small():
-    participation = _load("_participation")
+def test_participation_shortens_l_only_by_the_tensors_whose_terms_are_small(load_benchmark):
+    participation = load_benchmark("_participation")
     capped, ratio, l_capped, l_ratio = _step_factor(participation, _net())
     # three matrices with unequal terms: L' below L, the step longer, never shorter
     assert 0 < l_capped <= 1 and 0 < l_ratio <= 1 and capped >= 1 and ratio >= 1
@@ -117,27 +101,27 @@ def test_participation_shortens_l_only_by_the_tensors_whose_terms_are_small():
     assert math.isfinite(capped2) and capped2 > capped and math.isfinite(ratio2) and ratio2 > ratio
 
 
-def test_participation_refuses_an_unknown_mode():
-    participation = _load("_participation")
+def test_participation_refuses_an_unknown_mode(load_benchmark):
+    participation = load_benchmark("_participation")
     with pytest.raises(ValueError, match="'median'"):
         participation.Participation(_agd(_net(), X), "median")
 
 
 @pytest.mark.parametrize("encoder", [None, 0, 3])
-def test_hf_forks_builds_t5_with_its_own_encoder_depth(encoder):
+def test_hf_forks_builds_t5_with_its_own_encoder_depth(encoder, load_benchmark):
     """``--encoder-layers`` (0 included: the encoder is its embedding and final norm) sets the
     encoder's blocks, ``--layers`` the decoder's."""
     pytest.importorskip("transformers")
-    model = _load("hf_forks").build("t5", 2, 10, encoder)
+    model = load_benchmark("hf_forks").build("t5", 2, 10, encoder)
     assert len(model.encoder.block) == (2 if encoder is None else encoder)
     assert len(model.decoder.block) == 2
 
 
-def test_hf_forks_t5_changes_each_change_the_part_they_name():
+def test_hf_forks_t5_changes_each_change_the_part_they_name(load_benchmark):
     """``--t5-change`` (§19): each change moves the forward it names and only when asked; the
     untied head stays its own tensor after a training step, the frozen bias stays zero."""
     pytest.importorskip("transformers")
-    forks = _load("hf_forks")
+    forks = load_benchmark("hf_forks")
     x = torch.randint(1, 10, (2, 8))
     batch = {"input_ids": x, "labels": x}
 
@@ -165,11 +149,12 @@ def test_hf_forks_t5_changes_each_change_the_part_they_name():
 
 
 @pytest.mark.parametrize("lr, grows", [(0.02, True), (3.0, False)])
-def test_hypergain_lengthens_a_short_step_and_shortens_an_oscillating_one(lr, grows):
+def test_hypergain_lengthens_a_short_step_and_shortens_an_oscillating_one(lr, grows,
+                                                                           load_benchmark):
     """``benchmarks/_hypergain.py`` (§19): on a quadratic, gradient descent with a step far
     below 1/λ keeps moving the same way (cosine −1: s grows), one beyond 1/λ oscillates
     (cosine +1: s falls); the groups' lr follows s."""
-    hypergain = _load("_hypergain")
+    hypergain = load_benchmark("_hypergain")
     w = nn.Parameter(torch.tensor([3.0, -2.0]))
     opt = torch.optim.SGD([w], lr=lr)
     probe = hypergain.HyperGain(opt, kappa=0.1)
@@ -186,11 +171,11 @@ def test_hypergain_lengthens_a_short_step_and_shortens_an_oscillating_one(lr, gr
     assert opt.param_groups[0]["lr"] == pytest.approx(lr * probe.scales[-1])
 
 
-def test_hypergain_average_reference_reads_the_offset_from_agds_average():
+def test_hypergain_average_reference_reads_the_offset_from_agds_average(load_benchmark):
     """``reference="average"``: the direction is the iterate's offset from AGD's averaged
     weights, so no cosine while the average is the iterate, and the cosine is exactly
     ⟨g, θ − θ̄⟩/(‖g‖‖θ − θ̄‖) after."""
-    hypergain = _load("_hypergain")
+    hypergain = load_benchmark("_hypergain")
     model = _net()
     opt = _agd(model, X)
     probe = hypergain.HyperGain(opt, kappa=0.1, reference="average").attach()
@@ -214,10 +199,10 @@ def test_hypergain_average_reference_reads_the_offset_from_agds_average():
         hypergain.HyperGain(opt, kappa=-1)
 
 
-def test_linefit_reads_the_line_minimum_of_a_quadratic_and_keeps_buffers():
+def test_linefit_reads_the_line_minimum_of_a_quadratic_and_keeps_buffers(load_benchmark):
     """``benchmarks/_linefit.py`` (§19): gradient descent with step α on ½λ‖w‖² has ρ = 1 − αλ/2
     and s* = 1/(αλ) exactly; the extra forward's BatchNorm statistics are put back."""
-    linefit = _load("_linefit")
+    linefit = load_benchmark("_linefit")
     lam, alpha = 2.0, 0.1
     model = nn.BatchNorm1d(3)
     w = nn.Parameter(torch.tensor([3.0, -2.0, 1.0]))
@@ -238,8 +223,9 @@ def test_linefit_reads_the_line_minimum_of_a_quadratic_and_keeps_buffers():
     assert fit.quarters()[0] == pytest.approx(0.9, abs=1e-3)
 
 
-def test_linefit_coherence_is_one_for_a_repeated_gradient_and_minus_one_when_it_flips():
-    linefit = _load("_linefit")
+def test_linefit_coherence_is_one_for_a_repeated_gradient_and_minus_one_when_it_flips(
+        load_benchmark):
+    linefit = load_benchmark("_linefit")
     w = nn.Parameter(torch.ones(3))
     fit = linefit.LineFit([w], nn.Identity())
     for sign in (1.0, 1.0, -1.0):
@@ -248,11 +234,11 @@ def test_linefit_coherence_is_one_for_a_repeated_gradient_and_minus_one_when_it_
     assert fit.coherence == pytest.approx([1.0, -1.0])
 
 
-def test_probe_arguments_are_one_definition_and_refuse_two_setters_of_one_thing():
+def test_probe_arguments_are_one_definition_and_refuse_two_setters_of_one_thing(load_benchmark):
     """``benchmarks/_probe_args.py``: a script gets the options it names; two options that set
     the same thing (the gains, or the groups' lr, the script's own included) are refused."""
     import argparse
-    probe_args = _load("_probe_args")
+    probe_args = load_benchmark("_probe_args")
     ap = argparse.ArgumentParser()
     probe_args.add_probe_arguments(ap, ("init-norm", "linefit"))
     args = ap.parse_args(["--init-norm", "both", "--linefit"])
@@ -270,7 +256,7 @@ def test_probe_arguments_are_one_definition_and_refuse_two_setters_of_one_thing(
             probe_args.check_probe_arguments(full, full.parse_args(argv), **own)
 
 
-def test_quarter_medians_take_each_quarter_and_pad_a_short_series():
-    quarters = _load("_quarters")
+def test_quarter_medians_take_each_quarter_and_pad_a_short_series(load_benchmark):
+    quarters = load_benchmark("_quarters")
     assert quarters.quarter_medians([1, 2, 3, 4, 5, 6, 7, 8]) == [1.5, 3.5, 5.5, 7.5]
     assert quarters.quarter_medians([2.0], [], digits=1) == [2.0] * 4 + [0.0] * 4

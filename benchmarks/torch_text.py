@@ -1,0 +1,228 @@
+"""Models the race lacks, built from PyTorch's own modules as a user writes them: a char-level
+language model on tinyshakespeare (context 64) trained by ``hyperfree.AGD(model)`` with nothing
+declared, against AdamW as its users set it (5% warmup, cosine decay to 0, weight decay 0.1,
+clipping at 1: the race's text settings).
+
+Models (``--model``):
+
+* ``gru``: ``Embedding(V, 256)`` → ``nn.GRU(256, 256, num_layers=2)`` → ``Linear(256, V)``,
+  batch 32, 1,000 steps — the race's ``char_lstm`` with the other gated recurrent cell (three
+  gates, the reset gate applied to ``W_hn h`` inside the candidate).
+* ``postnorm``: ``Embedding(V, 128)`` + learned positions → ``nn.TransformerEncoder`` of 4
+  ``nn.TransformerEncoderLayer(128, 4 heads, 512, dropout 0, norm_first=False)`` with a causal
+  mask → ``Linear(128, V)``, batch 12, 500 steps — the race's GPT in size, in the layout
+  PyTorch's layer takes by default: post-norm (``x ← LayerNorm(x + f(x))``), where every
+  residual stream is normalised after each branch joins it.
+* ``prenorm``: the same with ``norm_first=True`` and a final LayerNorm (the race's GPT's layout,
+  in PyTorch's modules): the control.
+
+Variants: ``agd`` (the default preset, from AGD's initialisation, ``opt.init_weights()``),
+``agd-model-init`` (the default preset from the model's own initialisation, PyTorch's: AdamW's
+start), either with ``@G`` (every tensor's step × G, AGD's ``gain=``: a diagnostic, not a rule)
+and ``adamw-LR``. Prints the test loss (nats, the whole test split; AGD evaluated at its
+averaged weights, ``opt.eval()``) and the mean training loss of the last 10% of the steps of
+each run as it finishes, then the test loss's mean ± std over the seeds; ``--curve N`` also
+prints, every N steps, the training and test loss, AGD's η and every matrix's norm over its
+start (the evaluation at the average leaves the run unchanged).
+
+    python benchmarks/torch_text.py --data tinyshakespeare.txt --model gru|postnorm|prenorm
+        [--steps N] [--seeds 3] [--variants agd,agd@2,agd-model-init,adamw-0.003] [--threads 1]
+        [--curve N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import hyperfree
+from hyperfree.data import load_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
+
+CONTEXT = 64
+#: model -> (batch, steps): the race's LSTM and GPT settings
+SETTINGS = {"gru": (32, 1000), "postnorm": (12, 500), "prenorm": (12, 500)}
+
+
+class CharGRU(nn.Module):
+    """Embedding → 2-layer GRU → Linear head (the race's ``char_lstm`` with a GRU)."""
+
+    def __init__(self, vocab: int, width: int = 256, depth: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.rnn = nn.GRU(width, width, num_layers=depth, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h, _ = self.rnn(self.embed(tokens))
+        return self.head(h)
+
+
+class CharTransformer(nn.Module):
+    """Token and position embeddings → ``nn.TransformerEncoder`` (causal) → Linear head."""
+
+    def __init__(self, vocab: int, norm_first: bool, width: int = 128, depth: int = 4,
+                 heads: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.pos = nn.Embedding(CONTEXT, width)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
+                                           batch_first=True, norm_first=norm_first)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False,
+                                            norm=nn.LayerNorm(width) if norm_first else None)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        t = tokens.shape[1]
+        x = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=tokens.device)
+        return self.head(self.blocks(x, mask=mask, is_causal=True))
+
+
+def build(model: str, vocab: int) -> nn.Module:
+    if model == "gru":
+        return CharGRU(vocab)
+    if model in ("postnorm", "prenorm"):
+        return CharTransformer(vocab, norm_first=model == "prenorm")
+    raise ValueError(f"--model {model!r} is not one of {', '.join(SETTINGS)}")
+
+
+def parse_variant(variant: str) -> tuple[str, float]:
+    """``(name, value)``: ``("adamw", lr)``, or ``("agd" | "agd-model-init", gain)``."""
+    if variant.startswith("adamw-"):
+        try:
+            return "adamw", float(variant[6:])
+        except ValueError:
+            raise ValueError(f"variant {variant!r} has no learning rate after 'adamw-' "
+                             "(adamw-0.003)") from None
+    name, at, gain = variant.partition("@")
+    if name not in ("agd", "agd-model-init"):
+        raise ValueError(f"variant {variant!r} is not agd, agd-model-init (either with @GAIN) "
+                         "or adamw-LR")
+    try:
+        value = float(gain) if at else 1.0
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"variant {variant!r}: the gain after '@' must be a positive number "
+                         "(agd@2)")
+    return name, value
+
+
+def _optimiser(model: nn.Module, variant: str, steps: int, seed: int):
+    """(optimiser, scheduler or None, clip) for ``variant``."""
+    name, value = parse_variant(variant)
+    if name == "adamw":
+        opt, sched = adamw_warmup_cosine(model.parameters(), value, 0.1, steps)
+        return opt, sched, 1.0
+    opt = hyperfree.AGD(model, gain=value)
+    if name == "agd":
+        opt.init_weights(torch.Generator().manual_seed(seed))
+    return opt, None, 0.0
+
+
+def test_loss(model: nn.Module, data, opt=None) -> float:
+    """The test loss (nats, the whole test split), AGD at its averaged weights (``opt.eval()``;
+    back to the iterate after, when the model was training)."""
+    training = model.training
+    if isinstance(opt, hyperfree.AGD):
+        opt.eval()
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in data.test_loader(256):
+            total += float(F.cross_entropy(model(x).flatten(0, 1), y.flatten(),
+                                           reduction="sum"))
+            n += y.numel()
+    if training:
+        model.train()
+        if isinstance(opt, hyperfree.AGD):
+            opt.train()
+    return total / n
+
+
+def run(data, model_name: str, variant: str, steps: int, seed: int,
+        curve: int | None = None) -> tuple[float, float]:
+    """(test loss, mean training loss of the last 10% of the steps) of one run, in nats. With
+    ``curve``, every ``curve`` steps prints the mean training loss since the last line, the
+    test loss, AGD's η and each matrix's Frobenius norm over its norm at the start."""
+    torch.manual_seed(seed)
+    model = build(model_name, data.info.num_classes)
+    opt, sched, clip = _optimiser(model, variant, steps, seed)
+    start = {n: float(p.detach().norm()) for n, p in model.named_parameters() if p.dim() > 1}
+    batch = SETTINGS[model_name][0]
+    loader = data.train_loader(batch, seed=seed)
+    step, epoch, tail, since = 0, 0, [], []
+    model.train()
+    while step < steps:
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            since.append(float(loss.detach()))
+            if step > steps - max(1, steps // 10):
+                tail.append(since[-1])
+            if curve and (step % curve == 0 or step == steps):
+                eta = f" eta {float(opt.eta):.4f}" if isinstance(opt, hyperfree.AGD) else ""
+                norms = " ".join(f"{n}={float(p.detach().norm()) / start[n]:.2f}"
+                                 for n, p in model.named_parameters() if n in start)
+                print(f"  step {step}: train {sum(since) / len(since):.4f} test "
+                      f"{test_loss(model, data, opt):.4f}{eta} norms/start {norms}", flush=True)
+                since = []
+            if step >= steps:
+                break
+        epoch += 1
+    model.eval()
+    return test_loss(model, data, opt), sum(tail) / len(tail)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="tinyshakespeare.txt")
+    ap.add_argument("--model", required=True, choices=sorted(SETTINGS))
+    ap.add_argument("--steps", type=int, default=None,
+                    help="default: 1,000 for gru, 500 for the transformers (the race's)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--variants", default="agd,adamw-0.003,adamw-0.01")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--curve", type=int, default=None, metavar="N",
+                    help="every N steps, print the training and test loss, AGD's eta and "
+                         "each matrix's norm over its start")
+    args = ap.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be at least 1, got {args.steps}")
+    if args.curve is not None and args.curve < 1:
+        ap.error(f"--curve must be at least 1, got {args.curve}")
+    variants = args.variants.split(",")
+    for v in variants:  # refuse a bad variant before any run, not after the first
+        try:
+            parse_variant(v)
+        except ValueError as e:
+            ap.error(f"--variants: {e}")
+    torch.set_num_threads(args.threads)
+    steps = args.steps or SETTINGS[args.model][1]
+    data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
+    print(f"# {args.model}, {steps} steps, batch {SETTINGS[args.model][0]}, context {CONTEXT}, "
+          f"torch {torch.__version__}, {args.threads} thread(s); test loss in nats", flush=True)
+    results = run_variants(variants, range(args.seeds),
+                           lambda variant, seed: run(data, args.model, variant, steps, seed,
+                                                     args.curve),
+                           lambda loss: f"{loss:.4f}")
+    print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``benchmarks/torch_text.py``: a GRU and PyTorch's post-norm and pre-norm transformer layers,
+char-level, trained as a user would.
+
+AGD reads all three with no declaration and no warning (the GRU's ``W_ih``/``W_hh`` one factor
+of three gates, the post-norm branches forked but in no stream, since every sum is normalised,
+the pre-norm branches in a stream of 2·depth + 1 terms); the transformers are causal; a short
+run trains and is reproducible; AdamW's schedule ends at zero; bad input is refused by name.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import hyperfree
+from hyperfree.data import load_dataset
+
+@pytest.fixture(scope="module")
+def tt(load_benchmark):
+    return load_benchmark("torch_text")
+
+
+def _report(model) -> dict[str, str]:
+    """Each parameter's line of AGD's kinds report, after one step (kinds still pending are
+    read from that forward)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to declare, nothing to warn about
+        opt = hyperfree.AGD(model)
+        model(torch.zeros(2, 8, dtype=torch.long)).sum().backward()
+        opt.step()
+    rows = opt.kinds_report().split("\n\n")[0].splitlines()[1:]
+    return {r.split()[0]: r for r in rows}
+
+
+def test_agd_reads_the_three_models_with_no_declaration(tt):
+    gru = _report(tt.build("gru", 30))
+    for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l1"):  # x · W_ih + h · W_hh: one factor
+        assert " linear(x3, share=2) " in gru[name]
+    attn = "blocks.layers.2.self_attn.in_proj_weight"
+    post = _report(tt.build("postnorm", 30))
+    assert " linear(x3, forks=1) " in post[attn]  # a branch, but every sum is normalised
+    pre = _report(tt.build("prenorm", 30))
+    assert " linear(x3, forks=1, terms=9) " in pre[attn]  # a stream of 2 * 4 blocks + 1
+
+
+@pytest.mark.parametrize("name", ["postnorm", "prenorm"])
+def test_the_transformers_are_causal_and_in_the_layout_named(tt, name):
+    torch.manual_seed(0)
+    model = tt.build(name, 30).eval()
+    x = torch.randint(0, 30, (2, 16))
+    y = x.clone()
+    y[:, 10:] = (y[:, 10:] + 7) % 30  # change only the future of position 9
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-5)
+    assert not torch.allclose(a[:, 10:], b[:, 10:], atol=1e-3)
+    assert model.blocks.layers[0].norm_first == (name == "prenorm")
+    assert (model.blocks.norm is not None) == (name == "prenorm")
+
+
+@pytest.mark.parametrize("name", ["gru", "postnorm"])
+def test_a_short_run_trains_and_is_reproducible(tt, text_file, name):
+    data = load_dataset("tinyshakespeare", data_dir=str(text_file), seq_len=tt.CONTEXT)
+    uniform = float(torch.log(torch.tensor(float(data.info.num_classes))))
+    first = tt.run(data, name, "agd", 30, seed=1)
+    assert first[0] < uniform - 0.5 and first[1] < uniform - 0.5  # learnt below a uniform guess
+    assert tt.run(data, name, "agd", 30, seed=1) == first
+
+
+def test_the_curve_reports_the_run_without_changing_it(tt, text_file, capsys):
+    data = load_dataset("tinyshakespeare", data_dir=str(text_file), seq_len=tt.CONTEXT)
+    plain = tt.run(data, "gru", "agd", 12, seed=2)
+    assert tt.run(data, "gru", "agd", 12, seed=2, curve=5) == plain
+    lines = [line for line in capsys.readouterr().out.splitlines() if "step" in line]
+    assert [line.split(":")[0].strip() for line in lines] == ["step 5", "step 10", "step 12"]
+    assert lines[-1].split(" test ")[1].split()[0] == f"{plain[0]:.4f}"  # the final test loss
+    assert " eta 0." in lines[0] and " rnn.weight_hh_l0=" in lines[0]
+    assert tt.run(data, "gru", "adamw-0.003", 5, seed=2, curve=5)[0] > 0  # no eta: no error
+    assert " eta " not in capsys.readouterr().out
+
+
+def test_the_gain_multiplies_every_step(tt):
+    a, b = tt.build("gru", 30), tt.build("gru", 30)
+    b.load_state_dict(a.state_dict())
+    (oa, *_), (ob, *_) = (tt._optimiser(m, v, 10, seed=0) for m, v in ((a, "agd-model-init"),
+                                                                      (b, "agd-model-init@2")))
+    start = a.head.weight.detach().clone()
+    for m, opt in ((a, oa), (b, ob)):
+        m(torch.arange(16).view(2, 8)).square().mean().backward()
+        opt.step()
+    assert oa.param_groups[0]["gain"] == 1.0 and ob.param_groups[0]["gain"] == 2.0
+    moved_a, moved_b = a.head.weight.detach() - start, b.head.weight.detach() - start
+    # twice the step, up to the retraction's second-order change of the norm
+    assert 1.95 < float(moved_b.norm() / moved_a.norm()) < 2.05
+    assert float(torch.nn.functional.cosine_similarity(moved_a.flatten(), moved_b.flatten(),
+                                                       dim=0)) > 0.999
+
+
+def test_adamw_decays_to_zero_and_agd_starts_from_its_own_init_unless_told(tt):
+    model = tt.build("gru", 30)
+    opt, sched, clip = tt._optimiser(model, "adamw-0.01", 40, seed=0)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert clip == 1.0 and lrs[0] < lrs[2] <= 0.01 and opt.param_groups[0]["lr"] == 0.0
+    torch.manual_seed(0)
+    a = tt.build("gru", 30)
+    before = a.head.weight.detach().clone()
+    tt._optimiser(a, "agd-model-init", 40, seed=0)
+    assert torch.equal(a.head.weight, before)
+    tt._optimiser(a, "agd", 40, seed=0)
+    assert not torch.equal(a.head.weight, before)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "lstm"], "invalid choice: 'lstm'"),
+    (["--model", "gru", "--variants", "agd,sgd"], "'sgd' is not agd, agd-model-init (either"),
+    (["--model", "gru", "--variants", "adamw-fast"], "'adamw-fast' has no learning rate"),
+    (["--model", "gru", "--variants", "agd@-1"], "the gain after '@' must be a positive number"),
+    (["--model", "gru", "--variants", "agd-model-init@x"], "must be a positive number"),
+    (["--model", "gru", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--model", "gru", "--curve", "0"], "--curve must be at least 1, got 0"),
+])
+def test_bad_input_is_refused_by_name_before_any_run(tt, text_file, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        tt.main(["--data", str(text_file), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
