@@ -25,17 +25,19 @@ def adamw_warmup_cosine(params: Iterable[torch.nn.Parameter], lr: float, weight_
 
 
 def run_variants(variants: Iterable[str], seeds: Iterable[int],
-                 run_one: Callable[[str, int], tuple[float, float]],
+                 run_one: Callable[[str, int], tuple[float, float | None]],
                  show: Callable[[float], str]) -> dict[str, list[float]]:
-    """``{variant: [metric per seed]}`` of ``run_one(variant, seed) -> (metric, train loss)``,
-    printing one line per run as it finishes (``show(metric)``, the training loss, seconds)."""
+    """``{variant: [metric per seed]}`` of ``run_one(variant, seed) -> (metric, train loss or
+    None)``, printing one line per run as it finishes (``show(metric)``, the training loss if
+    any, seconds)."""
     results: dict[str, list[float]] = {}
     for variant in variants:
         for seed in seeds:
             t0 = time.perf_counter()
             metric, train = run_one(variant, seed)
             results.setdefault(variant, []).append(metric)
-            print(f"{variant:14s} seed {seed}: {show(metric)}  (train {train:.4f}; "
+            fit = "" if train is None else f"train {train:.4f}; "
+            print(f"{variant:14s} seed {seed}: {show(metric)}  ({fit}"
                   f"{time.perf_counter() - t0:.0f} s)", flush=True)
     return results
 

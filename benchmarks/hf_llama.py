@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +38,7 @@ from hyperfree.data import load_dataset
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hf_runs import adamw_warmup_cosine, print_summary  # noqa: E402
+from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
 from _gains import init_norm_on_first_step, param_gain_groups  # noqa: E402
 from _linefit import LineFit  # noqa: E402
 from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
@@ -164,16 +163,13 @@ def main() -> None:
     data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
     print(f"# HF Llama {args.layers}x128, {args.steps} steps, batch {BATCH}, context {CONTEXT}, "
           f"torch {torch.__version__}, {args.threads} thread(s); test loss in nats")
-    results: dict[str, list[float]] = {}
-    for variant in args.variants.split(","):
-        for seed in range(args.seeds):
-            t0 = time.perf_counter()
-            save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
-            loss = run(data, variant, args.steps, seed, args.layers, Options(
-                save, tuple(args.param_gain), args.model_init, args.init_norm, args.linefit))
-            results.setdefault(variant, []).append(loss)
-            print(f"{variant:14s} seed {seed}: {loss:.4f}  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+    def run_one(variant: str, seed: int) -> tuple[float, None]:
+        save = None if args.save is None else str(Path(args.save) / f"{variant}-{seed}.pt")
+        return run(data, variant, args.steps, seed, args.layers, Options(
+            save, tuple(args.param_gain), args.model_init, args.init_norm, args.linefit)), None
+
+    results = run_variants(args.variants.split(","), range(args.seeds), run_one,
+                           lambda loss: f"{loss:.4f}")
     print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
 
 

@@ -16,6 +16,7 @@ import torch
 import hyperfree
 from hyperfree.data import load_dataset
 
+
 @pytest.fixture(scope="module")
 def tt(load_benchmark):
     return load_benchmark("torch_text")
