@@ -3,6 +3,7 @@
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
+        [--estimate self|fading]
         [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--init-norm step|both]
         [--participation ratio|capped] [--hypergain KAPPA [--hypergain-reference last|average]]
         [--linefit] [--data-dir tinyshakespeare=PATH]
@@ -24,6 +25,8 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--gain K``: the step's multiplier; ``--invariant-gain K`` (image workloads): the multiplier
   of the tensors measured scale-invariant (every output row's gradient orthogonal to it, the
   issue's ``⟨∇W, W⟩ ≈ 0``: the convs BatchNorm follows), the others keeping ``--gain``;
+* ``--estimate self|fading``: G self-estimated (``spectral-average``, the default before §22)
+  or held after its peak (``Fading``, the default's);
 * ``--retraction sphere|ball|none``: instead of the default's Rotation (a norm moves by the
   step's first-order term only), every block back on its initial sphere, or into its ball
   (``docs/agd-stability.md`` §5), or no retraction;
@@ -77,8 +80,8 @@ from hyperfree.experiments._spec import DEFAULT_METRIC
 from hyperfree.experiments.race import _SMALL_CONV, METRICS, race_specs
 from hyperfree.experiments.runner import _data_dir
 from hyperfree.optim import DEFAULT_PRESET, PRESETS, Kind, Preset
-from hyperfree.optim.pieces import (Ball, Direction, Gradient, Momentum, PolyAverage, Rotation,
-                                    Sphere)
+from hyperfree.optim.pieces import (Ball, Direction, Fading, Gradient, Momentum, PolyAverage,
+                                    Rotation, SelfEstimate, Sphere)
 from hyperfree.train import TrainConfig, train
 from hyperfree.train.optimizers import AGDStepper, OptimArgs, register_optimizer
 from hyperfree.train.schedules import SCHEDULES
@@ -93,6 +96,7 @@ from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 
 #: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
 RETRACTIONS = {"rotation": Rotation, "sphere": Sphere, "ball": Ball, "none": None}
+ESTIMATES = {"self": SelfEstimate, "fading": Fading}
 PANELS = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
 
 
@@ -256,10 +260,12 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     if args.retraction is not None:
         piece = RETRACTIONS[args.retraction]
         retraction = piece() if piece else None
+    estimate = ESTIMATES[args.estimate]() if args.estimate is not None else preset.estimate
     forks = args.forks != "none" if args.forks is not None else preset.forks
     streams = args.streams == "on" if args.streams is not None else preset.streams
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
-                               average=PolyAverage(args.gamma), retraction=retraction,
+                               estimate=estimate, average=PolyAverage(args.gamma),
+                               retraction=retraction,
                                forks=forks, streams=streams)
 
 
@@ -374,6 +380,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "hypergain": ([args.hypergain, args.hypergain_reference, *box["hyper"].quarters()]
                           if "hyper" in box else None),
             "eval": args.eval, "retraction": args.retraction or "the preset's",
+            "estimate": args.estimate or "the preset's",
             "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "depth": overrides.get("depth"), "arch": overrides.get("arch"),
@@ -406,6 +413,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="--relative on the parameter sets measured jointly scale-invariant "
                          "(invariant_sets), each set by its joint norm; the others as they are")
     add_probe_arguments(ap)
+    ap.add_argument("--estimate", choices=tuple(ESTIMATES), default=None,
+                    help="G's estimate: the self-estimate (spectral-average's, the default "
+                         "before §22) or held after its peak (fading) (default: the preset's)")
     ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
                     help="the step's retraction (default: the preset's own)")
     ap.add_argument("--forks", choices=("paths", "none", "stream-g"), default=None,

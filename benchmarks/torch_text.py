@@ -23,17 +23,21 @@ and ``adamw-LR``. Prints the test loss (nats, the whole test split; AGD evaluate
 averaged weights, ``opt.eval()``) and the mean training loss of the last 10% of the steps of
 each run as it finishes, then the test loss's mean ± std over the seeds; ``--curve N`` also
 prints, every N steps, the training and test loss, AGD's η and every matrix's norm over its
-start (the evaluation at the average leaves the run unchanged).
+start (the evaluation at the average leaves the run unchanged). ``--preset NAME`` runs the AGD
+variants with another preset of ``hyperfree.optim.PRESETS`` (default: the default);
+``--param-gain PATTERN=G`` gives the AGD variants' parameters whose name matches G times the
+step (``docs/agd-stability.md`` §22's localisation; a diagnostic, not a rule).
 
     python benchmarks/torch_text.py --data tinyshakespeare.txt --model gru|postnorm|prenorm
         [--steps N] [--seeds 3] [--variants agd,agd@2,agd-model-init,adamw-0.003] [--threads 1]
-        [--curve N]
+        [--curve N] [--preset NAME] [--param-gain 'rnn.weight_hh*=0.5' ...]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +45,12 @@ from torch import Tensor, nn
 
 import hyperfree
 from hyperfree.data import load_dataset
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gains import param_gain_groups  # noqa: E402
 from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
+from _probe_args import add_probe_arguments  # noqa: E402
 
 CONTEXT = 64
 #: model -> (batch, steps): the race's LSTM and GPT settings
@@ -115,13 +122,16 @@ def parse_variant(variant: str) -> tuple[str, float]:
     return name, value
 
 
-def _optimiser(model: nn.Module, variant: str, steps: int, seed: int):
-    """(optimiser, scheduler or None, clip) for ``variant``."""
+def _optimiser(model: nn.Module, variant: str, steps: int, seed: int,
+               preset: str = DEFAULT_PRESET, param_gain: Sequence[tuple[str, float]] = ()):
+    """(optimiser, scheduler or None, clip) for ``variant``; AGD with ``preset``, and the
+    parameters ``param_gain`` matches at their own gain (``_gains.param_gain_groups``)."""
     name, value = parse_variant(variant)
     if name == "adamw":
         opt, sched = adamw_warmup_cosine(model.parameters(), value, 0.1, steps)
         return opt, sched, 1.0
-    opt = hyperfree.AGD(model, gain=value)
+    params = param_gain_groups(model, param_gain) if param_gain else model
+    opt = hyperfree.AGD(params, model=model, preset=preset, gain=value)
     if name == "agd":
         opt.init_weights(torch.Generator().manual_seed(seed))
     return opt, None, 0.0
@@ -148,13 +158,14 @@ def test_loss(model: nn.Module, data, opt=None) -> float:
 
 
 def run(data, model_name: str, variant: str, steps: int, seed: int,
-        curve: int | None = None) -> tuple[float, float]:
+        curve: int | None = None, preset: str = DEFAULT_PRESET,
+        param_gain: Sequence[tuple[str, float]] = ()) -> tuple[float, float]:
     """(test loss, mean training loss of the last 10% of the steps) of one run, in nats. With
     ``curve``, every ``curve`` steps prints the mean training loss since the last line, the
     test loss, AGD's η and each matrix's Frobenius norm over its norm at the start."""
     torch.manual_seed(seed)
     model = build(model_name, data.info.num_classes)
-    opt, sched, clip = _optimiser(model, variant, steps, seed)
+    opt, sched, clip = _optimiser(model, variant, steps, seed, preset, param_gain)
     start = {n: float(p.detach().norm()) for n, p in model.named_parameters() if p.dim() > 1}
     batch = SETTINGS[model_name][0]
     loader = data.train_loader(batch, seed=seed)
@@ -201,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--curve", type=int, default=None, metavar="N",
                     help="every N steps, print the training and test loss, AGD's eta and "
                          "each matrix's norm over its start")
+    ap.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                    help="the AGD variants' preset (default: %(default)s, the default)")
+    add_probe_arguments(ap, ("param-gain",))
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         ap.error(f"--steps must be at least 1, got {args.steps}")
@@ -212,14 +226,22 @@ def main(argv: list[str] | None = None) -> None:
             parse_variant(v)
         except ValueError as e:
             ap.error(f"--variants: {e}")
+    if args.param_gain:  # a pattern that matches nothing is refused before any run
+        try:
+            param_gain_groups(build(args.model, 2), args.param_gain)
+        except ValueError as e:
+            ap.error(str(e))
     torch.set_num_threads(args.threads)
     steps = args.steps or SETTINGS[args.model][1]
     data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
     print(f"# {args.model}, {steps} steps, batch {SETTINGS[args.model][0]}, context {CONTEXT}, "
-          f"torch {torch.__version__}, {args.threads} thread(s); test loss in nats", flush=True)
+          f"torch {torch.__version__}, {args.threads} thread(s); AGD preset {args.preset}"
+          + "".join(f", {p}={g:g}" for p, g in args.param_gain) + "; test loss in nats",
+          flush=True)
     results = run_variants(variants, range(args.seeds),
                            lambda variant, seed: run(data, args.model, variant, steps, seed,
-                                                     args.curve),
+                                                     args.curve, args.preset,
+                                                     args.param_gain),
                            lambda loss: f"{loss:.4f}")
     print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
 

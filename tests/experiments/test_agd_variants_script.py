@@ -15,7 +15,7 @@ import torch
 import hyperfree
 from hyperfree.models import create_model
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
-from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage, Sphere
+from hyperfree.optim.pieces import Gradient, Momentum, PolyAverage, SelfEstimate, Sphere
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "agd_variants.py"
 
@@ -50,6 +50,7 @@ def test_no_option_is_the_default_preset(script):
     (["--retraction", "none"], "retraction", None),
     (["--streams", "off"], "streams", False),
     (["--forks", "none"], "forks", False),
+    (["--estimate", "self"], "estimate", SelfEstimate()),
 ])
 def test_an_option_changes_only_its_piece(script, argv, field, value):
     got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
@@ -57,6 +58,15 @@ def test_an_option_changes_only_its_piece(script, argv, field, value):
     assert got.pop(field) == value
     want.pop(field)
     assert got == want
+
+
+def test_the_self_estimate_is_the_default_before_section_22(script):
+    """``--estimate self`` runs exactly ``spectral-average``'s pieces (its runs are the
+    "before" column of docs/agd-stability.md §22); ``--estimate fading`` is the default."""
+    before = script.variant_preset(script.parse_args(["gpt", "--estimate", "self"]))
+    assert before.definition == PRESETS["spectral-average"].definition  # every piece, no words
+    assert _fields(script.variant_preset(script.parse_args(["gpt", "--estimate", "fading"]))) \
+        == _fields(PRESETS[DEFAULT_PRESET])
 
 
 def test_bad_momentum_is_refused(script):

@@ -98,6 +98,29 @@ def test_the_gain_multiplies_every_step(tt):
                                                        dim=0)) > 0.999
 
 
+def test_param_gain_scales_the_matching_steps_and_the_preset_is_passed_on(tt):
+    a, b = tt.build("gru", 30), tt.build("gru", 30)
+    b.load_state_dict(a.state_dict())
+    oa, *_ = tt._optimiser(a, "agd-model-init", 10, seed=0)
+    ob, *_ = tt._optimiser(b, "agd-model-init", 10, seed=0, preset="spectral-average",
+                           param_gain=[("rnn.weight_hh*", 0.5)])
+    assert oa.preset.name == hyperfree.optim.DEFAULT_PRESET and \
+        ob.preset.name == "spectral-average"
+    start = {n: p.detach().clone() for n, p in a.named_parameters()}
+    for m, opt in ((a, oa), (b, ob)):
+        m(torch.arange(16).view(2, 8)).square().mean().backward()
+        opt.step()
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+
+    def ratio(name):
+        return float((pb[name] - start[name]).detach().norm()
+                     / (pa[name] - start[name]).detach().norm())
+    # the first step of either preset is the same (G has no history to be held by): the
+    # matched tensors move half as far, the others as far
+    assert 0.47 < ratio("rnn.weight_hh_l0") < 0.53 and 0.47 < ratio("rnn.weight_hh_l1") < 0.53
+    assert 0.99 < ratio("rnn.weight_ih_l0") < 1.01 and 0.99 < ratio("head.weight") < 1.01
+
+
 def test_adamw_decays_to_zero_and_agd_starts_from_its_own_init_unless_told(tt):
     model = tt.build("gru", 30)
     opt, sched, clip = tt._optimiser(model, "adamw-0.01", 40, seed=0)
@@ -124,6 +147,9 @@ def test_adamw_decays_to_zero_and_agd_starts_from_its_own_init_unless_told(tt):
     (["--model", "gru", "--variants", "agd-model-init@x"], "must be a positive number"),
     (["--model", "gru", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["--model", "gru", "--curve", "0"], "--curve must be at least 1, got 0"),
+    (["--model", "gru", "--preset", "adam"], "invalid choice: 'adam'"),
+    (["--model", "gru", "--param-gain", "rnn.w_hh*=0.5"], "rnn.w_hh*: matches no parameter"),
+    (["--model", "gru", "--param-gain", "rnn.*=-1"], "give PATTERN=GAIN with a positive gain"),
 ])
 def test_bad_input_is_refused_by_name_before_any_run(tt, text_file, capsys, argv, message):
     with pytest.raises(SystemExit) as e:

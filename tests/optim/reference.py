@@ -4,7 +4,7 @@ AGD's bookkeeping (kinds, groups, counters, the pieces' state, ``state_dict``) w
 :func:`tests.optim.reference_step.reference_step` — every cell of every kind written out one at
 a time, sharing no code with the fast step — instead of :func:`hyperfree.optim.functional.agd`.
 It reads and writes the same state as AGD (``state[p]["momentum_buffer"]``, the momentum
-count, the fresh estimate's ``H``), so the two can be compared step by step, resumed from each
+count, the fresh and fading estimates' state), so the two can be compared step by step, resumed from each
 other's ``state_dict``, and run on FSDP2 shards (every tensor is gathered whole here: this is an
 oracle, not a fast path). Run its comparisons with ``pytest tests/optim``; the benchmark's
 "reference twin" row (``benchmarks/step.py``) uses it too.
@@ -17,12 +17,13 @@ import torch
 from torch import Tensor
 
 import hyperfree
-from hyperfree.optim import Ball, Rotation, Sphere
+from hyperfree.optim import Ball, Fading, Rotation, Sphere
 
 from .reference_step import reference_step
 
 __all__ = ["ReferenceAGD"]
 
+_FADING = ("H", "n", "peak", "least")
 _RETRACT = {Sphere: "sphere", Ball: "ball", Rotation: "rotation", type(None): None}
 
 
@@ -53,6 +54,8 @@ class ReferenceAGD(hyperfree.AGD):
         if beta and finite:
             count.add_(1)
         ema = [float(self._pieces.fields["estimate"]["H"])] if fresh else None
+        fading = isinstance(preset.estimate, Fading)
+        held = [float(self._pieces.fields["estimate"][f]) for f in _FADING] if fading else None
         eta = reference_step(
             full_p, grads, [k for _, _, _, k in chosen], family=preset.family.name,
             gains=[float(g["gain"]) for g, _, _, _ in chosen],
@@ -60,9 +63,12 @@ class ReferenceAGD(hyperfree.AGD):
             step=before if fresh else max(before + int(finite), 1),
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
             fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks,
-            streams=preset.streams)
+            streams=preset.streams, fading=held,
+            fading_beta=preset.estimate.beta if fading else 0.99)
         if fresh:
             self._pieces.fields["estimate"]["H"].fill_(ema[0])
+        for f, v in zip(_FADING if fading else (), held or ()):
+            self._pieces.fields["estimate"][f].fill_(v)
         if sharded:
             rows = [self._sharded.rows[j] for j in live]
             for p, f, r in zip(params, full_p, rows):

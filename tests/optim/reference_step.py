@@ -12,7 +12,10 @@ kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Al
     u   = g, or with momentum β:  m ← β m + (1 − β) g,  u = m / (1 − β^t)
     for every cell c of every parameter (its scale σ_c, its unit direction D_c(u_c)):
         term_c = σ_c · ⟨u_c, D_c⟩
-    G = (1/L) Σ_c term_c,   L = Σ_params mass,   η = log((1 + sqrt(1 + 4G)) / 2)
+    G = (1/L) Σ_c term_c,   L = Σ_params mass
+    fading (optional): H ← β H + (1 − β) G, n ← n + 1, Ḡ = H / (1 − β^n);
+                       P ← Ḡ and M ← Ḡ if Ḡ ≥ P, else M ← min(M, Ḡ);  G ← G · M / Ḡ
+    η = log((1 + sqrt(1 + 4G)) / 2)
     if a gradient is not finite: change nothing (momentum included) and return
     (the momentum counter t counts the finite gradients the buffer took)
     if G is not finite: change no weight and return
@@ -139,14 +142,17 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    retract: str | None = None, ns_steps: int = 5,
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
                    fresh_beta: float | None = None, forks: bool = False,
-                   streams: bool = False) -> Tensor:
+                   streams: bool = False, fading: list[float] | None = None,
+                   fading_beta: float = 0.99) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
     estimate of G: ``step`` is then the number of finite gradients BEFORE this one, and
     ``fresh_beta`` (default: ``momentum``) the β of its average. ``forks``: the kinds' forks
     scale σ (else they are ignored). ``streams``: a tensor's step (not G) is √terms long (√2
-    per fork where no terms were read) over what its σ gives: written here as a gain."""
+    per fork where no terms were read) over what its σ gives: written here as a gain.
+    ``fading`` (``[H, n, P, M]``, updated) holds G where its average has risen since its peak
+    (``fading_beta`` the average's β)."""
     if streams:
         gains = [g * (math.sqrt(k.terms) if k.terms else math.sqrt(2.0) ** k.forks)
                  / (math.sqrt(2.0) ** k.forks if forks else 1.0) for g, k in zip(gains, kinds)]
@@ -197,6 +203,8 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     G = total / L
     if not torch.isfinite(G):
         return torch.zeros((), dtype=params[0].dtype)
+    if fading is not None:
+        G = G * _fading(float(G), fading, fading_beta)
     eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
     j = 0
     for i, (p, u, k) in enumerate(zip(params, us, kinds)):
@@ -211,6 +219,19 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
         if retract is not None:
             _retract(p, before, k, retract)
     return eta.to(params[0].dtype)
+
+
+def _fading(G: float, state: list[float], beta: float) -> float:
+    """The factor ``M/Ḡ`` of a step whose self-estimate is ``G`` (``state`` updated)."""
+    H, n, peak, least = state
+    H, n = beta * H + (1 - beta) * G, n + 1
+    avg = H / (1 - beta ** n)
+    if avg >= peak:
+        peak = least = avg
+    else:
+        least = min(least, avg)
+    state[:] = [H, n, peak, least]
+    return least / avg if avg > least else 1.0
 
 
 def _retract(p: Tensor, before: Tensor, kind: Kind, retract: str) -> None:

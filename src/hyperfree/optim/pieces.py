@@ -16,6 +16,8 @@ A preset (:mod:`.presets`) is one row naming a piece for each slot of the step
                 Fresh(β)              D from m_{t−1} (lagged); F = (1/L) Σ σ_c ⟨g_c, D_c⟩; H
                                       H ← β H + (1−β) F over steps with a direction;
                                       G = max(0, H / (1 − β^k))
+                Fading(β)             H ← β H + (1−β) G_self, Ḡ = H/(1−β^n); M the least  H, n,
+                                      Ḡ since its peak P; G = G_self · M/Ḡ             P, M
     retraction  Sphere / Ball         every matrix cell / embedding row rescaled to    -
                                       (sphere) or into (ball) its init norm ρ
                 Rotation              every such cell's ‖W‖² changes by its first-order -
@@ -45,8 +47,8 @@ from .cells import LocalRows
 from .rules import Kind, KindRule
 
 __all__ = ["Piece", "Direction", "Frobenius", "Spectral", "Gradient", "Momentum",
-           "MomentumState", "SelfEstimate", "Fresh", "FreshState", "Sphere", "Ball", "Rotation",
-           "PolyAverage", "AverageState", "FAMILIES"]
+           "MomentumState", "SelfEstimate", "Fresh", "FreshState", "Fading", "FadingState",
+           "Sphere", "Ball", "Rotation", "PolyAverage", "AverageState", "FAMILIES"]
 
 
 class Piece:
@@ -227,6 +229,53 @@ class Fresh(Piece):
         xp.write(state.H, H)
         kk = xp.cast(xp.maximum(k, 1), H)
         return xp.maximum(xp.where(k > 0, H / (1 - self.beta ** kk), 0.0), 0.0)
+
+
+class FadingState(NamedTuple):
+    H: Tensor      # running average of G_self, shape (1,) float64 (see Fresh.init)
+    n: Tensor      # the steps averaged, (1,) float64
+    peak: Tensor   # the largest bias-corrected average so far, (1,) float64
+    least: Tensor  # the least it has been since that peak, (1,) float64
+
+
+@dataclasses.dataclass(frozen=True)
+class Fading(Piece):
+    """The self-estimate, held where it rises after its peak (``docs/agd-stability.md`` §22):
+    ``H ← β H + (1 − β) G_self`` over the steps taken, ``Ḡ = H/(1 − β^n)``; ``P`` the largest
+    ``Ḡ`` so far and ``M`` the least ``Ḡ`` since ``P`` (``M = Ḡ`` at every new peak);
+    ``G = G_self · M/Ḡ``. The premise: the expected gradient's promise of decrease fades as a
+    run goes on, so for every step ``s`` between the peak and now ``G_self(s)``, an upper bound
+    of the signal then (noise inflates it), bounds the signal now too, and ``M`` is the
+    tightest such bound. Where ``G_self`` rises late, what rises is the noise or the curvature
+    (a recurrent weight's gradient explodes as the weight grows), not the promise, and η is
+    held at the level it had fallen to. Where it falls, ``M = Ḡ`` and this is
+    :class:`SelfEstimate` up to the average's lag (``M/Ḡ`` is 1 on a falling ``Ḡ``)."""
+
+    beta: float = 0.99
+    State: ClassVar[type] = FadingState
+
+    lagged: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_beta("Fading", self.beta)
+
+    def init(self, params: list[Tensor]) -> FadingState:
+        return FadingState(*(_zero(params, torch.float64, (1,)) for _ in range(4)))
+
+    def G(self, xp: Any, state: FadingState, G_self: Any, F: Any, ok: Any, k: Any) -> Any:
+        """Average ``G_self`` into ``H`` and move the peak and the least (in place, where
+        ``ok``); ``G``."""
+        H, n, peak, least = (xp.read(t) for t in state)
+        g = xp.cast(xp.where(ok, G_self, 0.0), H)
+        n = xp.where(ok, n + 1.0, n)
+        H = xp.where(ok, self.beta * H + (1 - self.beta) * g, H)
+        avg = H / (1 - self.beta ** xp.maximum(n, 1.0))
+        rising = avg >= peak
+        peak = xp.where(ok & rising, avg, peak)
+        least = xp.where(ok, xp.where(rising | (avg < least), avg, least), least)
+        for t, v in zip(state, (H, n, peak, least)):
+            xp.write(t, v)
+        return G_self * xp.cast(xp.where(avg > least, least / avg, 1.0), G_self)
 
 
 # ---------------------------------------------------------------- retraction

@@ -14,6 +14,9 @@ the step that is not derived from the architecture:
   paper's), which noise inflates (Jensen); :class:`~.pieces.Fresh` (needs momentum) takes the
   direction from the momentum BEFORE this step's gradient and estimates ``G`` without that bias
   from the fresh gradient, averaged with the same β (the first step only fills the momentum);
+  :class:`~.pieces.Fading` is the self-estimate held, once its running average has passed its
+  peak, at the least that average has been since (a late rise is noise or curvature, not more
+  promise of decrease);
 * ``retraction`` — keep every matrix block / conv slice / embedding row on
   (:class:`~.pieces.Sphere`) or inside (:class:`~.pieces.Ball`) the Frobenius sphere of AGD's
   initialisation, so that the majorisation's premise ``‖W‖ ≈ s(W)`` keeps holding
@@ -25,33 +28,35 @@ the step that is not derived from the architecture:
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
 
-The default, ``spectral-average`` (:data:`DEFAULT_PRESET`), is one rule for every network
-(``docs/agd-stability.md`` §9–§11): spectral directions of the momentum (β = 0.8: with the
-average removing the iterates' noise, a shorter memory than the 0.95 of the presets without
-one, §11), G self-estimated, every weight's norm moved by the step's first-order term only
-(:class:`~.pieces.Rotation`: the noise's random walk of the norms is gone, so nothing makes
-η's plateau unstable), and the weights evaluated at their polynomial-decay average
-(:class:`~.pieces.PolyAverage`: the average anneals what η does not, with no horizon), and
-``forks``: a tensor on one side of a sum of forked activations (a residual branch, a shortcut)
-has σ √2 larger per such sum, in G and in its step (:attr:`~.rules.Kind.fork_scale`;
-``docs/agd-stability.md`` §10), and ``streams``: where the sum is one of a stream of sums (a
-pre-norm transformer's residual stream of T terms), the step's σ is √T larger instead of √2 (G
-keeps √2; :attr:`~.rules.Kind.stream_scale`, §16). ``"auto"`` (:data:`AUTO`), the earlier switch on module types
-between ``spectral-momentum`` and ``spectral-fresh``, now names the default.
+The default, ``spectral-fading`` (:data:`DEFAULT_PRESET`), is one rule for every network:
+``spectral-average`` (``docs/agd-stability.md`` §9–§16) with G held where its running average
+rises after its peak (:class:`~.pieces.Fading`, §22). ``spectral-average`` is: spectral
+directions of the momentum (β = 0.8: with the average removing the iterates' noise, a shorter
+memory than the 0.95 of the presets without one, §11), G self-estimated, every weight's norm
+moved by the step's first-order term only (:class:`~.pieces.Rotation`: the noise's random walk
+of the norms is gone, so nothing makes η's plateau unstable), and the weights evaluated at
+their polynomial-decay average (:class:`~.pieces.PolyAverage`: the average anneals what η does
+not, with no horizon), and ``forks``: a tensor on one side of a sum of forked activations (a
+residual branch, a shortcut) has σ √2 larger per such sum, in G and in its step
+(:attr:`~.rules.Kind.fork_scale`; ``docs/agd-stability.md`` §10), and ``streams``: where the
+sum is one of a stream of sums (a pre-norm transformer's residual stream of T terms), the
+step's σ is √T larger instead of √2 (G keeps √2; :attr:`~.rules.Kind.stream_scale`, §16).
+``"auto"`` (:data:`AUTO`), the earlier switch on module types between ``spectral-momentum``
+and ``spectral-fresh``, now names the default.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 
-from .pieces import (Ball, Fresh, Frobenius, Gradient, Momentum, Piece, PolyAverage, Rotation,
-                     SelfEstimate, Spectral, Sphere)
+from .pieces import (Ball, Fading, Fresh, Frobenius, Gradient, Momentum, Piece, PolyAverage,
+                     Rotation, SelfEstimate, Spectral, Sphere)
 
 __all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "list_presets",
            "redefinition", "with_ns_steps"]
 
 _SLOTS = {"family": (Frobenius, Spectral), "source": (Gradient, Momentum),
-          "estimate": (SelfEstimate, Fresh), "retraction": (Sphere, Ball, Rotation, type(None)),
+          "estimate": (SelfEstimate, Fresh, Fading), "retraction": (Sphere, Ball, Rotation, type(None)),
           "average": (PolyAverage, type(None))}
 
 
@@ -132,11 +137,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            average=PolyAverage(8.0), forks=True, streams=True,
            description="spectral with momentum 0.8; norms move at first order only; evaluated at "
                        "the polynomial-decay average of the weights; residual branches' steps "
-                       "scaled by their forks and their streams' terms (the default)"),
+                       "scaled by their forks and their streams' terms"),
+    Preset("spectral-fading", Spectral(), Momentum(0.8), Fading(0.99), retraction=Rotation(),
+           average=PolyAverage(8.0), forks=True, streams=True,
+           description="spectral-average with G held where its average rises after its peak "
+                       "(the signal fades; a late rise is noise or curvature) (the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = "spectral-average"
+DEFAULT_PRESET = "spectral-fading"
 #: The earlier default's name (a switch on module types); it now names :data:`DEFAULT_PRESET`.
 AUTO = "auto"
 
