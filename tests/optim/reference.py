@@ -4,10 +4,10 @@ AGD's bookkeeping (kinds, groups, counters, the pieces' state, ``state_dict``) w
 :func:`tests.optim.reference_step.reference_step` — every cell of every kind written out one at
 a time, sharing no code with the fast step — instead of :func:`hyperfree.optim.functional.agd`.
 It reads and writes the same state as AGD (``state[p]["momentum_buffer"]``, the momentum
-count, the fresh and fading estimates' state), so the two can be compared step by step, resumed from each
-other's ``state_dict``, and run on FSDP2 shards (every tensor is gathered whole here: this is an
-oracle, not a fast path). Run its comparisons with ``pytest tests/optim``; the benchmark's
-"reference twin" row (``benchmarks/step.py``) uses it too.
+count, the fresh and fading estimates' state), so the two can be compared step by step,
+resumed from each other's ``state_dict``, and run on FSDP2 shards (every tensor is gathered
+whole here: this is an oracle, not a fast path). Run its comparisons with ``pytest
+tests/optim``; the benchmark's "reference twin" row (``benchmarks/step.py``) uses it too.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class ReferenceAGD(hyperfree.AGD):
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
             fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks,
             streams=preset.streams, fading=held,
-            fading_beta=preset.estimate.beta if fading else 0.99)
+            fading_beta=preset.estimate.beta if fading else None)
         if fresh:
             self._pieces.fields["estimate"]["H"].fill_(ema[0])
         for f, v in zip(_FADING if fading else (), held or ()):

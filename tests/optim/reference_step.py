@@ -143,7 +143,7 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
                    fresh_beta: float | None = None, forks: bool = False,
                    streams: bool = False, fading: list[float] | None = None,
-                   fading_beta: float = 0.99) -> Tensor:
+                   fading_beta: float | None = None) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
