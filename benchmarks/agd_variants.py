@@ -3,7 +3,7 @@
     python benchmarks/agd_variants.py WORKLOAD [--seeds 0 1 2] [--momentum B] [--interpolate B]
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
-        [--estimate self|fading]
+        [--estimate self|fading|damped]
         [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--init-norm step|both]
         [--participation ratio|capped] [--hypergain KAPPA [--hypergain-reference last|average]]
         [--linefit] [--data-dir tinyshakespeare=PATH]
@@ -25,8 +25,9 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--gain K``: the step's multiplier; ``--invariant-gain K`` (image workloads): the multiplier
   of the tensors measured scale-invariant (every output row's gradient orthogonal to it, the
   issue's ``⟨∇W, W⟩ ≈ 0``: the convs BatchNorm follows), the others keeping ``--gain``;
-* ``--estimate self|fading``: G self-estimated (``spectral-average``, the default before §22)
-  or held after its peak (``Fading``, the default's);
+* ``--estimate self|fading|damped``: G self-estimated (``spectral-average``, the default
+  before §22), held after its peak (``spectral-fading``'s, §22) or damped by the square of its
+  rise (``spectral-damped``'s, §23);
 * ``--retraction sphere|ball|none``: instead of the default's Rotation (a norm moves by the
   step's first-order term only), every block back on its initial sphere, or into its ball
   (``docs/agd-stability.md`` §5), or no retraction;
@@ -96,7 +97,9 @@ from _probe_args import add_probe_arguments, check_probe_arguments  # noqa: E402
 
 #: ``--retraction``: the default's Rotation, the init sphere or ball (§5), or none
 RETRACTIONS = {"rotation": Rotation, "sphere": Sphere, "ball": Ball, "none": None}
-ESTIMATES = {"self": SelfEstimate, "fading": Fading}
+#: ``--estimate``: spectral-average's self-estimate, spectral-fading's hold (§22) or
+#: spectral-damped's damping (§23)
+ESTIMATES = {"self": SelfEstimate(), "fading": Fading(0.99), "damped": Fading(0.99, power=2.0)}
 PANELS = ("fcn16", "fcn32", "conv", "conv-long", "gpt", "gpt-long", "lstm", "finetune")
 
 
@@ -260,7 +263,7 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     if args.retraction is not None:
         piece = RETRACTIONS[args.retraction]
         retraction = piece() if piece else None
-    estimate = ESTIMATES[args.estimate]() if args.estimate is not None else preset.estimate
+    estimate = ESTIMATES[args.estimate] if args.estimate is not None else preset.estimate
     forks = args.forks != "none" if args.forks is not None else preset.forks
     streams = args.streams == "on" if args.streams is not None else preset.streams
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
@@ -414,8 +417,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "(invariant_sets), each set by its joint norm; the others as they are")
     add_probe_arguments(ap)
     ap.add_argument("--estimate", choices=tuple(ESTIMATES), default=None,
-                    help="G's estimate: the self-estimate (spectral-average's, the default "
-                         "before §22) or held after its peak (fading) (default: the preset's)")
+                    help="G's estimate: the self-estimate (spectral-average's), held after "
+                         "its peak (fading: spectral-fading's) or damped by its rise squared "
+                         "(damped: spectral-damped's) (default: the preset's)")
     ap.add_argument("--retraction", choices=tuple(RETRACTIONS), default=None,
                     help="the step's retraction (default: the preset's own)")
     ap.add_argument("--forks", choices=("paths", "none", "stream-g"), default=None,

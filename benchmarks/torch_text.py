@@ -26,15 +26,19 @@ prints, every N steps, the training and test loss, AGD's η and every matrix's n
 start (the evaluation at the average leaves the run unchanged). ``--preset NAME`` runs the AGD
 variants with another preset of ``hyperfree.optim.PRESETS`` (default: the default);
 ``--param-gain PATTERN=G`` gives the AGD variants' parameters whose name matches G times the
-step (``docs/agd-stability.md`` §22's localisation; a diagnostic, not a rule).
+step (``docs/agd-stability.md`` §22's localisation; a diagnostic, not a rule); ``--linefit``
+reads how each step's batch answers the step (``benchmarks/_linefit.py``, §19 and §23; the
+training is unchanged).
 
     python benchmarks/torch_text.py --data tinyshakespeare.txt --model gru|postnorm|prenorm
         [--steps N] [--seeds 3] [--variants agd,agd@2,agd-model-init,adamw-0.003] [--threads 1]
-        [--curve N] [--preset NAME] [--param-gain 'rnn.weight_hh*=0.5' ...]
+        [--curve N] [--preset NAME] [--param-gain 'rnn.weight_hh*=0.5' ...] [--linefit]
 """
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +54,7 @@ from hyperfree.optim import DEFAULT_PRESET, PRESETS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gains import param_gain_groups  # noqa: E402
 from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
+from _linefit import LineFit  # noqa: E402
 from _probe_args import add_probe_arguments  # noqa: E402
 
 CONTEXT = 64
@@ -159,10 +164,13 @@ def test_loss(model: nn.Module, data, opt=None) -> float:
 
 def run(data, model_name: str, variant: str, steps: int, seed: int,
         curve: int | None = None, preset: str = DEFAULT_PRESET,
-        param_gain: Sequence[tuple[str, float]] = ()) -> tuple[float, float]:
+        param_gain: Sequence[tuple[str, float]] = (), linefit: bool = False
+        ) -> tuple[float, float]:
     """(test loss, mean training loss of the last 10% of the steps) of one run, in nats. With
     ``curve``, every ``curve`` steps prints the mean training loss since the last line, the
-    test loss, AGD's η and each matrix's Frobenius norm over its norm at the start."""
+    test loss, AGD's η and each matrix's Frobenius norm over its norm at the start. With
+    ``linefit``, how each step's batch answers the step (``benchmarks/_linefit.py``: the median
+    ρ and s* since the last curve line, and the medians per quarter at the end)."""
     torch.manual_seed(seed)
     model = build(model_name, data.info.num_classes)
     opt, sched, clip = _optimiser(model, variant, steps, seed, preset, param_gain)
@@ -170,6 +178,7 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
     batch = SETTINGS[model_name][0]
     loader = data.train_loader(batch, seed=seed)
     step, epoch, tail, since = 0, 0, [], []
+    fit = LineFit(list(model.parameters()), model) if linefit else None
     model.train()
     while step < steps:
         loader.set_epoch(epoch)
@@ -179,7 +188,13 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
             loss.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if fit is not None:
+                fit.before()
             opt.step()
+            if fit is not None:
+                with torch.no_grad():
+                    fit.after(float(loss.detach()), lambda: F.cross_entropy(
+                        model(x).flatten(0, 1), y.flatten()))
             if sched is not None:
                 sched.step()
             step += 1
@@ -190,12 +205,19 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
                 eta = f" eta {float(opt.eta):.4f}" if isinstance(opt, hyperfree.AGD) else ""
                 norms = " ".join(f"{n}={float(p.detach().norm()) / start[n]:.2f}"
                                  for n, p in model.named_parameters() if n in start)
+                line = "" if fit is None else (
+                    f" rho {statistics.median(fit.rho[-len(since):] or [math.nan]):.3f}"
+                    f" s* {statistics.median(fit.scale[-len(since):] or [math.nan]):.2f}")
                 print(f"  step {step}: train {sum(since) / len(since):.4f} test "
-                      f"{test_loss(model, data, opt):.4f}{eta} norms/start {norms}", flush=True)
+                      f"{test_loss(model, data, opt):.4f}{eta}{line} norms/start {norms}",
+                      flush=True)
                 since = []
             if step >= steps:
                 break
         epoch += 1
+    if fit is not None:
+        print(f"  linefit (rho, s*, coherence; medians per quarter): {fit.quarters()}",
+              flush=True)
     model.eval()
     return test_loss(model, data, opt), sum(tail) / len(tail)
 
@@ -214,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                          "each matrix's norm over its start")
     ap.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                     help="the AGD variants' preset (default: %(default)s, the default)")
-    add_probe_arguments(ap, ("param-gain",))
+    add_probe_arguments(ap, ("param-gain", "linefit"))
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         ap.error(f"--steps must be at least 1, got {args.steps}")
@@ -241,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run_variants(variants, range(args.seeds),
                            lambda variant, seed: run(data, args.model, variant, steps, seed,
                                                      args.curve, args.preset,
-                                                     args.param_gain),
+                                                     args.param_gain, args.linefit),
                            lambda loss: f"{loss:.4f}")
     print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
 

@@ -60,13 +60,16 @@ def test_an_option_changes_only_its_piece(script, argv, field, value):
     assert got == want
 
 
-def test_the_self_estimate_is_the_default_before_section_22(script):
-    """``--estimate self`` runs exactly ``spectral-average``'s pieces (its runs are the
-    "before" column of docs/agd-stability.md §22); ``--estimate fading`` is the default."""
-    before = script.variant_preset(script.parse_args(["gpt", "--estimate", "self"]))
-    assert before.definition == PRESETS["spectral-average"].definition  # every piece, no words
-    assert _fields(script.variant_preset(script.parse_args(["gpt", "--estimate", "fading"]))) \
-        == _fields(PRESETS[DEFAULT_PRESET])
+@pytest.mark.parametrize("estimate, preset", [("self", "spectral-average"),
+                                              ("fading", "spectral-fading"),
+                                              ("damped", "spectral-damped")])
+def test_each_estimate_runs_its_presets_pieces(script, estimate, preset):
+    """``--estimate self`` runs exactly ``spectral-average``'s pieces (the "before" column of
+    docs/agd-stability.md §22), ``fading`` ``spectral-fading``'s (§22's rule, the "before"
+    column of §23) and ``damped`` the default's."""
+    got = script.variant_preset(script.parse_args(["gpt", "--estimate", estimate]))
+    assert got.definition == PRESETS[preset].definition  # every piece, no words
+    assert (estimate == "damped") == (preset == DEFAULT_PRESET)
 
 
 def test_bad_momentum_is_refused(script):

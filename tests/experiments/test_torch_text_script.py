@@ -81,6 +81,22 @@ def test_the_curve_reports_the_run_without_changing_it(tt, text_file, capsys):
     assert " eta " not in capsys.readouterr().out
 
 
+def test_linefit_reads_each_step_without_changing_the_run(tt, text_file, capsys):
+    """--linefit (§23): the batch's loss again after each step, the run itself unchanged; each
+    curve line carries the median ρ and s* since the last, and the run ends with the quarters'
+    medians (ρ, s*, coherence: 12 numbers)."""
+    data = load_dataset("tinyshakespeare", data_dir=str(text_file), seq_len=tt.CONTEXT)
+    plain = tt.run(data, "gru", "agd", 12, seed=2)
+    assert tt.run(data, "gru", "agd", 12, seed=2, curve=6, linefit=True) == plain
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip().startswith("step")]
+    assert len(lines) == 2 and all(" rho " in line and " s* " in line for line in lines)
+    rho = float(lines[0].split(" rho ")[1].split()[0])
+    assert 0 < rho < 1.5  # a step that lowers the batch's loss, by about its first-order term
+    quarters = out.split("medians per quarter): ")[1].splitlines()[0]
+    assert len(quarters.strip("[]").split(",")) == 12
+
+
 def test_the_gain_multiplies_every_step(tt):
     a, b = tt.build("gru", 30), tt.build("gru", 30)
     b.load_state_dict(a.state_dict())

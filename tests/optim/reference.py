@@ -64,7 +64,8 @@ class ReferenceAGD(hyperfree.AGD):
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,
             fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks,
             streams=preset.streams, fading=held,
-            fading_beta=preset.estimate.beta if fading else None)
+            fading_beta=preset.estimate.beta if fading else None,
+            fading_power=preset.estimate.power if fading else 1.0)
         if fresh:
             self._pieces.fields["estimate"]["H"].fill_(ema[0])
         for f, v in zip(_FADING if fading else (), held or ()):

@@ -14,7 +14,7 @@ kind and preset. The algorithm (``docs/agd-rules.md``; Bernstein et al. 2023, Al
         term_c = σ_c · ⟨u_c, D_c⟩
     G = (1/L) Σ_c term_c,   L = Σ_params mass
     fading (optional): H ← β H + (1 − β) G, n ← n + 1, Ḡ = H / (1 − β^n);
-                       P ← Ḡ and M ← Ḡ if Ḡ ≥ P, else M ← min(M, Ḡ);  G ← G · M / Ḡ
+                       P ← Ḡ and M ← Ḡ if Ḡ ≥ P, else M ← min(M, Ḡ);  G ← G · (M / Ḡ)^power
     η = log((1 + sqrt(1 + 4G)) / 2)
     if a gradient is not finite: change nothing (momentum included) and return
     (the momentum counter t counts the finite gradients the buffer took)
@@ -143,7 +143,7 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
                    fresh_beta: float | None = None, forks: bool = False,
                    streams: bool = False, fading: list[float] | None = None,
-                   fading_beta: float | None = None) -> Tensor:
+                   fading_beta: float | None = None, fading_power: float = 1.0) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
@@ -152,7 +152,7 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     scale σ (else they are ignored). ``streams``: a tensor's step (not G) is √terms long (√2
     per fork where no terms were read) over what its σ gives: written here as a gain.
     ``fading`` (``[H, n, P, M]``, updated) holds G where its average has risen since its peak
-    (``fading_beta`` the average's β)."""
+    (``fading_beta`` the average's β), or damps it (``fading_power`` 2: by the rise squared)."""
     if streams:
         gains = [g * (math.sqrt(k.terms) if k.terms else math.sqrt(2.0) ** k.forks)
                  / (math.sqrt(2.0) ** k.forks if forks else 1.0) for g, k in zip(gains, kinds)]
@@ -204,7 +204,7 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     if not torch.isfinite(G):
         return torch.zeros((), dtype=params[0].dtype)
     if fading is not None:
-        G = G * _fading(float(G), fading, fading_beta)
+        G = G * _fading(float(G), fading, fading_beta) ** fading_power
     eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
     j = 0
     for i, (p, u, k) in enumerate(zip(params, us, kinds)):

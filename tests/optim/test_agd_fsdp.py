@@ -48,7 +48,8 @@ CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-fresh", {}, 4),  # reduce, 2 all_to_all (polar), the finite flag
            ("spectral-average", {}, 5),  # and the retraction's reduce (norms and ‖Δ‖²)
            ("spectral-average", {"reference": True}, None),
-           ("spectral-fading", {}, 5)]  # the default: its hold adds no collective (G is reduced)
+           ("spectral-fading", {}, 5),  # its hold adds no collective (it reads G once reduced)
+           ("spectral-damped", {}, 5)]  # the default: the same state, G damped instead
 
 
 class Block(nn.Module):

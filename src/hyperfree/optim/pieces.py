@@ -16,8 +16,8 @@ A preset (:mod:`.presets`) is one row naming a piece for each slot of the step
                 Fresh(β)              D from m_{t−1} (lagged); F = (1/L) Σ σ_c ⟨g_c, D_c⟩; H
                                       H ← β H + (1−β) F over steps with a direction;
                                       G = max(0, H / (1 − β^k))
-                Fading(β)             H ← β H + (1−β) G_self, Ḡ = H/(1−β^n); M the least  H, n,
-                                      Ḡ since its peak P; G = G_self · M/Ḡ             P, M
+                Fading(β, power)      H ← β H + (1−β) G_self, Ḡ = H/(1−β^n); M the least  H, n,
+                                      Ḡ since its peak P; G = G_self · (M/Ḡ)^power     P, M
     retraction  Sphere / Ball         every matrix cell / embedding row rescaled to    -
                                       (sphere) or into (ball) its init norm ρ
                 Rotation              every such cell's ‖W‖² changes by its first-order -
@@ -37,6 +37,7 @@ tensors, no host sync) or numpy on the host (eager CPU); see :mod:`._apply`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -240,24 +241,40 @@ class FadingState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Fading(Piece):
-    """The self-estimate, held where it rises after its peak (``docs/agd-stability.md`` §22):
-    ``H ← β H + (1 − β) G_self`` over the steps taken, ``Ḡ = H/(1 − β^n)``; ``P`` the largest
-    ``Ḡ`` so far and ``M`` the least ``Ḡ`` since ``P`` (``M = Ḡ`` at every new peak);
-    ``G = G_self · M/Ḡ``. The premise: the expected gradient's promise of decrease fades as a
-    run goes on, so for every step ``s`` between the peak and now ``G_self(s)``, an upper bound
-    of the signal then (noise inflates it), bounds the signal now too, and ``M`` is the
-    tightest such bound. Where ``G_self`` rises late, what rises is the noise or the curvature
-    (a recurrent weight's gradient explodes as the weight grows), not the promise, and η is
-    held at the level it had fallen to. Where it falls, ``M = Ḡ`` and this is
-    :class:`SelfEstimate` up to the average's lag (``M/Ḡ`` is 1 on a falling ``Ḡ``)."""
+    """The self-estimate, held or damped where it rises after its peak
+    (``docs/agd-stability.md`` §22–§23): ``H ← β H + (1 − β) G_self`` over the steps taken,
+    ``Ḡ = H/(1 − β^n)``; ``P`` the largest ``Ḡ`` so far and ``M`` the least ``Ḡ`` since ``P``
+    (``M = Ḡ`` at every new peak); ``G = G_self · (M/Ḡ)^power``.
+
+    ``power = 1`` (§22, the hold): the expected gradient's promise of decrease fades as a run
+    goes on, so for every step ``s`` between the peak and now ``G_self(s)``, an upper bound of
+    the signal then (noise inflates it), bounds the signal now too, and ``M`` is the tightest
+    such bound; a late rise of ``G_self`` is noise or curvature, not promise, and η is held at
+    the level it had fallen to. ``power = 2`` (§23, the damping): a rise that persists is the
+    network's Jacobian growing (a recurrent weight's gradient grows with the weight; the loss's
+    gradient in the output is bounded), so ``G_self`` keeps the promise it measures but the
+    curvature along a step of AGD's fixed size grows as the Jacobian's square (Gauss–Newton),
+    ``ρ² = (Ḡ/M)²``, and the majorant with curvature ``ρ²`` is least at AGD's η of
+    ``G_self/ρ²``. Where ``Ḡ`` falls, ``M = Ḡ`` and either is :class:`SelfEstimate` up to
+    the average's lag."""
 
     beta: float = 0.99
+    power: float = 1.0
     State: ClassVar[type] = FadingState
 
     lagged: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_beta("Fading", self.beta)
+        p = self.power
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1.0 <= p < math.inf:
+            raise ValueError(f"Fading: power must be a number at least 1 (1: hold G, 2: damp it "
+                             f"by its rise squared), got {p!r}")
+
+    def __repr__(self) -> str:
+        # the hold's text as before §23, so a state saved then resumes with no redefinition
+        more = "" if self.power == 1 else f", power={self.power!r}"
+        return f"Fading(beta={self.beta!r}{more})"
 
     def init(self, params: list[Tensor]) -> FadingState:
         return FadingState(*(_zero(params, torch.float64, (1,)) for _ in range(4)))
@@ -275,7 +292,8 @@ class Fading(Piece):
         least = xp.where(ok, xp.where(rising | (avg < least), avg, least), least)
         for t, v in zip(state, (H, n, peak, least)):
             xp.write(t, v)
-        return G_self * xp.cast(xp.where(avg > least, least / avg, 1.0), G_self)
+        ratio = xp.where(avg > least, least / avg, 1.0)
+        return G_self * xp.cast(ratio if self.power == 1 else ratio ** self.power, G_self)
 
 
 # ---------------------------------------------------------------- retraction

@@ -28,9 +28,11 @@ the step that is not derived from the architecture:
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
 
-The default, ``spectral-fading`` (:data:`DEFAULT_PRESET`), is one rule for every network:
-``spectral-average`` (``docs/agd-stability.md`` §9–§16) with G held where its running average
-rises after its peak (:class:`~.pieces.Fading`, §22). ``spectral-average`` is: spectral
+The default, ``spectral-damped`` (:data:`DEFAULT_PRESET`), is one rule for every network:
+``spectral-average`` (``docs/agd-stability.md`` §9–§16) with G divided by the square of its
+running average's rise since that average's peak (:class:`~.pieces.Fading` with power 2,
+§23: a rise that persists is the network's Jacobian growing, and the curvature grows as its
+square); ``spectral-fading`` (§22) holds G there instead. ``spectral-average`` is: spectral
 directions of the momentum (β = 0.8: with the average removing the iterates' noise, a shorter
 memory than the 0.95 of the presets without one, §11), G self-estimated, every weight's norm
 moved by the step's first-order term only (:class:`~.pieces.Rotation`: the noise's random walk
@@ -141,11 +143,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("spectral-fading", Spectral(), Momentum(0.8), Fading(0.99), retraction=Rotation(),
            average=PolyAverage(8.0), forks=True, streams=True,
            description="spectral-average with G held where its average rises after its peak "
-                       "(the signal fades; a late rise is noise or curvature) (the default)"),
+                       "(the signal fades; a late rise is noise or curvature)"),
+    Preset("spectral-damped", Spectral(), Momentum(0.8), Fading(0.99, power=2.0),
+           retraction=Rotation(), average=PolyAverage(8.0), forks=True, streams=True,
+           description="spectral-average with G divided by the square of its average's rise "
+                       "since its peak (a persistent rise is the Jacobian growing, and the "
+                       "curvature with its square) (the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = "spectral-fading"
+DEFAULT_PRESET = "spectral-damped"
 #: The earlier default's name (a switch on module types); it now names :data:`DEFAULT_PRESET`.
 AUTO = "auto"
 
