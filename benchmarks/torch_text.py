@@ -179,6 +179,7 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
     loader = data.train_loader(batch, seed=seed)
     step, epoch, tail, since = 0, 0, [], []
     fit = LineFit(list(model.parameters()), model) if linefit else None
+    mark = 0  # fit's readings before the last curve line (a step may give none)
     model.train()
     while step < steps:
         loader.set_epoch(epoch)
@@ -205,9 +206,10 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
                 eta = f" eta {float(opt.eta):.4f}" if isinstance(opt, hyperfree.AGD) else ""
                 norms = " ".join(f"{n}={float(p.detach().norm()) / start[n]:.2f}"
                                  for n, p in model.named_parameters() if n in start)
-                line = "" if fit is None else (
-                    f" rho {statistics.median(fit.rho[-len(since):] or [math.nan]):.3f}"
-                    f" s* {statistics.median(fit.scale[-len(since):] or [math.nan]):.2f}")
+                line = "" if fit is None else (  # the readings since the last line
+                    f" rho {statistics.median(fit.rho[mark:] or [math.nan]):.3f}"
+                    f" s* {statistics.median(fit.scale[mark:] or [math.nan]):.2f}")
+                mark = len(fit.rho) if fit is not None else 0
                 print(f"  step {step}: train {sum(since) / len(since):.4f} test "
                       f"{test_loss(model, data, opt):.4f}{eta}{line} norms/start {norms}",
                       flush=True)

@@ -14,9 +14,10 @@ the step that is not derived from the architecture:
   paper's), which noise inflates (Jensen); :class:`~.pieces.Fresh` (needs momentum) takes the
   direction from the momentum BEFORE this step's gradient and estimates ``G`` without that bias
   from the fresh gradient, averaged with the same β (the first step only fills the momentum);
-  :class:`~.pieces.Fading` is the self-estimate held, once its running average has passed its
-  peak, at the least that average has been since (a late rise is noise or curvature, not more
-  promise of decrease);
+  :class:`~.pieces.Fading` is the self-estimate, once its running average has passed its
+  peak, held at the least that average has been since (power 1: a late rise is noise or
+  curvature, not more promise of decrease) or divided by the square of the rise (power 2: a
+  persistent rise is the Jacobian growing, the curvature its square);
 * ``retraction`` — keep every matrix block / conv slice / embedding row on
   (:class:`~.pieces.Sphere`) or inside (:class:`~.pieces.Ball`) the Frobenius sphere of AGD's
   initialisation, so that the majorisation's premise ``‖W‖ ≈ s(W)`` keeps holding
@@ -58,7 +59,8 @@ __all__ = ["Preset", "PRESETS", "AUTO", "DEFAULT_PRESET", "get_preset", "list_pr
            "redefinition", "with_ns_steps"]
 
 _SLOTS = {"family": (Frobenius, Spectral), "source": (Gradient, Momentum),
-          "estimate": (SelfEstimate, Fresh, Fading), "retraction": (Sphere, Ball, Rotation, type(None)),
+          "estimate": (SelfEstimate, Fresh, Fading),
+          "retraction": (Sphere, Ball, Rotation, type(None)),
           "average": (PolyAverage, type(None))}
 
 
@@ -122,6 +124,13 @@ def redefinition(saved: Mapping[str, str] | None, preset: Preset) -> str:
     return "; ".join(changed)
 
 
+_AVERAGE = Preset("spectral-average", Spectral(), Momentum(0.8), retraction=Rotation(),
+                  average=PolyAverage(8.0), forks=True, streams=True,
+                  description="spectral with momentum 0.8; norms move at first order only; "
+                              "evaluated at the polynomial-decay average of the weights; "
+                              "residual branches' steps scaled by their forks and their "
+                              "streams' terms")
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
     Preset("spectral", Spectral(),
@@ -135,20 +144,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("spectral-fresh", Spectral(), Momentum(0.95), Fresh(0.95),
            description="spectral with momentum; G estimated without noise bias from the fresh "
                        "gradient against the previous momentum's direction"),
-    Preset("spectral-average", Spectral(), Momentum(0.8), retraction=Rotation(),
-           average=PolyAverage(8.0), forks=True, streams=True,
-           description="spectral with momentum 0.8; norms move at first order only; evaluated at "
-                       "the polynomial-decay average of the weights; residual branches' steps "
-                       "scaled by their forks and their streams' terms"),
-    Preset("spectral-fading", Spectral(), Momentum(0.8), Fading(0.99), retraction=Rotation(),
-           average=PolyAverage(8.0), forks=True, streams=True,
-           description="spectral-average with G held where its average rises after its peak "
-                       "(the signal fades; a late rise is noise or curvature)"),
-    Preset("spectral-damped", Spectral(), Momentum(0.8), Fading(0.99, power=2.0),
-           retraction=Rotation(), average=PolyAverage(8.0), forks=True, streams=True,
-           description="spectral-average with G divided by the square of its average's rise "
-                       "since its peak (a persistent rise is the Jacobian growing, and the "
-                       "curvature with its square) (the default)"),
+    _AVERAGE,
+    # spectral-average with one piece changed, the estimate of G (§22, §23)
+    dataclasses.replace(_AVERAGE, name="spectral-fading", estimate=Fading(0.99),
+                        description="spectral-average with G held where its average rises "
+                                    "after its peak (the signal fades; a late rise is noise "
+                                    "or curvature)"),
+    dataclasses.replace(_AVERAGE, name="spectral-damped", estimate=Fading(0.99, power=2.0),
+                        description="spectral-average with G divided by the square of its "
+                                    "average's rise since its peak (a persistent rise is the "
+                                    "Jacobian growing, and the curvature with its square) "
+                                    "(the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
