@@ -14,7 +14,7 @@ a seeded batch of random tokens (8 windows of 64), and prints the head's
 * ``op``: its operator norm, and ``sigma``: AGD's target for it, ``√(d_out/d_in)``.
 
 ``docs/agd-stability.md`` §24: the race's LSTM, whose head alone wants a longer step, starts
-with logits 20× smaller than the GPT's (its hidden state ``o ⊙ tanh(c)`` starts near 0).
+with logits 18× smaller than the GPT's (its hidden state ``o ⊙ tanh(c)`` starts near 0).
 Seconds on a CPU; the Hugging Face models need ``transformers``.
 """
 from __future__ import annotations
