@@ -32,22 +32,26 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hyperfree  # noqa: E402
-from hyperfree.models import create_model  # noqa: E402
+from hyperfree.experiments.race import _SMALL_CONV, race_specs  # noqa: E402
+from hyperfree.models import MODEL_FLAGS, create_model  # noqa: E402
 
 MODELS = ("lstm", "gru", "gpt", "llama", "rwkv", "mamba")
 
 
-def _race(arch: str, **flags: int) -> Callable[[int], nn.Module]:
-    return lambda vocab: create_model(arch, in_channels=1, num_classes=vocab, image_size=64,
-                                      **flags)
+def _race(panel: str) -> Callable[[int], nn.Module]:
+    """The race's model of workload ``panel``, its flags read from the race's own specs."""
+    spec = next(s.overrides for s in race_specs(2, _SMALL_CONV, 500, 1000) if s.panel == panel)
+    flags = {k: spec[k] for k in MODEL_FLAGS if k in spec}
+    return lambda vocab: create_model(spec["arch"], in_channels=1, num_classes=vocab,
+                                      image_size=64, **flags)
 
 
 #: name -> (builder of the benchmark's model for a vocabulary, its head's attribute path,
 #: whether its benchmark starts AGD from AGD's initialisation)
 SPECS: dict[str, tuple[Callable[[int], nn.Module], str, bool]] = {
-    "lstm": (_race("char_lstm", depth=2, width=256, seq_len=64), "head", True),
+    "lstm": (_race("lstm"), "head", True),
     "gru": (lambda vocab: import_module("torch_text").build("gru", vocab), "head", True),
-    "gpt": (_race("gpt", depth=4, width=128, heads=4, seq_len=64), "head", True),
+    "gpt": (_race("gpt"), "head", True),
     "llama": (lambda vocab: import_module("hf_llama").build(vocab, 2), "lm_head", True),
     "rwkv": (lambda vocab: import_module("hf_forks").build("rwkv", 6, vocab), "head", False),
     "mamba": (lambda vocab: import_module("hf_forks").build("mamba", 2, vocab), "lm_head",
