@@ -4,7 +4,8 @@
         [--momentum-over-run] [--gamma G] [--gain K] [--eval average|iterate]
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
         [--estimate self|fading|damped]
-        [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--init-norm step|both]
+        [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--head on|off]
+        [--init-norm step|both]
         [--participation ratio|capped] [--hypergain KAPPA [--hypergain-reference last|average]]
         [--linefit] [--data-dir tinyshakespeare=PATH]
         [--pretrain-from RUNS] [--out FILE.jsonl] [--threads 1]
@@ -42,6 +43,8 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--forks none``: σ without §10's √2 per fork; ``--streams off``: the step without §16's
   stream scale (σ × √terms of the stream a tensor's branch joins; G keeps the forks' σ);
   ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe);
+  ``--head on``: the heads' steps × 1/ρ, ρ their input's RMS measured on each step's forward
+  (``spectral-head``, §25);
 * ``--init-norm step|both``: σ read from the weights AGD is given (each matrix's operator norm
   at the first step over its σ: 1 at AGD's initialisation, so only ``finetune`` changes), in
   the step or in G and the step; ``--participation ratio|capped``: G and L weighted by the
@@ -266,10 +269,11 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     estimate = ESTIMATES[args.estimate] if args.estimate is not None else preset.estimate
     forks = args.forks != "none" if args.forks is not None else preset.forks
     streams = args.streams == "on" if args.streams is not None else preset.streams
+    head = args.head == "on" if args.head is not None else preset.head
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
                                estimate=estimate, average=PolyAverage(args.gamma),
                                retraction=retraction,
-                               forks=forks, streams=streams)
+                               forks=forks, streams=streams, head=head)
 
 
 @contextlib.contextmanager
@@ -385,6 +389,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "eval": args.eval, "retraction": args.retraction or "the preset's",
             "estimate": args.estimate or "the preset's",
             "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
+            "head": args.head or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "depth": overrides.get("depth"), "arch": overrides.get("arch"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
@@ -427,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "terms) (stream-g, with --streams off) (default: the preset's)")
     ap.add_argument("--streams", choices=("on", "off"), default=None,
                     help="the step's σ × √(the stream's terms) (default: the preset's)")
+    ap.add_argument("--head", choices=("on", "off"), default=None,
+                    help="the heads' steps × 1/ρ, ρ their input's measured RMS (§25; "
+                         "spectral-head) (default: the preset's)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "

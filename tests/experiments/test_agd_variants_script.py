@@ -51,6 +51,7 @@ def test_no_option_is_the_default_preset(script):
     (["--streams", "off"], "streams", False),
     (["--forks", "none"], "forks", False),
     (["--estimate", "self"], "estimate", SelfEstimate()),
+    (["--head", "on"], "head", True),
 ])
 def test_an_option_changes_only_its_piece(script, argv, field, value):
     got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
@@ -70,6 +71,12 @@ def test_each_estimate_runs_its_presets_pieces(script, estimate, preset):
     got = script.variant_preset(script.parse_args(["gpt", "--estimate", estimate]))
     assert got.definition == PRESETS[preset].definition  # every piece, no words
     assert (estimate == "damped") == (preset == DEFAULT_PRESET)
+
+
+def test_head_on_runs_spectral_heads_pieces(script):
+    """``--head on`` is ``spectral-head`` (docs/agd-stability.md §25's "ᴸ" rows)."""
+    got = script.variant_preset(script.parse_args(["lstm", "--head", "on"]))
+    assert got.definition == PRESETS["spectral-head"].definition
 
 
 def test_bad_momentum_is_refused(script):

@@ -56,9 +56,11 @@ class ReferenceAGD(hyperfree.AGD):
         ema = [float(self._pieces.fields["estimate"]["H"])] if fresh else None
         fading = isinstance(preset.estimate, Fading)
         held = [float(self._pieces.fields["estimate"][f]) for f in _FADING] if fading else None
+        # preset.head: each head's gain × 1/ρ, ρ measured by the optimiser's hooks (_head.py)
+        heads = {id(w): float(f) for w, f in (self._head.factors(self.L) if self._head else [])}
         eta = reference_step(
             full_p, grads, [k for _, _, _, k in chosen], family=preset.family.name,
-            gains=[float(g["gain"]) for g, _, _, _ in chosen],
+            gains=[float(g["gain"]) * heads.get(id(p), 1.0) for g, _, p, _ in chosen],
             lrs=[float(g["lr"]) for g, _, _, _ in chosen], momentum=beta, buffers=full_b,
             step=before if fresh else max(before + int(finite), 1),
             retract=_RETRACT[type(preset.retraction)], ns_steps=self.ns_steps, fresh_ema=ema,

@@ -39,7 +39,7 @@ def _loss(model: nn.Module, t: int) -> torch.Tensor:
     return model(x).square().mean()
 
 
-@pytest.mark.parametrize("preset", ["paper", "spectral-sphere", "spectral-fresh"])
+@pytest.mark.parametrize("preset", ["paper", "spectral-sphere", "spectral-fresh", "spectral-head"])
 def test_compiled_step_is_one_graph_without_recompiles_and_matches_eager(preset):
     dynamo.reset()
     counters.clear()

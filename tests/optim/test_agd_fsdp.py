@@ -49,7 +49,9 @@ CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-average", {}, 5),  # and the retraction's reduce (norms and ‖Δ‖²)
            ("spectral-average", {"reference": True}, None),
            ("spectral-fading", {}, 5),  # its hold adds no collective (it reads G once reduced)
-           ("spectral-damped", {}, 5)]  # the default: the same state, G damped instead
+           ("spectral-damped", {}, 5),  # the default: the same state, G damped instead
+           # both heads' input scales averaged over the ranks (one all_reduce of its own)
+           ("spectral-head", {}, 5)]
 
 
 class Block(nn.Module):
@@ -143,7 +145,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         opt, etas = _train(model, preset, kw, slice(2 * rank, 2 * rank + 2))
         weights = {k: v.full_tensor().detach().clone() for k, v in model.state_dict().items()}
         calls = opt._sharded.collectives / STEPS if not kw.get("reference") else None
-        results.append((weights, etas, calls))
+        heads = len(opt._head.heads) if opt._head is not None else 0
+        results.append((weights, etas, calls, heads))
     if rank == 0:
         torch.save((init, results), out)
     dist.destroy_process_group()
@@ -168,8 +171,9 @@ def test_fsdp2_sharded_agd_equals_one_process(tmp_path: Path) -> None:
     init, sharded = torch.load(out, weights_only=True)
     for name, w in _model().state_dict().items():
         torch.testing.assert_close(init[name], w, rtol=0, atol=0, msg=f"init of {name}")
-    for (preset, kw, calls), (w1, e1), (w2, e2, c2) in zip(CONFIGS, singles, sharded):
+    for (preset, kw, calls), (w1, e1), (w2, e2, c2, heads) in zip(CONFIGS, singles, sharded):
         what = f"{preset} {kw}"
+        assert heads == (2 if preset == "spectral-head" else 0), what  # the logits and value
         assert e2 == pytest.approx(e1, rel=1e-10), what
         for name, w in w1.items():
             got = w2[name]

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import hyperfree
-from hyperfree.optim import PRESETS
+from hyperfree.optim import DEFAULT_PRESET, PRESETS
 from hyperfree.optim.pieces import Momentum
 
 from .reference import make_agd
@@ -76,6 +76,17 @@ def test_state_dict_resume_equals_straight_run(preset, path):
     assert resumed == straight
     _assert_equal(model, fresh)
     assert opt2.state_dict()["agd"] == opt.state_dict()["agd"]
+
+
+def test_load_state_dict_keeps_the_kinds_report():
+    model = _model()
+    opt = hyperfree.AGD(model)
+    _run(model, opt, 1, 0)
+    opt2 = hyperfree.AGD(_model())
+    opt2.load_state_dict(opt.state_dict())
+    kinds = {i.name: i.kind for i in opt._infos.values()}
+    assert {i.name: i.kind for i in opt2._infos.values()} == kinds and len(kinds) > 10
+    assert "proj.weight" in opt2.kinds_report()
 
 
 def test_state_saved_under_another_preset_is_refused():
@@ -145,6 +156,21 @@ def test_state_saved_under_a_redefined_preset_warns_and_resumes_under_the_curren
                 opt2.load_state_dict(state)
         runs.append(_run(fresh, opt2, K, K))
     assert runs[0] == runs[1]
+
+
+def test_a_field_added_to_presets_since_a_state_was_saved_is_no_redefinition(recwarn):
+    """``Preset.head`` came after states were saved without it: at its default, the saved
+    definition still matches; set, it is a change named like any other."""
+    model = _model()
+    opt = hyperfree.AGD(model)
+    _run(model, opt, 1, 0)
+    state = opt.state_dict()
+    del state["agd"]["definition"]["head"]  # as saved before the field existed
+    hyperfree.AGD(_model()).load_state_dict(copy.deepcopy(state))
+    assert not [w for w in recwarn if "defined otherwise" in str(w.message)]
+    headed = dataclasses.replace(PRESETS[DEFAULT_PRESET], head=True)
+    with pytest.warns(UserWarning, match=r"head False -> True"):
+        hyperfree.AGD(_model(), preset=headed).load_state_dict(state)
 
 
 def test_state_saved_before_definitions_were_recorded_loads_silently(recwarn):

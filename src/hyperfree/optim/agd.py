@@ -27,6 +27,7 @@ from ._averaging import AveragedWeights
 from ._declare import report, summary
 from ._groups import (check_multiplier, checked_group, gain_lr, param_groups, refuse_ported,
                       warn_lr)
+from ._head import HeadScale, head_multipliers
 from ._piece_state import PieceStates, local
 from ._plan import Plan, build_plan
 from ._resolve import KindsNote, Resolution, loaded_kinds
@@ -115,6 +116,8 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
                              "is undefined: train at least one weight, gain or embedding with "
                              "AGD, or give the biases to another optimiser")
         self._resolution = resolution
+        if self.preset.head and owner is not None:  # hooks the first forward
+            self._head = HeadScale(owner, self._infos)
         if self.L:
             self._prepare()
         if resolution is not None and resolution.deferred:  # read the first forward
@@ -159,6 +162,7 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         self._host: bool | None = None   # tests force a finish; None: host on eager CPU
         self._sharded: _distributed.ShardedStep | None = None
         self._evaluating = False  # the model holds the averaged weights (eval())
+        self._head: HeadScale | None = None  # preset.head: the head's input scale (_head.py)
         # counters and the pieces' global state: tensors next to the weights, so that a step
         # needs no host sync and torch.compile(opt.step) does not specialise on them
         self._counters: dict[str, Tensor] = {}
@@ -201,15 +205,22 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         state.update(preset=self.preset, sharded_polar=self.sharded_polar,
                      _counters={k: v.clone() for k, v in self._counters.items()},
                      _pieces=self._pieces.saved(), _evaluating=self._evaluating,
-                     _infos=list(self._infos.values()))  # padding_idx etc. for init_weights
+                     _infos=list(self._infos.values()),  # padding_idx etc. for init_weights
+                     _head=self._head)  # its hooks are on the model: copied with it, they feed it
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         counters, pieces = state.pop("_counters", {}), state.pop("_pieces", {})
-        infos, evaluating = state.pop("_infos", []), state.pop("_evaluating", False)
+        infos, evaluating = state.pop("_infos", None), state.pop("_evaluating", False)
+        # torch's load_state_dict calls this too, with neither: keep this optimiser's own
+        head = state.pop("_head", getattr(self, "_head", None))
         super().__setstate__(state)
-        self._infos = {id(i.param): i for i in infos}  # ids of the copied parameters
+        if infos is not None or not hasattr(self, "_infos"):
+            self._infos = {id(i.param): i for i in infos or []}  # the copied parameters' ids
         self._init_runtime()
+        self._head = head
+        if head is not None:
+            head._infos = self._infos
         self._counters = dict(counters)
         self._pieces.fields = {s: dict(d) for s, d in pieces.items()}
         self._prepare()
@@ -339,10 +350,15 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         params = [p for _, _, p, _ in chosen]
         plan, polar = self._plan(live)
         sh = self._sharded
+        multipliers = gain_lr(chosen, plan, self._multipliers)
+        heads = self._head.factors(plan.L) if self._head is not None else []
+        at = [(i, f) for w, f in heads for i, p in enumerate(params) if p is w]
+        if at:  # preset.head: each head's step × 1/ρ (_head.py)
+            acc = plan.consts.sq_w
+            multipliers = head_multipliers(multipliers, len(params), at, acc.dtype, acc.device)
         return agd([local(p) for p in params], [local(g) for g in grads],
                    self._pieces.of(params, self.state),
-                   plan=plan, preset=self.preset, multipliers=gain_lr(chosen, plan,
-                                                                      self._multipliers),
+                   plan=plan, preset=self.preset, multipliers=multipliers,
                    host=host, shards=Shards(sh.reduce, polar) if sh is not None else None)
 
     # ------------------------------------------------------------------ state

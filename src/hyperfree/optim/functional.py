@@ -23,6 +23,8 @@ tensor's branch joins, §16):
                 Fresh(β): H ← β H + (1−β) F  (if k > 0),  G = max(0, H/(1−β^k))
     η           η = log((1 + sqrt(1 + 4G)) / 2);  skip if G is not finite
     update      W_c ← W_c − gain · lr · (η/L) · σ_c · D_c     for every cell c
+                (``head``: a head's ``gain · lr`` × clamp(1/ρ, 1, L), ρ its input's RMS,
+                in ``multipliers`` from the class, :mod:`._head`)
     retraction  W_c ← W_c · factor  (Sphere: ρ/‖W‖; Ball: min(1, ρ/‖W‖);
                 Rotation: √((‖W_c‖² − ‖Δ_c‖²)/‖W_c‖²), Δ_c the cell's move)
     average     (PolyAverage; by the optimiser, over every parameter, stepped or not)

@@ -44,6 +44,10 @@ residual branch, a shortcut) has σ √2 larger per such sum, in G and in its st
 (:attr:`~.rules.Kind.fork_scale`; ``docs/agd-stability.md`` §10), and ``streams``: where the
 sum is one of a stream of sums (a pre-norm transformer's residual stream of T terms), the
 step's σ is √T larger instead of √2 (G keeps √2; :attr:`~.rules.Kind.stream_scale`, §16).
+``spectral-head`` is the default with ``head``: the layer that makes the output steps
+``1/ρ`` times its share where ρ < 1 (at most L times), ρ its input's RMS measured on each
+step's forward (its move ``ΔW x`` is exact, the bound takes ρ = 1; :mod:`._head`,
+``docs/agd-stability.md`` §25).
 ``"auto"`` (:data:`AUTO`), the earlier switch on module types between ``spectral-momentum``
 and ``spectral-fresh``, now names the default.
 """
@@ -80,6 +84,9 @@ class Preset:
     #: the step's σ × √terms of the stream instead (:attr:`~.rules.Kind.stream_scale`; G keeps
     #: the forks' σ; ``docs/agd-stability.md`` §16)
     streams: bool = False
+    #: the output layer's step × clamp(1/ρ, 1, L), ρ the RMS of its input measured on the
+    #: step's forwards (:mod:`._head`, ``docs/agd-stability.md`` §25); needs the model
+    head: bool = False
 
     def __post_init__(self) -> None:
         for slot, allowed in _SLOTS.items():
@@ -118,8 +125,11 @@ def redefinition(saved: Mapping[str, str] | None, preset: Preset) -> str:
     if saved is None:
         return ""
     now = preset.definition
-    changed = [f"{k} {saved.get(k, 'absent')} -> {v}" for k, v in now.items()
-               if saved.get(k) != v]
+    # a field added to Preset since the state was saved had its default then
+    added = {f.name: repr(f.default) for f in dataclasses.fields(Preset)
+             if f.default is not dataclasses.MISSING}
+    changed = [f"{k} {was} -> {v}" for k, v in now.items()
+               if (was := saved.get(k, added.get(k, "absent"))) != v]
     changed += [f"{k} {v} -> absent" for k, v in saved.items() if k not in now]
     return "; ".join(changed)
 
@@ -155,6 +165,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                                     "average's rise since its peak (a persistent rise is the "
                                     "Jacobian growing, and the curvature with its square) "
                                     "(the default)"),
+    # spectral-damped with the head's step from its input's measured scale (§25)
+    dataclasses.replace(_AVERAGE, name="spectral-head", estimate=Fading(0.99, power=2.0),
+                        head=True,
+                        description="spectral-damped with the output layer's step x 1/rho "
+                                    "where rho < 1, rho its input's RMS measured on the step's "
+                                    "forwards (its exact share of the output's move)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
