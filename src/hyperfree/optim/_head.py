@@ -5,8 +5,7 @@ layer's input is taken at its bound, RMS 1 under AGD's scales (``docs/agd-rules.
 relative step ``η/L`` of each of the L layers moves the output by at most ``∏(1 + η/L) − 1``.
 For the layer that makes the output — the head, ``f = W x`` — its own share is exact, with no
 Jacobian after it: ``ΔW x`` has RMS at most ``(η/L) · σ · ρ`` for a step of norm ``(η/L) · σ``,
-where
-``ρ = RMS(x)`` is its input's measured scale. Where ``ρ < 1`` (an LSTM's hidden state
+where ``ρ = RMS(x)`` is its input's measured scale. Where ``ρ < 1`` (an LSTM's hidden state
 ``o ⊙ tanh(c)``: ρ ≈ 0.08 at initialisation, 0.65 after) the bound is loose by exactly ``1/ρ``
 for the head and the head spends ρ of its budget. Where ``ρ > 1`` (a final norm's gain grown
 by training) the bound's premise — every weight near its target scale — has failed upstream,

@@ -44,7 +44,7 @@ residual branch, a shortcut) has σ √2 larger per such sum, in G and in its st
 (:attr:`~.rules.Kind.fork_scale`; ``docs/agd-stability.md`` §10), and ``streams``: where the
 sum is one of a stream of sums (a pre-norm transformer's residual stream of T terms), the
 step's σ is √T larger instead of √2 (G keeps √2; :attr:`~.rules.Kind.stream_scale`, §16).
-``spectral-head`` is the default with ``head``: the layer that makes the output steps
+``spectral-head`` is ``spectral-damped`` with ``head``: the layer that makes the output steps
 ``1/ρ`` times its share where ρ < 1 (at most L times), ρ its input's RMS measured on each
 step's forward (its move ``ΔW x`` is exact, the bound takes ρ = 1; :mod:`._head`,
 ``docs/agd-stability.md`` §25).
@@ -141,6 +141,12 @@ _AVERAGE = Preset("spectral-average", Spectral(), Momentum(0.8), retraction=Rota
                               "residual branches' steps scaled by their forks and their "
                               "streams' terms")
 
+_DAMPED = dataclasses.replace(
+    _AVERAGE, name="spectral-damped", estimate=Fading(0.99, power=2.0),
+    description="spectral-average with G divided by the square of its average's rise since "
+                "its peak (a persistent rise is the Jacobian growing, and the curvature with its "
+                "square) (the default)")
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
     Preset("spectral", Spectral(),
@@ -160,14 +166,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                         description="spectral-average with G held where its average rises "
                                     "after its peak (the signal fades; a late rise is noise "
                                     "or curvature)"),
-    dataclasses.replace(_AVERAGE, name="spectral-damped", estimate=Fading(0.99, power=2.0),
-                        description="spectral-average with G divided by the square of its "
-                                    "average's rise since its peak (a persistent rise is the "
-                                    "Jacobian growing, and the curvature with its square) "
-                                    "(the default)"),
+    _DAMPED,
     # spectral-damped with the head's step from its input's measured scale (§25)
-    dataclasses.replace(_AVERAGE, name="spectral-head", estimate=Fading(0.99, power=2.0),
-                        head=True,
+    dataclasses.replace(_DAMPED, name="spectral-head", head=True,
                         description="spectral-damped with the output layer's step x 1/rho "
                                     "where rho < 1, rho its input's RMS measured on the step's "
                                     "forwards (its exact share of the output's move)"),
