@@ -13,8 +13,8 @@
 WORKLOAD is a panel of the race's ``quick`` profile (fcn16, fcn32, conv, conv-long, gpt,
 gpt-long, lstm, finetune), run with exactly the race's settings
 (:func:`hyperfree.experiments.race.race_specs`). The optimiser is the default preset
-(``spectral-average``) with one or more pieces changed; with no option it IS the default (β and
-γ are read from the preset):
+(``DEFAULT_PRESET``, ``spectral-head``) with one or more pieces changed; with no option it IS
+the default (β and γ are read from the preset):
 
 * ``--momentum B``: the source's momentum β (0: the gradient itself, the ``spectral`` source);
   ``--momentum-over-run``: instead, ``m ← m + c (g − m)`` with the average's own weights
@@ -43,8 +43,8 @@ gpt-long, lstm, finetune), run with exactly the race's settings
 * ``--forks none``: σ without §10's √2 per fork; ``--streams off``: the step without §16's
   stream scale (σ × √terms of the stream a tensor's branch joins; G keeps the forks' σ);
   ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe);
-  ``--head on``: the heads' steps × 1/ρ, ρ their input's RMS measured on each step's forward
-  (``spectral-head``, §25);
+  ``--head off``: without the default's head scale (each head's step × 1/ρ, ρ its input's RMS
+  measured on each step's forwards, §25): ``spectral-damped``, the default until §25;
 * ``--init-norm step|both``: σ read from the weights AGD is given (each matrix's operator norm
   at the first step over its σ: 1 at AGD's initialisation, so only ``finetune`` changes), in
   the step or in G and the step; ``--participation ratio|capped``: G and L weighted by the
@@ -433,8 +433,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--streams", choices=("on", "off"), default=None,
                     help="the step's σ × √(the stream's terms) (default: the preset's)")
     ap.add_argument("--head", choices=("on", "off"), default=None,
-                    help="the heads' steps × 1/ρ, ρ their input's measured RMS (§25; "
-                         "spectral-head) (default: the preset's)")
+                    help="the heads' steps × 1/ρ, ρ their input's measured RMS (§25; off: "
+                         "spectral-damped) (default: the preset's)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "

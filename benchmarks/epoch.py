@@ -1,6 +1,7 @@
 """Epoch time of the training harness against a plain PyTorch loop and a per-sample DataLoader.
 
     .venv/bin/python benchmarks/epoch.py [--repeats 5] [--threads 2] [--limit-batches N]
+        [--preset NAME ...]
 
 Setting: FCN depth 8, width 256 (SPEC §1.2), Fashion-MNIST (vendored, preloaded), batch 128,
 one epoch = 469 steps. Three paths, run alternately (repeat r runs each path once) and
@@ -17,10 +18,13 @@ summarised by the median over repeats:
 * ``dataloader``: ``torch.utils.data.DataLoader`` over a Dataset whose ``__getitem__``
   normalises one uint8 image (the per-sample path of the research script), Adam, batch 128.
 
-The ratio harness/plain (target <= 1.15) compares optimisers as well as loops (AGD's step is
-≈15% of an epoch on this model, SPEC §4); ``plain-agd`` runs the plain loop with AGD to separate
-the two. Prints a table and the machine (CPU, threads, torch, load average: the machine is
-shared, so read ratios of interleaved runs, not absolute times).
+The ratio harness/plain (target <= 1.15) compares optimisers as well as loops (the paper
+preset's step is ≈15% of an epoch on this model, SPEC §4; the spectral default's Newton–Schulz
+most of it on a CPU); ``plain-agd`` runs the plain loop with AGD to separate the two;
+``--preset NAME`` adds ``plain (AGD NAME)``, the plain loop with another preset, to compare
+presets side by side (the default's against the one before it, say). Prints a table and the
+machine (CPU, threads, torch, load average: the machine is shared, so read ratios of
+interleaved runs, not absolute times).
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from torch import Tensor, nn
 
 from hyperfree.data import load_dataset
 from hyperfree.models import create_model
-from hyperfree.optim import AGD
+from hyperfree.optim import AGD, DEFAULT_PRESET, PRESETS
 from hyperfree.train import TrainConfig, train
 from hyperfree.train.losses import square_loss
 
@@ -56,13 +60,15 @@ def harness_epoch(bundle: object, seed: int, limit: int | None) -> tuple[float, 
     return rec["train_seconds"], rec["seconds"]
 
 
-def plain_epoch(x: Tensor, y: Tensor, seed: int, limit: int | None, optimizer: str) -> float:
-    """Seconds of one hand-written epoch over preloaded normalised tensors."""
+def plain_epoch(x: Tensor, y: Tensor, seed: int, limit: int | None, optimizer: str,
+                preset: str = DEFAULT_PRESET) -> float:
+    """Seconds of one hand-written epoch over preloaded normalised tensors (``optimizer``
+    ``"adam"`` or ``"agd"``, the latter with ``preset``)."""
     model = _model(seed)
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
     else:
-        opt = AGD(model)
+        opt = AGD(model, preset=preset)
         opt.init_weights()
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(x.shape[0], generator=gen)
@@ -141,13 +147,16 @@ def _machine() -> str:
             f"{torch.get_num_threads()} threads; load average {load}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--limit-batches", type=int, default=None, help="steps per epoch (test)")
     ap.add_argument("--skip-dataloader", action="store_true", help="omit the slow path")
-    args = ap.parse_args()
+    ap.add_argument("--preset", action="append", default=[], choices=list(PRESETS),
+                    metavar="NAME", help="also the plain loop with AGD's preset NAME "
+                    "(repeatable; the default's is 'plain (AGD)')")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load_dataset("fashion-mnist")
     x = (bundle.train_x.float() / 255 - MEAN) / STD
@@ -156,6 +165,9 @@ def main() -> None:
         "plain (Adam)": lambda s: plain_epoch(x, y, s, args.limit_batches, "adam"),
         "plain (AGD)": lambda s: plain_epoch(x, y, s, args.limit_batches, "agd"),
     }
+    for name in args.preset:
+        paths[f"plain (AGD {name})"] = (
+            lambda s, name=name: plain_epoch(x, y, s, args.limit_batches, "agd", name))
     if not args.skip_dataloader:
         paths["dataloader (Adam)"] = lambda s: dataloader_epoch(bundle.train_x, y, s,
                                                                 args.limit_batches)
@@ -171,10 +183,11 @@ def main() -> None:
     base = statistics.median(times["plain (Adam)"])
     print(f"machine: {_machine()}")
     print(f"FCN 8x256, Fashion-MNIST, batch 128, {args.repeats} interleaved repeats (median)")
-    print(f"{'path':<20}{'epoch s':>10}{'min s':>10}{'vs plain Adam':>15}")
+    width = max(20, *(len(k) + 2 for k in times))
+    print(f"{'path':<{width}}{'epoch s':>10}{'min s':>10}{'vs plain Adam':>15}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<20}{med:>10.3f}{min(ts):>10.3f}{med / base:>14.2f}x")
+        print(f"{name:<{width}}{med:>10.3f}{min(ts):>10.3f}{med / base:>14.2f}x")
     print(f"not in the harness time: one checkpoint save (per epoch in a real run) "
           f"{checkpoint_seconds(bundle, args.repeats):.3f} s")
 

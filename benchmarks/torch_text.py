@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", required=True, choices=sorted(SETTINGS))
     ap.add_argument("--steps", type=int, default=None,
                     help="default: 1,000 for gru, 500 for the transformers (the race's)")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="how many seeds (default: %(default)s)")
+    ap.add_argument("--first-seed", type=int, default=0, metavar="K",
+                    help="run the seeds K, K+1, ... (default: %(default)s)")
     ap.add_argument("--variants", default="agd,adamw-0.003,adamw-0.01")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--curve", type=int, default=None, metavar="N",
@@ -242,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         ap.error(f"--steps must be at least 1, got {args.steps}")
+    if args.seeds < 1 or args.first_seed < 0:
+        ap.error(f"--seeds must be at least 1 and --first-seed at least 0, got {args.seeds} "
+                 f"and {args.first_seed}")
     if args.curve is not None and args.curve < 1:
         ap.error(f"--curve must be at least 1, got {args.curve}")
     variants = args.variants.split(",")
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
           f"torch {torch.__version__}, {args.threads} thread(s); AGD preset {args.preset}"
           + "".join(f", {p}={g:g}" for p, g in args.param_gain) + "; test loss in nats",
           flush=True)
-    results = run_variants(variants, range(args.seeds),
+    results = run_variants(variants, range(args.first_seed, args.first_seed + args.seeds),
                            lambda variant, seed: run(data, args.model, variant, steps, seed,
                                                      args.curve, args.preset,
                                                      args.param_gain, args.linefit),

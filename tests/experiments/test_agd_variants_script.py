@@ -65,18 +65,25 @@ def test_an_option_changes_only_its_piece(script, argv, field, value):
                                               ("fading", "spectral-fading"),
                                               ("damped", "spectral-damped")])
 def test_each_estimate_runs_its_presets_pieces(script, estimate, preset):
-    """``--estimate self`` runs exactly ``spectral-average``'s pieces (the "before" column of
-    docs/agd-stability.md §22), ``fading`` ``spectral-fading``'s (§22's rule, the "before"
-    column of §23) and ``damped`` the default's."""
-    got = script.variant_preset(script.parse_args(["gpt", "--estimate", estimate]))
+    """``--estimate self --head off`` runs exactly ``spectral-average``'s pieces (the "before"
+    column of docs/agd-stability.md §22), ``fading`` ``spectral-fading``'s (§22's rule, the
+    "before" column of §23) and ``damped`` ``spectral-damped``'s (the default until §25)."""
+    got = script.variant_preset(script.parse_args(["gpt", "--estimate", estimate,
+                                                   "--head", "off"]))
     assert got.definition == PRESETS[preset].definition  # every piece, no words
-    assert (estimate == "damped") == (preset == DEFAULT_PRESET)
+    with_head = script.variant_preset(script.parse_args(["gpt", "--estimate", estimate]))
+    assert with_head.definition == {**got.definition, "head": "True"}
 
 
-def test_head_on_runs_spectral_heads_pieces(script):
-    """``--head on`` is ``spectral-head`` (docs/agd-stability.md §25's "ᴸ" rows)."""
-    got = script.variant_preset(script.parse_args(["lstm", "--head", "on"]))
-    assert got.definition == PRESETS["spectral-head"].definition
+@pytest.mark.parametrize("argv, preset", [([], "spectral-head"), (["--head", "on"],
+                                                                   "spectral-head"),
+                                          (["--head", "off"], "spectral-damped")])
+def test_head_runs_the_default_or_the_one_before(script, argv, preset):
+    """No option and ``--head on`` are the default, ``spectral-head`` (docs/agd-stability.md
+    §25's "ᴸ" rows); ``--head off`` is ``spectral-damped``, the default until §25."""
+    assert DEFAULT_PRESET == "spectral-head"
+    got = script.variant_preset(script.parse_args(["lstm", *argv]))
+    assert got.definition == PRESETS[preset].definition
 
 
 def test_bad_momentum_is_refused(script):

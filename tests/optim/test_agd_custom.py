@@ -53,7 +53,7 @@ def _data():
     return x, torch.sin(x[:, :2] * 2) + 0.5
 
 
-def _losses(model, opt, steps=8):
+def _losses(model, opt, steps=12):
     x, y = _data()
     out = []
     for _ in range(steps):

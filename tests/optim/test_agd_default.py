@@ -1,4 +1,4 @@
-"""The default preset, ``spectral-damped``: one rule for every network, its pieces
+"""The default preset, ``spectral-head``: one rule for every network, its pieces
 (:class:`~hyperfree.optim.Rotation`, :class:`~hyperfree.optim.PolyAverage`; the estimate
 :class:`~hyperfree.optim.Fading` has tests/optim/test_agd_fading.py) and the averaged
 weights' ``eval()`` / ``train()`` (``docs/agd-stability.md`` §8).
@@ -40,7 +40,7 @@ def _steps(model: nn.Module, opt: hyperfree.AGD, n: int, seed: int = 0) -> None:
                                                                 nn.Linear(4, 10))],
                          ids=["mlp", "layernorm", "batchnorm", "lstm", "embedding"])
 def test_every_network_gets_the_one_default(model: nn.Module) -> None:
-    assert DEFAULT_PRESET == "spectral-damped"
+    assert DEFAULT_PRESET == "spectral-head"
     assert hyperfree.AGD(model).preset is PRESETS[DEFAULT_PRESET]
     assert get_preset(AUTO) is get_preset("AUTO") is PRESETS[DEFAULT_PRESET]
 

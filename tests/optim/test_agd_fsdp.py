@@ -49,8 +49,9 @@ CONFIGS = [("paper", {}, 1), ("spectral-sphere", {"sharded_polar": "owner"}, 5),
            ("spectral-average", {}, 5),  # and the retraction's reduce (norms and ‖Δ‖²)
            ("spectral-average", {"reference": True}, None),
            ("spectral-fading", {}, 5),  # its hold adds no collective (it reads G once reduced)
-           ("spectral-damped", {}, 5),  # the default: the same state, G damped instead
-           # both heads' input scales averaged over the ranks (one all_reduce of its own)
+           ("spectral-damped", {}, 5),  # the same state, G damped instead
+           # the default: both heads' input scales averaged over the ranks (one all_reduce
+           # of its own)
            ("spectral-head", {}, 5)]
 
 

@@ -160,17 +160,23 @@ def test_state_saved_under_a_redefined_preset_warns_and_resumes_under_the_curren
 
 def test_a_field_added_to_presets_since_a_state_was_saved_is_no_redefinition(recwarn):
     """``Preset.head`` came after states were saved without it: at its default, the saved
-    definition still matches; set, it is a change named like any other."""
+    definition still matches; set, it is a change named like any other. A state of
+    ``spectral-damped``, the default until §25, is refused by today's default with the
+    remedy."""
     model = _model()
-    opt = hyperfree.AGD(model)
+    opt = hyperfree.AGD(model, preset="spectral-damped")
     _run(model, opt, 1, 0)
     state = opt.state_dict()
     del state["agd"]["definition"]["head"]  # as saved before the field existed
-    hyperfree.AGD(_model()).load_state_dict(copy.deepcopy(state))
+    hyperfree.AGD(_model(), preset="spectral-damped").load_state_dict(copy.deepcopy(state))
     assert not [w for w in recwarn if "defined otherwise" in str(w.message)]
-    headed = dataclasses.replace(PRESETS[DEFAULT_PRESET], head=True)
+    headed = dataclasses.replace(PRESETS["spectral-damped"], head=True)
     with pytest.warns(UserWarning, match=r"head False -> True"):
-        hyperfree.AGD(_model(), preset=headed).load_state_dict(state)
+        hyperfree.AGD(_model(), preset=headed).load_state_dict(copy.deepcopy(state))
+    assert DEFAULT_PRESET == "spectral-head"
+    with pytest.raises(ValueError, match=r"saved with preset 'spectral-damped', not "
+                       r"'spectral-head'; build AGD\(\.\.\., preset='spectral-damped'\)"):
+        hyperfree.AGD(_model()).load_state_dict(state)
 
 
 def test_state_saved_before_definitions_were_recorded_loads_silently(recwarn):

@@ -98,7 +98,7 @@ def test_one_agd_entry_per_preset() -> None:
         stepper = build_optimizer(spec, nn.Linear(4, 3, bias=False))
         assert stepper.optimizer.preset == PRESETS[preset], spec
     # "agd" is the default preset, for every network; "agd-auto" (the earlier name) the same
-    assert DEFAULT_PRESET == "spectral-damped"
+    assert DEFAULT_PRESET == "spectral-head"
     for spec in ("agd", "agd-auto"):
         plain = build_optimizer(spec, nn.Linear(4, 3, bias=False)).optimizer.preset
         normed = build_optimizer(spec, nn.Sequential(nn.Linear(4, 3, bias=False),

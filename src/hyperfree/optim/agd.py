@@ -53,7 +53,7 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
             or an iterable of tensors, ``(name, tensor)`` pairs or param-group dicts together
             with ``model=`` (or ``kinds=`` for every tensor).
         preset: a name from :data:`hyperfree.optim.PRESETS` or a :class:`Preset`; the
-            default ``spectral-damped`` is one rule for every network (``"auto"`` names it).
+            default ``spectral-head`` is one rule for every network (``"auto"`` names it).
         gain: dimensionless multiplier of the step (default 1.0, the paper's setting).
         lr: scheduler hook multiplying the step (default 1.0 = AGD as derived).
         model: the module that owns ``params`` when ``params`` is not the module itself.

@@ -29,7 +29,11 @@ the step that is not derived from the architecture:
 Every preset has no learning rate. :data:`PRESETS` is the registry; :func:`get_preset` looks a
 name up. ``paper`` is bit-for-bit the paper's algorithm on bias-free Linear/Conv networks.
 
-The default, ``spectral-damped`` (:data:`DEFAULT_PRESET`), is one rule for every network:
+The default, ``spectral-head`` (:data:`DEFAULT_PRESET`, §26), is one rule for every network:
+``spectral-damped`` with ``head``: the layer that makes the output steps ``1/ρ`` times its
+share where ρ < 1 (at most L times), ρ its input's RMS measured on each step's forwards (its
+move ``ΔW x`` is exact, the bound takes ρ = 1; :mod:`._head`, ``docs/agd-stability.md`` §25).
+``spectral-damped`` (the default from §23 to §26) is
 ``spectral-average`` (``docs/agd-stability.md`` §9–§16) with G divided by the square of its
 running average's rise since that average's peak (:class:`~.pieces.Fading` with power 2,
 §23: a rise that persists is the network's Jacobian growing, and the curvature grows as its
@@ -44,10 +48,6 @@ residual branch, a shortcut) has σ √2 larger per such sum, in G and in its st
 (:attr:`~.rules.Kind.fork_scale`; ``docs/agd-stability.md`` §10), and ``streams``: where the
 sum is one of a stream of sums (a pre-norm transformer's residual stream of T terms), the
 step's σ is √T larger instead of √2 (G keeps √2; :attr:`~.rules.Kind.stream_scale`, §16).
-``spectral-head`` is ``spectral-damped`` with ``head``: the layer that makes the output steps
-``1/ρ`` times its share where ρ < 1 (at most L times), ρ its input's RMS measured on each
-step's forward (its move ``ΔW x`` is exact, the bound takes ρ = 1; :mod:`._head`,
-``docs/agd-stability.md`` §25).
 ``"auto"`` (:data:`AUTO`), the earlier switch on module types between ``spectral-momentum``
 and ``spectral-fresh``, now names the default.
 """
@@ -145,7 +145,7 @@ _DAMPED = dataclasses.replace(
     _AVERAGE, name="spectral-damped", estimate=Fading(0.99, power=2.0),
     description="spectral-average with G divided by the square of its average's rise since "
                 "its peak (a persistent rise is the Jacobian growing, and the curvature with its "
-                "square) (the default)")
+                "square)")
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
@@ -171,11 +171,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     dataclasses.replace(_DAMPED, name="spectral-head", head=True,
                         description="spectral-damped with the output layer's step x 1/rho "
                                     "where rho < 1, rho its input's RMS measured on the step's "
-                                    "forwards (its exact share of the output's move)"),
+                                    "forwards (its exact share of the output's move) "
+                                    "(the default)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
-DEFAULT_PRESET = "spectral-damped"
+DEFAULT_PRESET = "spectral-head"
 #: The earlier default's name (a switch on module types); it now names :data:`DEFAULT_PRESET`.
 AUTO = "auto"
 
