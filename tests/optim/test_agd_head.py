@@ -183,6 +183,24 @@ def test_every_returned_tensor_has_its_head():
     assert sorted(_heads(opt, model)) == ["out.weight", "value.weight"]
 
 
+@pytest.mark.parametrize("cls, found", [(TwoHeads, "out.weight, value.weight"),
+                                        (Summed, "none (no plain, untied linear weight"),
+                                        (Tied, "none (no plain, untied linear weight")])
+def test_the_kinds_report_names_the_heads(cls, found):
+    """Between the table and the code to paste: not found before the first forward (where a
+    candidate exists), then the heads by name, or none; no line under a preset without it."""
+    model = _net(cls)
+    opt = hyperfree.AGD(model, preset=HEAD)
+    before = opt.kinds_report().split("\n\n")
+    assert before[1].startswith("heads (step x clamp(1/rho, 1, L)")
+    assert ("not found yet" in before[1]) == (cls is not Tied)  # a tied weight: no candidate
+    model(torch.randint(0, 5, (4, 3)) if cls is Tied else _x(0))
+    table, line = opt.kinds_report().split("\n\n")[:2]
+    assert table.splitlines()[0].split() == ["parameter", "shape", "kind", "from", "why"]
+    assert line.split("§25): ")[1].startswith(found)
+    assert "heads" not in hyperfree.AGD(_net(cls), preset=WITHOUT).kinds_report()
+
+
 @pytest.mark.parametrize("cls", [Tied, Summed])
 def test_no_head_steps_as_the_preset_without_it(cls):
     a, b = _net(cls), _net(cls)

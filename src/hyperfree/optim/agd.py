@@ -127,9 +127,15 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
 
     def kinds_report(self) -> str:
         """Every parameter AGD steps: its kind, where the kind came from (the rules table, a
-        declaration, a reading of the forward, ``generic``) and why; then the code that pins
-        what was read or defaulted as declarations."""
-        return report(list(self._infos.values()))
+        declaration, a reading of the forward, ``generic``) and why; under a preset with
+        ``head``, the heads found; then the code that pins what was read or defaulted as
+        declarations."""
+        text = report(list(self._infos.values()))
+        if self._head is None:
+            return text
+        table, sep, rest = text.partition("\n\n")
+        names = {k: i.name for k, i in self._infos.items()}
+        return table + "\n\n" + self._head.describe(names) + sep + rest
 
     def _adopt(self, infos: list[ParamInfo], loaded: bool = False) -> None:
         """New kinds before any step (read from the first forward, or ``loaded`` from a
