@@ -137,13 +137,13 @@ class HeadScale:
             torch.finfo(ms.dtype).tiny)).clamp(1.0, cap), torch.ones_like(ms))
         return [(h.param, inv[i]) for i, h in enumerate(self.heads)]
 
-    def describe(self, names: Mapping[int, str]) -> str:
-        """The kinds report's line: the heads found (``names``: ``{id(tensor): name}``), or
-        that the first forward has not run yet, or that the model has none."""
+    def describe(self) -> str:
+        """The kinds report's line: the heads found, by their names in the optimiser's infos,
+        or that the first forward has not run yet, or that the model has none."""
         rule = "heads (step x clamp(1/rho, 1, L), rho its input's measured RMS; " \
                "docs/agd-stability.md §25): "
         if self.heads:
-            return rule + ", ".join(names.get(id(h.param), "?") for h in self.heads)
+            return rule + ", ".join(self._infos[id(h.param)].name for h in self.heads)
         if self._weights:
             return rule + "not found yet (the first forward with gradients finds them)"
         return rule + "none (no plain, untied linear weight makes an output of the model)"

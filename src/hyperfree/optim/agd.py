@@ -134,8 +134,7 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         if self._head is None:
             return text
         table, sep, rest = text.partition("\n\n")
-        names = {k: i.name for k, i in self._infos.items()}
-        return table + "\n\n" + self._head.describe(names) + sep + rest
+        return table + "\n\n" + self._head.describe() + sep + rest
 
     def _adopt(self, infos: list[ParamInfo], loaded: bool = False) -> None:
         """New kinds before any step (read from the first forward, or ``loaded`` from a
