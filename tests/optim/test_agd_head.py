@@ -201,6 +201,28 @@ def test_the_kinds_report_names_the_heads(cls, found):
     assert "heads" not in hyperfree.AGD(_net(cls), preset=WITHOUT).kinds_report()
 
 
+def test_parameters_without_their_model_say_the_head_is_not_measured():
+    """Bare tensors declared by kind: no forward to hook, so the report says so (with the
+    remedy) and the step is the preset's without the head."""
+    a, b = _net(), _net()
+    kinds = lambda m: {m.body.weight: "linear", m.body.bias: "bias",  # noqa: E731
+                       m.out.weight: "linear", m.out.bias: "bias"}
+    bare = hyperfree.AGD(list(a.parameters()), preset=HEAD, kinds=kinds(a))
+    plain = hyperfree.AGD(list(b.parameters()), preset=WITHOUT, kinds=kinds(b))
+    line = bare.kinds_report().split("\n\n")[1]
+    assert line.startswith("heads: not measured") and "AGD(params, model=model)" in line
+    assert "heads" not in plain.kinds_report()
+    for model, opt in ((a, bare), (b, plain)):
+        for _ in range(3):
+            opt.zero_grad()
+            model(_x(0)).sin().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    with_model = hyperfree.AGD(list(a.parameters()), preset=HEAD, kinds=kinds(a), model=a)
+    assert "not found yet" in with_model.kinds_report().split("\n\n")[1]
+
+
 @pytest.mark.parametrize("cls", [Tied, Summed])
 def test_no_head_steps_as_the_preset_without_it(cls):
     a, b = _net(cls), _net(cls)

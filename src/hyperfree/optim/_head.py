@@ -137,6 +137,11 @@ class HeadScale:
             torch.finfo(ms.dtype).tiny)).clamp(1.0, cap), torch.ones_like(ms))
         return [(h.param, inv[i]) for i, h in enumerate(self.heads)]
 
+    #: The kinds report's line where AGD was given parameters without their model: no forward
+    #: to hook, so every head keeps the step of the preset without ``head``.
+    UNMEASURED = ("heads: not measured (AGD was given parameters without their model, so it "
+                  "cannot read the head's input: pass AGD(model) or AGD(params, model=model))")
+
     def describe(self) -> str:
         """The kinds report's line: the heads found, by their names in the optimiser's infos,
         or that the first forward has not run yet, or that the model has none."""

@@ -131,10 +131,11 @@ class AGD(AveragedWeights, torch.optim.Optimizer):
         ``head``, the heads found; then the code that pins what was read or defaulted as
         declarations."""
         text = report(list(self._infos.values()))
-        if self._head is None:
+        if not self.preset.head:
             return text
+        line = self._head.describe() if self._head is not None else HeadScale.UNMEASURED
         table, sep, rest = text.partition("\n\n")
-        return table + "\n\n" + self._head.describe() + sep + rest
+        return table + "\n\n" + line + sep + rest
 
     def _adopt(self, infos: list[ParamInfo], loaded: bool = False) -> None:
         """New kinds before any step (read from the first forward, or ``loaded`` from a
