@@ -5,6 +5,7 @@
         [--schedule constant|cosine|linear] [--steps N] [--retraction rotation|sphere|ball|none]
         [--estimate self|fading|damped]
         [--depth N] [--forks paths|none|stream-g] [--streams on|off] [--head on|off]
+        [--rows every|lazy]
         [--init-norm step|both]
         [--participation ratio|capped] [--hypergain KAPPA [--hypergain-reference last|average]]
         [--linefit] [--data-dir tinyshakespeare=PATH]
@@ -45,6 +46,7 @@ the default (β and γ are read from the preset):
   ``--forks stream-g --streams off``: the stream scale in G and the step alike (§16's probe);
   ``--head off``: without the default's head scale (each head's step × 1/ρ, ρ its input's RMS
   measured on each step's forwards, §25): ``spectral-damped``, the default until §25;
+  ``--rows lazy``: an embedding row steps only when the batch reads it (§27: ``spectral-lazy``);
 * ``--init-norm step|both``: σ read from the weights AGD is given (each matrix's operator norm
   at the first step over its σ: 1 at AGD's initialisation, so only ``finetune`` changes), in
   the step or in G and the step; ``--participation ratio|capped``: G and L weighted by the
@@ -270,10 +272,11 @@ def variant_preset(args: argparse.Namespace) -> Preset:
     forks = args.forks != "none" if args.forks is not None else preset.forks
     streams = args.streams == "on" if args.streams is not None else preset.streams
     head = args.head == "on" if args.head is not None else preset.head
+    lazy = args.rows == "lazy" if args.rows is not None else preset.lazy_rows
     return dataclasses.replace(preset, name=f"{preset.name}-variant", source=source,
                                estimate=estimate, average=PolyAverage(args.gamma),
                                retraction=retraction,
-                               forks=forks, streams=streams, head=head)
+                               forks=forks, streams=streams, head=head, lazy_rows=lazy)
 
 
 @contextlib.contextmanager
@@ -389,7 +392,7 @@ def run(panel: str, seed: int, args: argparse.Namespace, scratch: Path) -> dict[
             "eval": args.eval, "retraction": args.retraction or "the preset's",
             "estimate": args.estimate or "the preset's",
             "forks": args.forks or "the preset's", "streams": args.streams or "the preset's",
-            "head": args.head or "the preset's",
+            "head": args.head or "the preset's", "rows": args.rows or "the preset's",
             "schedule": args.schedule, "steps": overrides.get("steps"),
             "depth": overrides.get("depth"), "arch": overrides.get("arch"),
             "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
@@ -435,6 +438,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--head", choices=("on", "off"), default=None,
                     help="the heads' steps × 1/ρ, ρ their input's measured RMS (§25; off: "
                          "spectral-damped) (default: the preset's)")
+    ap.add_argument("--rows", choices=("every", "lazy"), default=None,
+                    help="embedding rows: every row steps along its momentum, or only the rows "
+                         "the batch reads (lazy: spectral-lazy's, §27) (default: the preset's)")
     ap.add_argument("--eval", choices=("average", "iterate"), default="average")
     ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="a known horizon: the step's multiplier decays over the run "

@@ -15,6 +15,10 @@ Models (``--model``):
   residual stream is normalised after each branch joins it.
 * ``prenorm``: the same with ``norm_first=True`` and a final LayerNorm (the race's GPT's layout,
   in PyTorch's modules): the control.
+* ``word``: the same text in words (``word_data``: ≈ 5,000 words seen 3 times in training, the
+  rest ``<unk>``; context 32 words) → ``Embedding(V, 128)`` → ``nn.LSTM(128, 128,
+  num_layers=2)`` → ``Linear(128, V)``, batch 32, 1,000 steps — an embedding most of whose
+  rows no one batch reads (``docs/agd-stability.md`` §27).
 
 Variants: ``agd`` (the default preset, from AGD's initialisation, ``opt.init_weights()``),
 ``agd-model-init`` (the default preset from the model's own initialisation, PyTorch's: AdamW's
@@ -28,16 +32,20 @@ variants with another preset of ``hyperfree.optim.PRESETS`` (default: the defaul
 ``--param-gain PATTERN=G`` gives the AGD variants' parameters whose name matches G times the
 step (``docs/agd-stability.md`` §22's localisation; a diagnostic, not a rule); ``--linefit``
 reads how each step's batch answers the step (``benchmarks/_linefit.py``, §19 and §23; the
-training is unchanged).
+training is unchanged); ``--calibrate`` prints each run's test loss at the loss-optimal
+temperature (``benchmarks/calibration.py``'s reading, §27).
 
-    python benchmarks/torch_text.py --data tinyshakespeare.txt --model gru|postnorm|prenorm
+    python benchmarks/torch_text.py --data tinyshakespeare.txt --model gru|postnorm|prenorm|word
         [--steps N] [--seeds 3] [--variants agd,agd@2,agd-model-init,adamw-0.003] [--threads 1]
         [--curve N] [--preset NAME] [--param-gain 'rnn.weight_hh*=0.5' ...] [--linefit]
+        [--calibrate]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -48,7 +56,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hyperfree
-from hyperfree.data import load_dataset
+from hyperfree.data import DataBundle, DatasetInfo, load_dataset
+from hyperfree.data.text import windows
 from hyperfree.optim import DEFAULT_PRESET, PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,10 +65,31 @@ from _gains import param_gain_groups  # noqa: E402
 from _hf_runs import adamw_warmup_cosine, print_summary, run_variants  # noqa: E402
 from _linefit import LineFit  # noqa: E402
 from _probe_args import add_probe_arguments  # noqa: E402
+from calibration import TEMPERATURES, Tempered  # noqa: E402
 
 CONTEXT = 64
-#: model -> (batch, steps): the race's LSTM and GPT settings
-SETTINGS = {"gru": (32, 1000), "postnorm": (12, 500), "prenorm": (12, 500)}
+#: model -> (batch, steps): the race's LSTM and GPT settings; the word model's own
+SETTINGS = {"gru": (32, 1000), "postnorm": (12, 500), "prenorm": (12, 500), "word": (32, 1000)}
+#: the word model: its context in words, and a word's least count in the training split
+WORD_CONTEXT, WORD_MIN_COUNT = 32, 3
+_WORD = re.compile(r"[A-Za-z']+|[^\sA-Za-z']")  # a word, or one punctuation mark
+
+
+def word_data(path: str | Path) -> DataBundle:
+    """The same text in words (``_WORD``; the first 90% of its characters train, the rest
+    test, as the character split): the words seen ``WORD_MIN_COUNT`` times in training, and
+    ``<unk>`` for the others, in windows of ``WORD_CONTEXT``."""
+    text = Path(path).read_text(encoding="utf-8")
+    cut = int(0.9 * len(text))
+    train, test = _WORD.findall(text[:cut]), _WORD.findall(text[cut:])
+    counts = collections.Counter(train)
+    vocab = ["<unk>"] + sorted(w for w, c in counts.items() if c >= WORD_MIN_COUNT)
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = [torch.tensor([index.get(w, 0) for w in ws]) for ws in (train, test)]
+    (tx, ty), (vx, vy) = (windows(t, WORD_CONTEXT) for t in ids)
+    info = DatasetInfo("tinyshakespeare-words", "text", len(vocab), 0, 0, None, None, False,
+                       vocab)
+    return DataBundle(info, tx, ty, vx, vy, train_stream=ids[0])
 
 
 class CharGRU(nn.Module):
@@ -69,6 +99,21 @@ class CharGRU(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.rnn = nn.GRU(width, width, num_layers=depth, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h, _ = self.rnn(self.embed(tokens))
+        return self.head(h)
+
+
+class WordLSTM(nn.Module):
+    """Embedding(V, 128) → 2-layer LSTM(128) → Linear head: thousands of rows, most of them
+    absent from any one batch (a character model's every row is in nearly every batch)."""
+
+    def __init__(self, vocab: int, width: int = 128, depth: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.rnn = nn.LSTM(width, width, num_layers=depth, batch_first=True)
         self.head = nn.Linear(width, vocab)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -100,6 +145,8 @@ class CharTransformer(nn.Module):
 def build(model: str, vocab: int) -> nn.Module:
     if model == "gru":
         return CharGRU(vocab)
+    if model == "word":
+        return WordLSTM(vocab)
     if model in ("postnorm", "prenorm"):
         return CharTransformer(vocab, norm_first=model == "prenorm")
     raise ValueError(f"--model {model!r} is not one of {', '.join(SETTINGS)}")
@@ -162,10 +209,32 @@ def test_loss(model: nn.Module, data, opt=None) -> float:
     return total / n
 
 
+def temperature_line(model: nn.Module, data, opt=None) -> str:
+    """The test loss at the loss-optimal temperature (``benchmarks/calibration.py``'s reading:
+    an oracle on the test split, a diagnosis), AGD at its averaged weights."""
+    training = model.training
+    if isinstance(opt, hyperfree.AGD):
+        opt.eval()
+    model.eval()
+    tempered = Tempered(TEMPERATURES)
+    with torch.no_grad():
+        for x, y in data.test_loader(256):
+            tempered(model(x), y)
+    if training:
+        model.train()
+        if isinstance(opt, hyperfree.AGD):
+            opt.train()
+    losses = tempered.losses()
+    best = min(losses, key=losses.__getitem__)
+    one = losses[min(losses, key=lambda t: abs(t - 1.0))]
+    return (f"  temperature: loss(1) {one:.4f}, T* {best:.3f}, loss(T*) {losses[best]:.4f}, "
+            f"the scale costs {one - losses[best]:.4f}")
+
+
 def run(data, model_name: str, variant: str, steps: int, seed: int,
         curve: int | None = None, preset: str = DEFAULT_PRESET,
-        param_gain: Sequence[tuple[str, float]] = (), linefit: bool = False
-        ) -> tuple[float, float]:
+        param_gain: Sequence[tuple[str, float]] = (), linefit: bool = False,
+        calibrate: bool = False) -> tuple[float, float]:
     """(test loss, mean training loss of the last 10% of the steps) of one run, in nats. With
     ``curve``, every ``curve`` steps prints the mean training loss since the last line, the
     test loss, AGD's η and each matrix's Frobenius norm over its norm at the start. With
@@ -220,6 +289,8 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
     if fit is not None:
         print(f"  linefit (rho, s*, coherence; medians per quarter): {fit.quarters()}",
               flush=True)
+    if calibrate:
+        print(temperature_line(model, data, opt), flush=True)
     model.eval()
     return test_loss(model, data, opt), sum(tail) / len(tail)
 
@@ -240,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
                          "each matrix's norm over its start")
     ap.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                     help="the AGD variants' preset (default: %(default)s, the default)")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also print each run's test loss at the loss-optimal temperature "
+                         "(benchmarks/calibration.py's reading; docs/agd-stability.md §27)")
     add_probe_arguments(ap, ("param-gain", "linefit"))
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
@@ -262,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(str(e))
     torch.set_num_threads(args.threads)
     steps = args.steps or SETTINGS[args.model][1]
-    data = load_dataset("tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
+    data = word_data(args.data) if args.model == "word" else load_dataset(
+        "tinyshakespeare", data_dir=args.data, seq_len=CONTEXT)
     print(f"# {args.model}, {steps} steps, batch {SETTINGS[args.model][0]}, context {CONTEXT}, "
           f"torch {torch.__version__}, {args.threads} thread(s); AGD preset {args.preset}"
           + "".join(f", {p}={g:g}" for p, g in args.param_gain) + "; test loss in nats",
@@ -270,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     results = run_variants(variants, range(args.first_seed, args.first_seed + args.seeds),
                            lambda variant, seed: run(data, args.model, variant, steps, seed,
                                                      args.curve, args.preset,
-                                                     args.param_gain, args.linefit),
+                                                     args.param_gain, args.linefit,
+                                                     args.calibrate),
                            lambda loss: f"{loss:.4f}")
     print_summary(results, lambda m, s: f"{m:.3f} ± {s:.3f}")
 

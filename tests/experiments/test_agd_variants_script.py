@@ -52,6 +52,7 @@ def test_no_option_is_the_default_preset(script):
     (["--forks", "none"], "forks", False),
     (["--estimate", "self"], "estimate", SelfEstimate()),
     (["--head", "on"], "head", True),
+    (["--rows", "lazy"], "lazy_rows", True),
 ])
 def test_an_option_changes_only_its_piece(script, argv, field, value):
     got = _fields(script.variant_preset(script.parse_args(["gpt", *argv])))
@@ -84,6 +85,11 @@ def test_head_runs_the_default_or_the_one_before(script, argv, preset):
     assert DEFAULT_PRESET == "spectral-head"
     got = script.variant_preset(script.parse_args(["lstm", *argv]))
     assert got.definition == PRESETS[preset].definition
+
+
+def test_lazy_rows_run_spectral_lazy(script):
+    got = script.variant_preset(script.parse_args(["lstm", "--rows", "lazy"]))
+    assert got.definition == PRESETS["spectral-lazy"].definition
 
 
 def test_bad_momentum_is_refused(script):

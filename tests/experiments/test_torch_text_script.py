@@ -80,6 +80,21 @@ def test_first_seed_runs_the_seeds_from_it(tt, text_file, capsys):
     assert runs[0].split(":")[1].split()[0] == f"{want:.4f}"
 
 
+@pytest.mark.parametrize("variant", ["agd", "adamw-0.003"])
+def test_calibrate_reads_the_final_model_without_changing_the_run(tt, text_file, capsys,
+                                                                   variant):
+    """``--calibrate``: loss(1) is the run's own test loss (AGD at its average), loss(T*) no
+    more, and the run is the one without it."""
+    data = load_dataset("tinyshakespeare", data_dir=str(text_file), seq_len=tt.CONTEXT)
+    plain = tt.run(data, "gru", variant, 6, seed=1)
+    capsys.readouterr()
+    assert tt.run(data, "gru", variant, 6, seed=1, calibrate=True) == plain
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "temperature:" in x]
+    one = float(line.split("loss(1) ")[1].split(",")[0])
+    best = float(line.split("loss(T*) ")[1].split(",")[0])
+    assert one == pytest.approx(plain[0], abs=1e-4) and best <= one
+
+
 def test_the_curve_reports_the_run_without_changing_it(tt, text_file, capsys):
     data = load_dataset("tinyshakespeare", data_dir=str(text_file), seq_len=tt.CONTEXT)
     plain = tt.run(data, "gru", "agd", 12, seed=2)

@@ -67,7 +67,7 @@ class ReferenceAGD(hyperfree.AGD):
             fresh_beta=preset.estimate.beta if fresh else None, forks=preset.forks,
             streams=preset.streams, fading=held,
             fading_beta=preset.estimate.beta if fading else None,
-            fading_power=preset.estimate.power if fading else 1.0)
+            fading_power=preset.estimate.power if fading else 1.0, lazy_rows=preset.lazy_rows)
         if fresh:
             self._pieces.fields["estimate"]["H"].fill_(ema[0])
         for f, v in zip(_FADING if fading else (), held or ()):

@@ -143,7 +143,8 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
                    ns_dtype: torch.dtype | None = None, fresh_ema: list[float] | None = None,
                    fresh_beta: float | None = None, forks: bool = False,
                    streams: bool = False, fading: list[float] | None = None,
-                   fading_beta: float | None = None, fading_power: float = 1.0) -> Tensor:
+                   fading_beta: float | None = None, fading_power: float = 1.0,
+                   lazy_rows: bool = False) -> Tensor:
     """One AGD step on ``params`` in place; returns η (0 if skipped). ``buffers[i]`` is the
     momentum of parameter ``i`` (created and updated here); parameters with no gradient count
     in ``L`` but are not moved. ``fresh_ema`` (a one-element list, updated) selects the fresh
@@ -152,7 +153,9 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     scale σ (else they are ignored). ``streams``: a tensor's step (not G) is √terms long (√2
     per fork where no terms were read) over what its σ gives: written here as a gain.
     ``fading`` (``[H, n, P, M]``, updated) holds G where its average has risen since its peak
-    (``fading_beta`` the average's β), or damps it (``fading_power`` 2: by the rise squared)."""
+    (``fading_beta`` the average's β), or damps it (``fading_power`` 2: by the rise squared).
+    ``lazy_rows``: under the spectral family an embedding row whose gradient row is all zero
+    has a zero source row (no term, no move; the momentum keeps it)."""
     if streams:
         gains = [g * (math.sqrt(k.terms) if k.terms else math.sqrt(2.0) ** k.forks)
                  / (math.sqrt(2.0) ** k.forks if forks else 1.0) for g, k in zip(gains, kinds)]
@@ -161,10 +164,12 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
     L = sum(_cells(p, k, family)[2] for p, k in zip(params, kinds))
     buffers = buffers if buffers is not None else [None] * len(params)
     finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+    unused = [_unused_rows(g, k, family) if lazy_rows and g is not None else None
+              for g, k in zip(grads, kinds)]
     if fresh_ema is not None:
         return _fresh_step(params, grads, kinds, family, gains, lrs, momentum, buffers, step,
                            retract, ns_steps, ns_dtype, fresh_ema, L, finite,
-                           momentum if fresh_beta is None else fresh_beta)
+                           momentum if fresh_beta is None else fresh_beta, unused)
     us: list[Tensor | None] = []
     new_buffers = list(buffers)
     for i, g in enumerate(grads):
@@ -190,6 +195,7 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
         return torch.zeros((), dtype=params[0].dtype)
     plan = []
     total = torch.zeros((), dtype=torch.float64)
+    us = [u if u is None or r is None else _zero_rows(u, r) for u, r in zip(us, unused)]
     for p, u, k in zip(params, us, kinds):
         if u is None:
             continue
@@ -219,6 +225,20 @@ def reference_step(params: list[Tensor], grads: list[Tensor | None], kinds: list
         if retract is not None:
             _retract(p, before, k, retract)
     return eta.to(params[0].dtype)
+
+
+def _unused_rows(g: Tensor, kind: Kind, family: str) -> list[int] | None:
+    """The rows of a spectral embedding whose gradient row is all zero, one by one."""
+    if kind.name != "embedding" or family != "spectral":
+        return None
+    return [r for r in range(g.shape[0]) if not any(float(v) != 0.0 for v in g[r])]
+
+
+def _zero_rows(u: Tensor, rows: list[int]) -> Tensor:
+    u = u.clone()
+    for r in rows:
+        u[r] = 0
+    return u
 
 
 def _fading(G: float, state: list[float], beta: float) -> float:
@@ -270,7 +290,7 @@ def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Ki
                 family: str, gains: list[float], lrs: list[float], beta: float,
                 buffers: list[Tensor | None], k: int, retract: str | None, ns_steps: int,
                 ns_dtype: torch.dtype | None, ema: list[float], L: int, finite: bool,
-                beta_h: float) -> Tensor:
+                beta_h: float, unused: list[list[int] | None]) -> Tensor:
     """The fresh estimate, written out: D from m_{t−1}; F = Σ σ⟨g, D⟩/L; H ← β_h H + (1−β_h)F;
     G = max(0, H/(1−β_h^k)); the step; then m ← βm + (1−β)g. Nothing moves if a gradient is not
     finite; with k = 0 (no direction yet) only the momentum takes the gradient."""
@@ -278,12 +298,13 @@ def _fresh_step(params: list[Tensor], grads: list[Tensor | None], kinds: list[Ki
         return torch.zeros((), dtype=params[0].dtype)
     live = [g is not None for g in grads]
     directions, F = [], 0.0
-    for p, g, m, kind, on in zip(params, grads, buffers, kinds, live):
+    for p, g, m, kind, on, rows in zip(params, grads, buffers, kinds, live, unused):
         if not on:
             continue
         dtype = ns_dtype or (torch.float64 if p.dtype == torch.float64 else torch.bfloat16)
         cells, sigma, _, how = _cells(p, kind, family)
         source = m if m is not None else torch.zeros_like(g)
+        source = source if rows is None else _zero_rows(source, rows)
         for uc, gc in zip(_cells(source, kind, family)[0], _cells(g, kind, family)[0]):
             d = _direction(uc, how, ns_steps, dtype)
             F += sigma * float((gc.double() * d.double()).sum())

@@ -52,11 +52,12 @@ Polar = Callable[[list[Tensor], bool, int], tuple[dict[int, Tensor], Tensor]]
 
 
 def partial_sums(plan: Plan, us: list[Tensor], fresh: list[Tensor] | None, *, host: bool,
-                 ns_steps: int, polar: Polar | None = None
+                 ns_steps: int, polar: Polar | None = None, used: list[Tensor] | None = None
                  ) -> tuple[Tensor, list[Tensor], dict[int, Tensor]]:
     """``(flat, row_norms, directions)``: the local partial sums of the step's terms (the
     module docstring's layout), the row norms of every row-wise embedding, and the direction
-    of every polar tensor."""
+    of every polar tensor. ``used`` (one boolean per row of each row-wise embedding, in
+    ``plan.rows`` order): a row not used has norm 0 here, so it has no term and no move."""
     acc = plan.consts.sq_w.dtype
     parts: list[Tensor] = []
     if plan.whole:
@@ -68,6 +69,8 @@ def partial_sums(plan: Plan, us: list[Tensor], fresh: list[Tensor] | None, *, ho
         parts.append(torch.stack(torch._foreach_norm([us[i] for i in plan.signs], ord=1,
                                                      dtype=acc)))
     row_norms = [torch.linalg.vector_norm(us[i], dim=1, dtype=acc) for i in plan.rows]
+    if used is not None:
+        row_norms = [torch.where(u, n, 0.0) for n, u in zip(row_norms, used)]
     if row_norms:
         parts.append(torch.stack([n.sum() for n in row_norms]))
     directions: dict[int, Tensor] = {}

@@ -17,6 +17,8 @@ tensor's branch joins, §16):
                 m ← β m + (1−β) g,  k ← k + 1,  u = m,  b = 1/(1−β^k)  (Momentum; a lagged
                 estimate takes the gradient only at the end, so u = m_{t−1})
     terms       per cell c: D_c = D(u_c)  (u_c/‖u_c‖ | U Vᵀ by Newton–Schulz | sign u_c | rows)
+                (``lazy_rows``: an embedding row whose gradient row g_r is 0 has u_r
+                taken as 0 here: no term, no move; its momentum is kept)
                 G_self = (1/L) Σ_c σ_c ⟨u_c, D_c⟩ · b
                 F      = (1/L) Σ_c σ_c ⟨g_c, D_c⟩              (Fresh only)
     G           SelfEstimate: G = G_self
@@ -87,9 +89,11 @@ def agd(params: list[Tensor], grads: list[Tensor], state: dict[str, Any], *, pla
     if not estimate.lagged:
         source.absorb(state["source"], grads, finite)
     d = source.current(state["source"], grads)
+    used = [grads[i].ne(0).any(dim=1) for i in plan.rows] if preset.lazy_rows else None
     flat, row_norms, directions = partial_sums(
         plan, d.us, grads if estimate.lagged else None, host=host,
-        ns_steps=preset.family.ns_steps, polar=shards.polar if shards is not None else None)
+        ns_steps=preset.family.ns_steps, polar=shards.polar if shards is not None else None,
+        used=used)
     co = step_size(plan, reduce(flat) if reduce is not None else flat, estimate,
                    state["estimate"], d, finite=finite, multipliers=multipliers, host=host)
     if not host or co.ok:

@@ -87,6 +87,10 @@ class Preset:
     #: the output layer's step × clamp(1/ρ, 1, L), ρ the RMS of its input measured on the
     #: step's forwards (:mod:`._head`, ``docs/agd-stability.md`` §25); needs the model
     head: bool = False
+    #: an embedding row (spectral: ℓ2 per row) moves only on the steps whose gradient uses it
+    #: (a non-zero gradient row); the others keep their momentum and take no step
+    #: (``docs/agd-stability.md`` §27)
+    lazy_rows: bool = False
 
     def __post_init__(self) -> None:
         for slot, allowed in _SLOTS.items():
@@ -147,6 +151,11 @@ _DAMPED = dataclasses.replace(
                 "its peak (a persistent rise is the Jacobian growing, and the curvature with its "
                 "square)")
 
+_HEAD = dataclasses.replace(
+    _DAMPED, name="spectral-head", head=True,
+    description="spectral-damped with the output layer's step x 1/rho where rho < 1, rho its "
+                "input's RMS measured on the step's forwards (its exact share of the output's "
+                "move) (the default)")
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
     Preset("spectral", Spectral(),
@@ -168,11 +177,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                                     "or curvature)"),
     _DAMPED,
     # spectral-damped with the head's step from its input's measured scale (§25)
-    dataclasses.replace(_DAMPED, name="spectral-head", head=True,
-                        description="spectral-damped with the output layer's step x 1/rho "
-                                    "where rho < 1, rho its input's RMS measured on the step's "
-                                    "forwards (its exact share of the output's move) "
-                                    "(the default)"),
+    _HEAD,
+    # spectral-head with the embedding rows a batch does not use left where they are (§27)
+    dataclasses.replace(_HEAD, name="spectral-lazy", lazy_rows=True,
+                        description="spectral-head with an embedding row moved only on the "
+                                    "steps whose gradient uses it (a row the batch does not "
+                                    "read keeps its momentum and takes no step)"),
 )}
 
 #: The preset ``AGD()`` uses when none is given (the race of docs/race.md decides it).
