@@ -92,28 +92,17 @@ def word_data(path: str | Path) -> DataBundle:
     return DataBundle(info, tx, ty, vx, vy, train_stream=ids[0])
 
 
-class CharGRU(nn.Module):
-    """Embedding → 2-layer GRU → Linear head (the race's ``char_lstm`` with a GRU)."""
+class Recurrent(nn.Module):
+    """Embedding → 2-layer recurrent ``cell`` → Linear head: ``gru`` (the race's ``char_lstm``
+    with a GRU, width 256) and ``word`` (an LSTM of 128 over thousands of words: most of its
+    embedding's rows absent from any one batch, where a character model's every row is in
+    nearly every batch)."""
 
-    def __init__(self, vocab: int, width: int = 256, depth: int = 2):
+    def __init__(self, vocab: int, cell: type[nn.Module] = nn.GRU, width: int = 256,
+                 depth: int = 2):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.rnn = nn.GRU(width, width, num_layers=depth, batch_first=True)
-        self.head = nn.Linear(width, vocab)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        h, _ = self.rnn(self.embed(tokens))
-        return self.head(h)
-
-
-class WordLSTM(nn.Module):
-    """Embedding(V, 128) → 2-layer LSTM(128) → Linear head: thousands of rows, most of them
-    absent from any one batch (a character model's every row is in nearly every batch)."""
-
-    def __init__(self, vocab: int, width: int = 128, depth: int = 2):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.rnn = nn.LSTM(width, width, num_layers=depth, batch_first=True)
+        self.rnn = cell(width, width, num_layers=depth, batch_first=True)
         self.head = nn.Linear(width, vocab)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -144,9 +133,9 @@ class CharTransformer(nn.Module):
 
 def build(model: str, vocab: int) -> nn.Module:
     if model == "gru":
-        return CharGRU(vocab)
+        return Recurrent(vocab)
     if model == "word":
-        return WordLSTM(vocab)
+        return Recurrent(vocab, nn.LSTM, width=128)
     if model in ("postnorm", "prenorm"):
         return CharTransformer(vocab, norm_first=model == "prenorm")
     raise ValueError(f"--model {model!r} is not one of {', '.join(SETTINGS)}")

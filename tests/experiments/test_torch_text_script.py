@@ -1,5 +1,5 @@
 """``benchmarks/torch_text.py``: a GRU and PyTorch's post-norm and pre-norm transformer layers,
-char-level, trained as a user would.
+char-level, and a word-level LSTM, trained as a user would.
 
 AGD reads all three with no declaration and no warning (the GRU's ``W_ih``/``W_hh`` one factor
 of three gates, the post-norm branches forked but in no stream, since every sum is normalised,
@@ -78,6 +78,32 @@ def test_first_seed_runs_the_seeds_from_it(tt, text_file, capsys):
     runs = [line for line in capsys.readouterr().out.splitlines() if " seed " in line]
     assert len(runs) == 1 and runs[0].split(":")[0].split() == ["agd", "seed", "2"]
     assert runs[0].split(":")[1].split()[0] == f"{want:.4f}"
+
+
+def test_the_word_data_are_the_texts_words_in_windows(tt, text_file):
+    """Words of the first 90% of the characters train, the rest test; a word seen fewer than
+    WORD_MIN_COUNT times in training is <unk>; targets are the next word."""
+    data = tt.word_data(text_file)
+    vocab = data.info.vocab
+    text = text_file.read_text()
+    train_words = tt._WORD.findall(text[:int(0.9 * len(text))])
+    assert vocab[0] == "<unk>" and data.info.num_classes == len(vocab)
+    assert all(train_words.count(w) >= tt.WORD_MIN_COUNT for w in vocab[1:])
+    assert data.train_x.shape[1] == tt.WORD_CONTEXT
+    assert torch.equal(data.train_x[0, 1:], data.train_y[0, :-1])
+    assert [vocab[i] for i in data.train_x[0]] == [
+        w if train_words.count(w) >= tt.WORD_MIN_COUNT else "<unk>"
+        for w in train_words[:tt.WORD_CONTEXT]]
+    model = tt.build("word", len(vocab))
+    assert isinstance(model.rnn, torch.nn.LSTM) and model.embed.weight.shape[1] == 128
+
+
+def test_the_word_model_runs_from_the_command_line(tt, text_file, capsys):
+    tt.main(["--data", str(text_file), "--model", "word", "--steps", "3", "--seeds", "1",
+             "--variants", "agd", "--preset", "spectral-lazy"])
+    out = capsys.readouterr().out
+    assert "# word, 3 steps" in out and "AGD preset spectral-lazy" in out
+    assert any(line.startswith("agd            seed 0: ") for line in out.splitlines())
 
 
 @pytest.mark.parametrize("variant", ["agd", "adamw-0.003"])
