@@ -120,6 +120,11 @@ def test_fast_path_equals_the_reference_twin_in_float64(preset):
     assert not torch.equal(model.embed.weight[:3], start[:3])
 
 
+def test_lazy_rows_without_row_cells_are_refused_by_name():
+    with pytest.raises(ValueError, match="lazy_rows needs the Spectral family"):
+        dataclasses.replace(PRESETS["paper"], name="paper-lazy", lazy_rows=True)
+
+
 def test_resuming_from_a_state_dict_equals_never_stopping():
     straight, resumed = _net(), _net()
     a = hyperfree.AGD(straight, preset=LAZY)

@@ -99,6 +99,10 @@ class Preset:
                 names = ", ".join("None" if a is type(None) else a.__name__ for a in allowed)
                 raise ValueError(f"preset {self.name!r}: {slot} must be one of {names}, got "
                                  f"{piece!r}")
+        if self.lazy_rows and not isinstance(self.family, Spectral):
+            raise ValueError(f"preset {self.name!r}: lazy_rows needs the Spectral family (its "
+                             f"embedding rows are cells; {type(self.family).__name__} moves "
+                             "a table as one cell)")
         if self.estimate.lagged and not isinstance(self.source, Momentum):
             raise ValueError(f"preset {self.name!r}: estimate {self.estimate!r} needs a "
                              "Momentum source (the direction comes from the momentum of the "
