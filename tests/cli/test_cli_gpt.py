@@ -22,7 +22,8 @@ from hyperfree.models import create_model
 
 TINY = ["--arch", "gpt", "--dataset", "tinyshakespeare", "--depth", "1", "--width", "8",
         "--heads", "2", "--seq-len", "8", "--optimizer", "adam", "--lr", "3e-3", "--test-bs",
-        "5", "--train-bs", "4", "--no-progress", "--no-plots"]
+        "5", "--train-bs", "4", "--no-progress", "--no-plots",
+        "--threads", "1"]  # an exact resume needs the straight run's thread count
 
 
 def _run(argv: list[str]) -> int:
