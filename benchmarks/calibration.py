@@ -51,15 +51,26 @@ class Tempered:
         self.sums = [0.0] * len(self.temperatures)
         self.count = 0
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        n = target.numel()
+    def add(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Score one batch's logits at every temperature."""
+        n, logits = target.numel(), logits.float()
         for i, t in enumerate(self.temperatures):
-            self.sums[i] += float(cross_entropy(logits.float() / t, target)) * n
+            self.sums[i] += float(cross_entropy(logits / t, target)) * n
         self.count += n
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """As the loop's loss function: the batch's loss at T = 1, the others recorded."""
+        self.add(logits, target)
         return cross_entropy(logits, target)
 
     def losses(self) -> dict[float, float]:
         return {t: s / self.count for t, s in zip(self.temperatures, self.sums)}
+
+    def best(self) -> tuple[float, float]:
+        """``(T*, loss(T*))``, the grid's best."""
+        losses = self.losses()
+        t = min(losses, key=losses.__getitem__)
+        return t, losses[t]
 
 
 def read(run_dir: Path, data_dirs: dict[str, str],
@@ -89,12 +100,11 @@ def read(run_dir: Path, data_dirs: dict[str, str],
         tempered = Tempered(temperatures)
         out = evaluate(run.stepper, run.test_loader, n, tempered, device, SINGLE,
                        calibration=run.calibration_batches)
-    losses = tempered.losses()
-    best = min(losses, key=losses.__getitem__)
+    best, best_loss = tempered.best()
     recorded = next((r["test_loss"] for r in reversed(ckpt["metrics"]) if "test_loss" in r),
                     None)
     return {"run": str(run_dir), "optimizer": cfg.optimizer, "loss": out["test_loss"],
-            "best_t": best, "best_loss": losses[best], "acc": out["test_acc"],
+            "best_t": best, "best_loss": best_loss, "acc": out["test_acc"],
             "recorded": recorded}
 
 

@@ -178,9 +178,10 @@ def _optimiser(model: nn.Module, variant: str, steps: int, seed: int,
     return opt, None, 0.0
 
 
-def test_loss(model: nn.Module, data, opt=None) -> float:
+def test_loss(model: nn.Module, data, opt=None, tempered: Tempered | None = None) -> float:
     """The test loss (nats, the whole test split), AGD at its averaged weights (``opt.eval()``;
-    back to the iterate after, when the model was training)."""
+    back to the iterate after, when the model was training); ``tempered`` also scores the same
+    logits at its temperatures."""
     training = model.training
     if isinstance(opt, hyperfree.AGD):
         opt.eval()
@@ -188,9 +189,11 @@ def test_loss(model: nn.Module, data, opt=None) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in data.test_loader(256):
-            total += float(F.cross_entropy(model(x).flatten(0, 1), y.flatten(),
-                                           reduction="sum"))
+            logits = model(x)
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             n += y.numel()
+            if tempered is not None:
+                tempered.add(logits, y)
     if training:
         model.train()
         if isinstance(opt, hyperfree.AGD):
@@ -198,26 +201,12 @@ def test_loss(model: nn.Module, data, opt=None) -> float:
     return total / n
 
 
-def temperature_line(model: nn.Module, data, opt=None) -> str:
-    """The test loss at the loss-optimal temperature (``benchmarks/calibration.py``'s reading:
-    an oracle on the test split, a diagnosis), AGD at its averaged weights."""
-    training = model.training
-    if isinstance(opt, hyperfree.AGD):
-        opt.eval()
-    model.eval()
-    tempered = Tempered(TEMPERATURES)
-    with torch.no_grad():
-        for x, y in data.test_loader(256):
-            tempered(model(x), y)
-    if training:
-        model.train()
-        if isinstance(opt, hyperfree.AGD):
-            opt.train()
-    losses = tempered.losses()
-    best = min(losses, key=losses.__getitem__)
-    one = losses[min(losses, key=lambda t: abs(t - 1.0))]
-    return (f"  temperature: loss(1) {one:.4f}, T* {best:.3f}, loss(T*) {losses[best]:.4f}, "
-            f"the scale costs {one - losses[best]:.4f}")
+def temperature_line(loss: float, tempered: Tempered) -> str:
+    """``loss`` (at T = 1) against the loss-optimal temperature's (``benchmarks/calibration.py``'s
+    reading: an oracle on the test split, a diagnosis)."""
+    best, best_loss = tempered.best()
+    return (f"  temperature: loss(1) {loss:.4f}, T* {best:.3f}, loss(T*) {best_loss:.4f}, "
+            f"the scale costs {loss - best_loss:.4f}")
 
 
 def run(data, model_name: str, variant: str, steps: int, seed: int,
@@ -278,10 +267,12 @@ def run(data, model_name: str, variant: str, steps: int, seed: int,
     if fit is not None:
         print(f"  linefit (rho, s*, coherence; medians per quarter): {fit.quarters()}",
               flush=True)
-    if calibrate:
-        print(temperature_line(model, data, opt), flush=True)
     model.eval()
-    return test_loss(model, data, opt), sum(tail) / len(tail)
+    tempered = Tempered(TEMPERATURES) if calibrate else None
+    loss = test_loss(model, data, opt, tempered)
+    if tempered is not None:
+        print(temperature_line(loss, tempered), flush=True)
+    return loss, sum(tail) / len(tail)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -160,6 +160,7 @@ _HEAD = dataclasses.replace(
     description="spectral-damped with the output layer's step x 1/rho where rho < 1, rho its "
                 "input's RMS measured on the step's forwards (its exact share of the output's "
                 "move) (the default)")
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", Frobenius(), description="the AGD paper's rule (Bernstein et al. 2023)"),
     Preset("spectral", Spectral(),
